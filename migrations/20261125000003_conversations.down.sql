@@ -1,0 +1,3 @@
+DROP TABLE conversation_members;
+DROP TABLE conversations;
+DROP TYPE conversation_kind;

@@ -1,0 +1,37 @@
+//! Who is calling: password hashing, access tokens and the extractor that turns a bearer token
+//! into the caller's [`UserId`].
+
+mod password;
+mod token;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::header::AUTHORIZATION;
+
+pub use password::{hash_password, verify_password};
+pub use token::Tokens;
+
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::ids::UserId;
+
+/// The authenticated caller of an HTTP request.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub UserId);
+
+/// The token from `Authorization: Bearer <token>`, if the header is there and well formed.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = bearer_token(parts)
+            .ok_or(AppError::Unauthorized("missing bearer token"))?;
+        state.tokens.verify(token).map(AuthUser)
+    }
+}

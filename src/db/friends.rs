@@ -1,0 +1,214 @@
+//! Friend requests and friendships. A friendship is stored once, smaller user id first.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use super::users::User;
+use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::ids::{RequestId, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "friend_request_status", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    Pending,
+    Accepted,
+    Declined,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FriendRequest {
+    pub id: RequestId,
+    pub from_user_id: UserId,
+    pub from_username: String,
+    pub to_user_id: UserId,
+    pub to_username: String,
+    pub status: RequestStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the recipient or the sender does with a pending request.
+#[derive(Debug, Clone, Copy)]
+pub enum Response {
+    Accept,
+    Decline,
+    Cancel,
+}
+
+const REQUEST_SELECT: &str = "SELECT r.id, r.from_user_id, f.username AS from_username, \
+     r.to_user_id, t.username AS to_username, r.status, r.created_at, r.updated_at \
+     FROM friend_requests r JOIN users f ON f.id = r.from_user_id JOIN users t ON t.id = r.to_user_id";
+
+fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
+    if a < b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+pub async fn are_friends(conn: &mut PgConnection, a: UserId, b: UserId) -> AppResult<bool> {
+    let (low, high) = pair(a, b);
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM friendships WHERE user_low = $1 AND user_high = $2)",
+    )
+    .bind(low)
+    .bind(high)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// How many of `others` are friends of `user`.
+pub async fn count_friends_among(
+    conn: &mut PgConnection,
+    user: UserId,
+    others: &[i64],
+) -> AppResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM friendships \
+         WHERE (user_low = $1 AND user_high = ANY($2)) OR (user_high = $1 AND user_low = ANY($2))",
+    )
+    .bind(user)
+    .bind(others)
+    .fetch_one(conn)
+    .await?)
+}
+
+async fn request_by_id(conn: &mut PgConnection, id: RequestId) -> AppResult<FriendRequest> {
+    Ok(sqlx::query_as(&format!("{REQUEST_SELECT} WHERE r.id = $1"))
+        .bind(id)
+        .fetch_one(conn)
+        .await?)
+}
+
+pub async fn send_request(
+    conn: &mut PgConnection,
+    from: UserId,
+    to: UserId,
+) -> AppResult<FriendRequest> {
+    if from == to {
+        return Err(AppError::invalid("username: you cannot befriend yourself"));
+    }
+    if are_friends(conn, from, to).await? {
+        return Err(AppError::conflict("already_friends", "you are already friends"));
+    }
+    let id: RequestId = sqlx::query_scalar(
+        "INSERT INTO friend_requests (from_user_id, to_user_id) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|err| {
+        if is_unique_violation(&err, "friend_requests_one_pending_per_pair") {
+            AppError::conflict(
+                "request_pending",
+                "a friend request between you is already pending",
+            )
+        } else {
+            err.into()
+        }
+    })?;
+    request_by_id(conn, id).await
+}
+
+/// Pending requests addressed to `user` and sent by `user`.
+pub async fn pending(
+    conn: &mut PgConnection,
+    user: UserId,
+) -> AppResult<(Vec<FriendRequest>, Vec<FriendRequest>)> {
+    let incoming = sqlx::query_as(&format!(
+        "{REQUEST_SELECT} WHERE r.to_user_id = $1 AND r.status = 'pending' ORDER BY r.id"
+    ))
+    .bind(user)
+    .fetch_all(&mut *conn)
+    .await?;
+    let outgoing = sqlx::query_as(&format!(
+        "{REQUEST_SELECT} WHERE r.from_user_id = $1 AND r.status = 'pending' ORDER BY r.id"
+    ))
+    .bind(user)
+    .fetch_all(conn)
+    .await?;
+    Ok((incoming, outgoing))
+}
+
+/// Accepts, declines or cancels a pending request. Only the recipient accepts or declines and
+/// only the sender cancels; anyone else is told the request does not exist. Run it in a
+/// transaction: accepting also creates the friendship.
+pub async fn respond(
+    conn: &mut PgConnection,
+    user: UserId,
+    id: RequestId,
+    response: Response,
+) -> AppResult<FriendRequest> {
+    let row: Option<(UserId, UserId, RequestStatus)> = sqlx::query_as(
+        "SELECT from_user_id, to_user_id, status FROM friend_requests WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (from, to, status) = row.ok_or(AppError::NotFound)?;
+    let allowed = match response {
+        Response::Accept | Response::Decline => to == user,
+        Response::Cancel => from == user,
+    };
+    if !allowed {
+        return Err(if from == user || to == user {
+            AppError::Forbidden("only the recipient accepts or declines; only the sender cancels".into())
+        } else {
+            AppError::NotFound
+        });
+    }
+    if status != RequestStatus::Pending {
+        return Err(AppError::conflict("request_not_pending", "the request is no longer pending"));
+    }
+    let new_status = match response {
+        Response::Accept => RequestStatus::Accepted,
+        Response::Decline => RequestStatus::Declined,
+        Response::Cancel => RequestStatus::Cancelled,
+    };
+    sqlx::query("UPDATE friend_requests SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(new_status)
+        .execute(&mut *conn)
+        .await?;
+    if let Response::Accept = response {
+        let (low, high) = pair(from, to);
+        sqlx::query(
+            "INSERT INTO friendships (user_low, user_high) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(low)
+        .bind(high)
+        .execute(&mut *conn)
+        .await?;
+    }
+    request_by_id(conn, id).await
+}
+
+pub async fn list(conn: &mut PgConnection, user: UserId) -> AppResult<Vec<User>> {
+    Ok(sqlx::query_as(
+        "SELECT u.id, u.username, u.display_name, u.created_at FROM friendships f \
+         JOIN users u ON u.id = CASE WHEN f.user_low = $1 THEN f.user_high ELSE f.user_low END \
+         WHERE f.user_low = $1 OR f.user_high = $1 ORDER BY u.username",
+    )
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Ends a friendship; `NotFound` when there was none.
+pub async fn remove(conn: &mut PgConnection, user: UserId, other: UserId) -> AppResult<()> {
+    let (low, high) = pair(user, other);
+    let done = sqlx::query("DELETE FROM friendships WHERE user_low = $1 AND user_high = $2")
+        .bind(low)
+        .bind(high)
+        .execute(conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}

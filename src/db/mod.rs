@@ -1,0 +1,111 @@
+//! Everything that touches PostgreSQL: connecting at startup, migrations, the pool guard every
+//! query passes through, and one module of queries per table family.
+
+pub mod chats;
+pub mod friends;
+mod guard;
+pub mod messages;
+pub mod users;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use tokio::time::Instant;
+
+use crate::config::Config;
+pub use guard::{Db, DbConn};
+
+/// The schema this binary speaks, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Opens the pool, retrying with backoff while the database is unreachable, and giving up once
+/// the configured connect timeout has passed. Errors name the host, port and database only.
+pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let target = config.database_display();
+    let deadline = Instant::now() + config.db_connect_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let failure =
+            match tokio::time::timeout(remaining, PgConnection::connect_with(&config.database))
+                .await
+            {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    break;
+                }
+                // The server answered and said no (bad password, no such database): retrying
+                // will not help.
+                Ok(Err(err @ sqlx::Error::Database(_))) => {
+                    bail!("cannot connect to the database at {target}: {err}")
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+        if Instant::now() + backoff >= deadline {
+            bail!(
+                "cannot reach the database at {target} within {}s: {failure}",
+                config.db_connect_timeout.as_secs()
+            );
+        }
+        tracing::warn!(database = %target, error = %failure, "database not reachable yet, retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    PgPoolOptions::new()
+        .max_connections(config.db_max_connections)
+        .acquire_timeout(config.db_permit_timeout)
+        .connect_with(config.database.clone())
+        .await
+        .with_context(|| format!("cannot open the connection pool to {target}"))
+}
+
+/// Applies pending migrations. sqlx holds a PostgreSQL advisory lock while it migrates, so
+/// servers starting together apply each migration once.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    if let Err(err) = MIGRATOR.run(pool).await {
+        let applied = applied_versions(pool).await.unwrap_or_default();
+        let failed = MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .find(|m| !applied.contains(&m.version));
+        return Err(match failed {
+            Some(m) => anyhow!(
+                "migration {} ({}) failed: {err}",
+                m.version,
+                m.description
+            ),
+            None => anyhow!("migrations failed: {err}"),
+        });
+    }
+    Ok(())
+}
+
+/// For `serve --no-migrate`: fails unless the database holds exactly this binary's migrations.
+pub async fn ensure_current(pool: &PgPool) -> anyhow::Result<()> {
+    let applied = applied_versions(pool).await.unwrap_or_default();
+    let known: BTreeSet<i64> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    if let Some(missing) = known.difference(&applied).next() {
+        bail!("the database schema is behind this binary (migration {missing} is not applied); run `xfchat migrate` first");
+    }
+    if let Some(unknown) = applied.difference(&known).next() {
+        bail!("the database has migration {unknown}, which this binary does not know; run a newer xfchat");
+    }
+    Ok(())
+}
+
+async fn applied_versions(pool: &PgPool) -> Result<BTreeSet<i64>, sqlx::Error> {
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?;
+    Ok(versions.into_iter().collect())
+}

@@ -1,0 +1,125 @@
+//! The one API error type. Every failure a client can see has a status, a snake_case code and a
+//! sentence, rendered as `{"error": {"code": ..., "message": ...}}`. Causes go to the log only.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+    #[error("the database is unavailable; retry shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) | Self::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Overloaded | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable code clients branch on; also used in WebSocket `error` frames.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict { code, .. } => code,
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut => Self::Overloaded,
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %err, "database unreachable");
+                Self::Unavailable
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(is_connection_lost) => {
+                tracing::warn!(error = %err, "database connection lost");
+                Self::Unavailable
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// SQLSTATE classes that mean the server went away rather than that the query was wrong:
+/// 08 (connection exception) and 57P (operator intervention: shutdown, terminated backend).
+fn is_connection_lost(code: std::borrow::Cow<'_, str>) -> bool {
+    code.starts_with("08") || code.starts_with("57P")
+}
+
+/// True when `err` is a unique-constraint violation on `constraint`, so a query site can turn
+/// it into a domain error.
+pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(ref cause) = self {
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        let status = self.status();
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, Self::Overloaded | Self::Unavailable) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,148 @@
+//! Chats, their history, sending by HTTP and read markers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Acquire;
+use uuid::Uuid;
+
+use super::extract::{Path, Query};
+use super::{AppState, Json};
+use crate::auth::AuthUser;
+use crate::db::chats;
+use crate::db::messages::{self, Stored};
+use crate::error::{AppError, AppResult};
+use crate::ids::{ChatId, UserId};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    title: String,
+    member_ids: Vec<UserId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    after_seq: Option<i64>,
+    before_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadBody {
+    seq: i64,
+}
+
+pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> AppResult<axum::Json<Value>> {
+    let mut conn = state.db.conn().await?;
+    let chats = chats::list(&mut conn, me).await?;
+    Ok(axum::Json(json!({ "chats": chats })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<ChatId>,
+) -> AppResult<axum::Json<Value>> {
+    let mut conn = state.db.conn().await?;
+    let chat = chats::get(&mut conn, me, id).await?;
+    Ok(axum::Json(json!({ "chat": chat })))
+}
+
+pub async fn direct(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(other): Path<UserId>,
+) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    let mut conn = state.db.conn().await?;
+    let mut tx = conn.begin().await?;
+    let (chat, created) = chats::get_or_create_direct(&mut tx, me, other).await?;
+    tx.commit().await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(json!({ "chat": chat }))))
+}
+
+pub async fn create_group(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Json(req): Json<NewGroup>,
+) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    let title = req.title.trim();
+    if title.is_empty() || title.chars().count() > 100 {
+        return Err(AppError::invalid("title: 1 to 100 characters"));
+    }
+    if req.member_ids.len() > 1000 {
+        return Err(AppError::invalid("member_ids: at most 1000 members"));
+    }
+    let mut conn = state.db.conn().await?;
+    let mut tx = conn.begin().await?;
+    let chat = chats::create_group(&mut tx, me, title, &req.member_ids).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "chat": chat }))))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<ChatId>,
+    Query(q): Query<HistoryQuery>,
+) -> AppResult<axum::Json<Value>> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit < 1 {
+        return Err(AppError::invalid("limit: must be at least 1"));
+    }
+    let mut conn = state.db.conn().await?;
+    chats::ensure_member(&mut conn, id, me).await?;
+    let page = messages::page(&mut conn, id, q.after_seq, q.before_seq, limit.min(MAX_PAGE)).await?;
+    Ok(axum::Json(json!({ "messages": page })))
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((id, client_msg_id)): Path<(ChatId, Uuid)>,
+    Json(req): Json<SendBody>,
+) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    check_body(&req.body, state.config.message_max_bytes)?;
+    let mut conn = state.db.conn().await?;
+    let (message, stored) = messages::store(&mut conn, id, me, client_msg_id, &req.body).await?;
+    let status = match stored {
+        Stored::New => StatusCode::CREATED,
+        Stored::Replay => StatusCode::OK,
+    };
+    Ok((status, axum::Json(json!({ "message": message }))))
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<ChatId>,
+    Json(req): Json<ReadBody>,
+) -> AppResult<StatusCode> {
+    let mut conn = state.db.conn().await?;
+    chats::mark_read(&mut conn, id, me, req.seq).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A message body must be non-empty text within the configured size.
+pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
+    if body.trim().is_empty() {
+        return Err(AppError::invalid("body: must not be empty"));
+    }
+    if body.len() > max_bytes {
+        return Err(AppError::invalid(format!("body: at most {max_bytes} bytes")));
+    }
+    Ok(())
+}

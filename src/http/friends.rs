@@ -1,0 +1,99 @@
+//! Friend requests and the friend list.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Acquire;
+
+use super::extract::Path;
+use super::{AppState, Json};
+use crate::auth::AuthUser;
+use crate::db::friends::{self, Response};
+use crate::db::users;
+use crate::error::{AppError, AppResult};
+use crate::ids::{RequestId, UserId};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    username: String,
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Json(req): Json<SendRequest>,
+) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    let mut conn = state.db.conn().await?;
+    let to = users::by_username(&mut conn, &req.username)
+        .await?
+        .ok_or_else(|| AppError::invalid("username: no such user"))?;
+    let request = friends::send_request(&mut conn, me, to.id).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "request": request }))))
+}
+
+pub async fn pending(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> AppResult<axum::Json<Value>> {
+    let mut conn = state.db.conn().await?;
+    let (incoming, outgoing) = friends::pending(&mut conn, me).await?;
+    Ok(axum::Json(json!({ "incoming": incoming, "outgoing": outgoing })))
+}
+
+async fn respond(
+    state: AppState,
+    me: UserId,
+    id: RequestId,
+    response: Response,
+) -> AppResult<axum::Json<Value>> {
+    let mut conn = state.db.conn().await?;
+    let mut tx = conn.begin().await?;
+    let request = friends::respond(&mut tx, me, id, response).await?;
+    tx.commit().await?;
+    Ok(axum::Json(json!({ "request": request })))
+}
+
+pub async fn accept(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<RequestId>,
+) -> AppResult<axum::Json<Value>> {
+    respond(state, me, id, Response::Accept).await
+}
+
+pub async fn decline(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<RequestId>,
+) -> AppResult<axum::Json<Value>> {
+    respond(state, me, id, Response::Decline).await
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<RequestId>,
+) -> AppResult<axum::Json<Value>> {
+    respond(state, me, id, Response::Cancel).await
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> AppResult<axum::Json<Value>> {
+    let mut conn = state.db.conn().await?;
+    let friends = friends::list(&mut conn, me).await?;
+    Ok(axum::Json(json!({ "friends": friends })))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(other): Path<UserId>,
+) -> AppResult<StatusCode> {
+    let mut conn = state.db.conn().await?;
+    friends::remove(&mut conn, me, other).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

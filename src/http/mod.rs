@@ -1,0 +1,61 @@
+//! The HTTP API: shared state, the router, and one file per resource.
+
+mod accounts;
+mod chats;
+mod extract;
+mod friends;
+mod health;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::AppError;
+
+pub use extract::Json;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub tokens: Tokens,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/auth/signup", post(accounts::signup))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/me", get(accounts::me))
+        .route("/friends", get(friends::list))
+        .route("/friends/{user_id}", delete(friends::remove))
+        .route("/friends/requests", post(friends::send).get(friends::pending))
+        .route("/friends/requests/{id}/accept", post(friends::accept))
+        .route("/friends/requests/{id}/decline", post(friends::decline))
+        .route("/friends/requests/{id}/cancel", post(friends::cancel))
+        .route("/chats", get(chats::list).post(chats::create_group))
+        .route("/chats/direct/{user_id}", put(chats::direct))
+        .route("/chats/{id}", get(chats::get))
+        .route("/chats/{id}/messages", get(chats::history))
+        .route("/chats/{id}/messages/{client_msg_id}", put(chats::send))
+        .route("/chats/{id}/read", post(chats::read));
+    Router::new()
+        .nest("/api", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { AppError::NotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(AppError::Internal(anyhow::anyhow!(
+                "handler panicked"
+            )))
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,15 @@
+//! XFChat: a realtime chat hub whose one store is PostgreSQL.
+//!
+//! This file only names the pieces; [`server`] wires them together.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use server::{run, Server};

@@ -1,0 +1,100 @@
+//! Startup and shutdown: connect, migrate, bind, serve, and stop cleanly on a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Tokens;
+use crate::config::{Cli, Command, Config};
+use crate::db::{self, Db};
+use crate::http::{self, AppState};
+
+/// Whether startup applies migrations or only checks that the schema is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    Apply,
+    RequireCurrent,
+}
+
+/// A running server: its address, and the handle that stops it.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Connects to the database, brings the schema up to date and starts serving.
+    pub async fn start(config: Config, migrations: Migrations) -> anyhow::Result<Server> {
+        let pool = db::connect(&config).await?;
+        match migrations {
+            Migrations::Apply => db::migrate(&pool).await?,
+            Migrations::RequireCurrent => db::ensure_current(&pool).await?,
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let database = config.database_display();
+        let state = AppState {
+            db: Db::new(pool.clone(), config.db_permits, config.db_permit_timeout),
+            tokens: Tokens::new(config.jwt_secret.expose(), config.token_ttl),
+            config: Arc::new(config),
+        };
+        let grace = state.config.shutdown_grace;
+        let shutdown = CancellationToken::new();
+        let app = http::router(state);
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+            let serving = tokio::spawn(async move { serve.await });
+            stop.cancelled().await;
+            // In-flight requests get `grace` to finish; then the rest are cut off.
+            let abort = serving.abort_handle();
+            if tokio::time::timeout(grace, serving).await.is_err() {
+                tracing::warn!("shutdown grace period passed; closing remaining connections");
+                abort.abort();
+            }
+            pool.close().await;
+            Ok(())
+        });
+        tracing::info!(%addr, %database, "xfchat serving");
+        Ok(Server { addr, shutdown, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, closes the pool.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("server task failed")?
+    }
+}
+
+/// Runs the command the command line asked for.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.settings.validate()?;
+    match cli.command {
+        Some(Command::Migrate) => {
+            let pool = db::connect(&config).await?;
+            db::migrate(&pool).await?;
+            tracing::info!(database = %config.database_display(), "migrations applied");
+            pool.close().await;
+            Ok(())
+        }
+        command => {
+            let no_migrate = matches!(command, Some(Command::Serve { no_migrate: true }));
+            let migrations = if no_migrate { Migrations::RequireCurrent } else { Migrations::Apply };
+            let server = Server::start(config, migrations).await?;
+            crate::shutdown::signal().await;
+            tracing::info!("shutdown signal received");
+            server.stop().await
+        }
+    }
+}
