@@ -9,7 +9,11 @@ use sqlx::postgres::PgConnectOptions;
 
 /// The `xfchat` command line.
 #[derive(Debug, Parser)]
-#[command(name = "xfchat", version, about = "XFChat: a realtime chat hub backed by PostgreSQL")]
+#[command(
+    name = "xfchat",
+    version,
+    about = "XFChat: a realtime chat hub backed by PostgreSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -46,26 +50,57 @@ pub struct Settings {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
     /// Address for HTTP and WebSocket.
-    #[arg(long, env = "XFCHAT_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: String,
     /// Log format: text or json.
-    #[arg(long, env = "XFCHAT_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Maximum connections in the database pool.
-    #[arg(long, env = "XFCHAT_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_max_connections: u32,
     /// Permits for user traffic; below the pool maximum so readiness keeps a connection.
     /// Defaults to the pool maximum minus one.
     #[arg(long, env = "XFCHAT_DB_PERMITS", global = true)]
     pub db_permits: Option<u32>,
     /// How long a request waits for a database permit before it is answered `overloaded`.
-    #[arg(long, env = "XFCHAT_DB_PERMIT_TIMEOUT_MS", default_value_t = 2000, global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_DB_PERMIT_TIMEOUT_MS",
+        default_value_t = 2000,
+        global = true
+    )]
     pub db_permit_timeout_ms: u64,
     /// How long startup keeps trying to reach the database.
-    #[arg(long, env = "XFCHAT_DB_CONNECT_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_DB_CONNECT_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     pub db_connect_timeout_secs: u64,
     /// Lifetime of an access token.
-    #[arg(long, env = "XFCHAT_TOKEN_TTL_SECS", default_value_t = 86_400, global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_TOKEN_TTL_SECS",
+        default_value_t = 86_400,
+        global = true
+    )]
     pub token_ttl_secs: u64,
     /// Largest accepted HTTP request body.
     #[arg(long, env = "XFCHAT_BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
@@ -74,7 +109,12 @@ pub struct Settings {
     #[arg(long, env = "XFCHAT_MESSAGE_MAX_BYTES", default_value_t = 8 * 1024, global = true)]
     pub message_max_bytes: usize,
     /// How long in-flight requests may run after a shutdown signal.
-    #[arg(long, env = "XFCHAT_SHUTDOWN_GRACE_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "XFCHAT_SHUTDOWN_GRACE_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     pub shutdown_grace_secs: u64,
 }
 
@@ -131,10 +171,9 @@ impl Settings {
         let database: PgConnectOptions = url.parse().map_err(|_| {
             invalid("DATABASE_URL is not a valid postgres:// URL (postgres://user:password@host:port/database)")
         })?;
-        let jwt_secret = self
-            .jwt_secret
-            .as_deref()
-            .ok_or_else(|| invalid("JWT_SECRET is required: set it to a random string of at least 32 bytes"))?;
+        let jwt_secret = self.jwt_secret.as_deref().ok_or_else(|| {
+            invalid("JWT_SECRET is required: set it to a random string of at least 32 bytes")
+        })?;
         if jwt_secret.len() < 32 {
             return Err(invalid(format!(
                 "JWT_SECRET is too short ({} bytes): it must be at least 32 bytes",

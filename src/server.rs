@@ -50,7 +50,8 @@ impl Server {
         let app = http::router(state);
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
             let serving = tokio::spawn(async move { serve.await });
             stop.cancelled().await;
             // In-flight requests get `grace` to finish; then the rest are cut off.
@@ -63,7 +64,11 @@ impl Server {
             Ok(())
         });
         tracing::info!(%addr, %database, "xfchat serving");
-        Ok(Server { addr, shutdown, task })
+        Ok(Server {
+            addr,
+            shutdown,
+            task,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,7 +95,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         command => {
             let no_migrate = matches!(command, Some(Command::Serve { no_migrate: true }));
-            let migrations = if no_migrate { Migrations::RequireCurrent } else { Migrations::Apply };
+            let migrations = if no_migrate {
+                Migrations::RequireCurrent
+            } else {
+                Migrations::Apply
+            };
             let server = Server::start(config, migrations).await?;
             crate::shutdown::signal().await;
             tracing::info!("shutdown signal received");

@@ -5,8 +5,8 @@ mod password;
 mod token;
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 
 pub use password::{hash_password, verify_password};
 pub use token::Tokens;
@@ -30,8 +30,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = bearer_token(parts)
-            .ok_or(AppError::Unauthorized("missing bearer token"))?;
+        let token = bearer_token(parts).ok_or(AppError::Unauthorized("missing bearer token"))?;
         state.tokens.verify(token).map(AuthUser)
     }
 }

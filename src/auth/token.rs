@@ -55,14 +55,15 @@ impl Tokens {
     }
 
     pub fn verify(&self, token: &str) -> AppResult<UserId> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    AppError::Unauthorized("token expired")
+        let data =
+            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        AppError::Unauthorized("token expired")
+                    }
+                    _ => AppError::Unauthorized("invalid token"),
                 }
-                _ => AppError::Unauthorized("invalid token"),
-            }
-        })?;
+            })?;
         data.claims
             .sub
             .parse()

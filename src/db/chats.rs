@@ -90,19 +90,28 @@ async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> Ap
     .fetch_all(&mut *conn)
     .await?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id.0).collect();
-    let members: Vec<(ChatId, Member)> = sqlx::query_as::<_, (ChatId, UserId, String, String, i64)>(
-        "SELECT m.conversation_id, u.id, u.username, u.display_name, m.last_read_seq \
+    let members: Vec<(ChatId, Member)> =
+        sqlx::query_as::<_, (ChatId, UserId, String, String, i64)>(
+            "SELECT m.conversation_id, u.id, u.username, u.display_name, m.last_read_seq \
          FROM conversation_members m JOIN users u ON u.id = m.user_id \
          WHERE m.conversation_id = ANY($1) ORDER BY m.conversation_id, u.id",
-    )
-    .bind(&ids)
-    .fetch_all(conn)
-    .await?
-    .into_iter()
-    .map(|(chat, id, username, display_name, last_read_seq)| {
-        (chat, Member { id, username, display_name, last_read_seq })
-    })
-    .collect();
+        )
+        .bind(&ids)
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|(chat, id, username, display_name, last_read_seq)| {
+            (
+                chat,
+                Member {
+                    id,
+                    username,
+                    display_name,
+                    last_read_seq,
+                },
+            )
+        })
+        .collect();
     let mut by_chat: HashMap<ChatId, Vec<Member>> = HashMap::new();
     for (chat, member) in members {
         by_chat.entry(chat).or_default().push(member);
@@ -127,7 +136,10 @@ pub async fn list(conn: &mut PgConnection, user: UserId) -> AppResult<Vec<Chat>>
 }
 
 pub async fn get(conn: &mut PgConnection, user: UserId, chat: ChatId) -> AppResult<Chat> {
-    load(conn, user, Some(chat)).await?.pop().ok_or(AppError::NotFound)
+    load(conn, user, Some(chat))
+        .await?
+        .pop()
+        .ok_or(AppError::NotFound)
 }
 
 /// Returns the direct chat between two friends, creating it when needed; `true` when created.
@@ -138,12 +150,20 @@ pub async fn get_or_create_direct(
     other: UserId,
 ) -> AppResult<(Chat, bool)> {
     if user == other {
-        return Err(AppError::invalid("user_id: a direct chat needs another user"));
+        return Err(AppError::invalid(
+            "user_id: a direct chat needs another user",
+        ));
     }
     if !friends::are_friends(conn, user, other).await? {
-        return Err(AppError::Forbidden("you can only start a direct chat with a friend".into()));
+        return Err(AppError::Forbidden(
+            "you can only start a direct chat with a friend".into(),
+        ));
     }
-    let (low, high) = if user < other { (user, other) } else { (other, user) };
+    let (low, high) = if user < other {
+        (user, other)
+    } else {
+        (other, user)
+    };
     let created: Option<ChatId> = sqlx::query_scalar(
         "INSERT INTO conversations (kind, created_by, direct_low, direct_high) \
          VALUES ('direct', $1, $2, $3) ON CONFLICT (direct_low, direct_high) DO NOTHING RETURNING id",
@@ -179,7 +199,11 @@ pub async fn create_group(
     title: &str,
     members: &[UserId],
 ) -> AppResult<Chat> {
-    let mut others: Vec<i64> = members.iter().map(|m| m.0).filter(|&m| m != creator.0).collect();
+    let mut others: Vec<i64> = members
+        .iter()
+        .map(|m| m.0)
+        .filter(|&m| m != creator.0)
+        .collect();
     others.sort_unstable();
     others.dedup();
     if friends::count_friends_among(conn, creator, &others).await? != others.len() as i64 {

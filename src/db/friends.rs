@@ -93,7 +93,10 @@ pub async fn send_request(
         return Err(AppError::invalid("username: you cannot befriend yourself"));
     }
     if are_friends(conn, from, to).await? {
-        return Err(AppError::conflict("already_friends", "you are already friends"));
+        return Err(AppError::conflict(
+            "already_friends",
+            "you are already friends",
+        ));
     }
     let id: RequestId = sqlx::query_scalar(
         "INSERT INTO friend_requests (from_user_id, to_user_id) VALUES ($1, $2) RETURNING id",
@@ -157,13 +160,18 @@ pub async fn respond(
     };
     if !allowed {
         return Err(if from == user || to == user {
-            AppError::Forbidden("only the recipient accepts or declines; only the sender cancels".into())
+            AppError::Forbidden(
+                "only the recipient accepts or declines; only the sender cancels".into(),
+            )
         } else {
             AppError::NotFound
         });
     }
     if status != RequestStatus::Pending {
-        return Err(AppError::conflict("request_not_pending", "the request is no longer pending"));
+        return Err(AppError::conflict(
+            "request_not_pending",
+            "the request is no longer pending",
+        ));
     }
     let new_status = match response {
         Response::Accept => RequestStatus::Accepted,

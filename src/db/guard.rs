@@ -37,12 +37,16 @@ impl Db {
 
     /// Waits at most the permit timeout for a permit, then takes a connection.
     pub async fn conn(&self) -> AppResult<DbConn> {
-        let permit = tokio::time::timeout(self.permit_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| AppError::Overloaded)?
-            .map_err(|_| AppError::Unavailable)?;
+        let permit =
+            tokio::time::timeout(self.permit_timeout, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| AppError::Overloaded)?
+                .map_err(|_| AppError::Unavailable)?;
         let conn = self.pool.acquire().await?;
-        Ok(DbConn { conn, _permit: permit })
+        Ok(DbConn {
+            conn,
+            _permit: permit,
+        })
     }
 
     /// The raw pool, outside the guard: for readiness checks and shutdown only.

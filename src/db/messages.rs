@@ -95,7 +95,8 @@ pub async fn store(
         Err(err) if is_unique_violation(&err, "messages_sender_client_msg_id") => {
             tx.rollback().await?;
             let m = earlier_send(conn, chat, sender, client_msg_id).await?;
-            m.map(|m| (m, Stored::Replay)).ok_or(AppError::Internal(err.into()))
+            m.map(|m| (m, Stored::Replay))
+                .ok_or(AppError::Internal(err.into()))
         }
         Err(err) => Err(err.into()),
     }

@@ -74,11 +74,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
             .filter(|m| m.migration_type.is_up_migration())
             .find(|m| !applied.contains(&m.version));
         return Err(match failed {
-            Some(m) => anyhow!(
-                "migration {} ({}) failed: {err}",
-                m.version,
-                m.description
-            ),
+            Some(m) => anyhow!("migration {} ({}) failed: {err}", m.version, m.description),
             None => anyhow!("migrations failed: {err}"),
         });
     }

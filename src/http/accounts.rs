@@ -55,7 +55,10 @@ pub async fn signup(
     let user = users::create(&mut conn, &req.username, display_name, &hash).await?;
     drop(conn);
     let token = state.tokens.issue(user.id)?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "user": user, "token": token }))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "user": user, "token": token })),
+    ))
 }
 
 pub async fn login(
@@ -79,7 +82,10 @@ pub async fn login(
     }
 }
 
-pub async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> AppResult<axum::Json<Value>> {
+pub async fn me(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> AppResult<axum::Json<Value>> {
     let mut conn = state.db.conn().await?;
     let user = users::by_id(&mut conn, me)
         .await?

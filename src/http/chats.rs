@@ -45,7 +45,10 @@ pub struct ReadBody {
     seq: i64,
 }
 
-pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> AppResult<axum::Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> AppResult<axum::Json<Value>> {
     let mut conn = state.db.conn().await?;
     let chats = chats::list(&mut conn, me).await?;
     Ok(axum::Json(json!({ "chats": chats })))
@@ -70,7 +73,11 @@ pub async fn direct(
     let mut tx = conn.begin().await?;
     let (chat, created) = chats::get_or_create_direct(&mut tx, me, other).await?;
     tx.commit().await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(json!({ "chat": chat }))))
 }
 
@@ -105,7 +112,14 @@ pub async fn history(
     }
     let mut conn = state.db.conn().await?;
     chats::ensure_member(&mut conn, id, me).await?;
-    let page = messages::page(&mut conn, id, q.after_seq, q.before_seq, limit.min(MAX_PAGE)).await?;
+    let page = messages::page(
+        &mut conn,
+        id,
+        q.after_seq,
+        q.before_seq,
+        limit.min(MAX_PAGE),
+    )
+    .await?;
     Ok(axum::Json(json!({ "messages": page })))
 }
 
@@ -142,7 +156,9 @@ pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
         return Err(AppError::invalid("body: must not be empty"));
     }
     if body.len() > max_bytes {
-        return Err(AppError::invalid(format!("body: at most {max_bytes} bytes")));
+        return Err(AppError::invalid(format!(
+            "body: at most {max_bytes} bytes"
+        )));
     }
     Ok(())
 }

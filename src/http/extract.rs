@@ -26,9 +26,9 @@ impl From<JsonRejection> for AppError {
         match rejection {
             JsonRejection::JsonDataError(e) => AppError::InvalidInput(e.body_text()),
             JsonRejection::JsonSyntaxError(e) => AppError::InvalidJson(e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => {
-                AppError::InvalidJson("expected a request body with Content-Type: application/json".into())
-            }
+            JsonRejection::MissingJsonContentType(_) => AppError::InvalidJson(
+                "expected a request body with Content-Type: application/json".into(),
+            ),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
             other => AppError::InvalidJson(other.body_text()),
         }

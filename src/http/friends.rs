@@ -30,7 +30,10 @@ pub async fn send(
         .await?
         .ok_or_else(|| AppError::invalid("username: no such user"))?;
     let request = friends::send_request(&mut conn, me, to.id).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "request": request }))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "request": request })),
+    ))
 }
 
 pub async fn pending(
@@ -39,7 +42,9 @@ pub async fn pending(
 ) -> AppResult<axum::Json<Value>> {
     let mut conn = state.db.conn().await?;
     let (incoming, outgoing) = friends::pending(&mut conn, me).await?;
-    Ok(axum::Json(json!({ "incoming": incoming, "outgoing": outgoing })))
+    Ok(axum::Json(
+        json!({ "incoming": incoming, "outgoing": outgoing }),
+    ))
 }
 
 async fn respond(

@@ -22,7 +22,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
     .await;
     let ready = matches!(probe, Ok(Ok(1)));
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "database": if ready { "up" } else { "down" },

@@ -35,7 +35,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/me", get(accounts::me))
         .route("/friends", get(friends::list))
         .route("/friends/{user_id}", delete(friends::remove))
-        .route("/friends/requests", post(friends::send).get(friends::pending))
+        .route(
+            "/friends/requests",
+            post(friends::send).get(friends::pending),
+        )
         .route("/friends/requests/{id}/accept", post(friends::accept))
         .route("/friends/requests/{id}/decline", post(friends::decline))
         .route("/friends/requests/{id}/cancel", post(friends::cancel))

@@ -1,0 +1,237 @@
+//! The test harness: a fresh database per test and the server in-process on an ephemeral port.
+
+use clap::Parser;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPool;
+use xfchat::config::{Cli, Settings};
+use xfchat::server::{Migrations, Server};
+
+pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
+/// The maintenance database the harness creates test databases from.
+pub fn admin_url() -> String {
+    std::env::var("XFCHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test and is dropped when this value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let name = format!("xfchat_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPool::connect(&admin_url())
+            .await
+            .expect("reach the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create a test database");
+        admin.close().await;
+        let base = admin_url();
+        let url = format!(
+            "{}/{name}",
+            base.rsplit_once('/').expect("admin URL names a database").0
+        );
+        TestDb { name, url }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async code, so the cleanup gets a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok(admin) = PgPool::connect(&admin_url()).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Settings as the command line would give them, pointed at `db` and an ephemeral port.
+pub fn settings(db: &TestDb) -> Settings {
+    let mut s = Cli::parse_from(["xfchat"]).settings;
+    s.database_url = Some(db.url.clone());
+    s.jwt_secret = Some(SECRET.to_owned());
+    s.listen = "127.0.0.1:0".to_owned();
+    s.db_max_connections = 5;
+    s.db_permits = None;
+    s.db_connect_timeout_secs = 5;
+    s
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// Kept so the server lives as long as the test.
+    pub _server: Server,
+    pub db: TestDb,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::create().await;
+    let mut s = settings(&db);
+    tweak(&mut s);
+    let config = s.validate().expect("valid test settings");
+    let server = Server::start(config, Migrations::Apply)
+        .await
+        .expect("server starts");
+    let addr = server.local_addr();
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        _server: server,
+        db,
+    }
+}
+
+/// A signed-up user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+}
+
+impl TestApp {
+    /// Sends a request; `body` as JSON when given. Returns the status and the parsed JSON body
+    /// (`Value::Null` for an empty one).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status();
+        let text = res.text().await.expect("read the body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is JSON: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, user: &User) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&user.token), None).await
+    }
+
+    pub async fn post(&self, path: &str, user: &User, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&user.token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, user: &User, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(&user.token), Some(body))
+            .await
+    }
+
+    pub async fn signup(&self, username: &str) -> User {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/auth/signup",
+                None,
+                Some(json!({ "username": username, "password": "correct horse" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "signup {username}: {body}");
+        User {
+            id: body["user"]["id"].as_i64().unwrap(),
+            username: username.to_owned(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Makes `a` and `b` friends through the API.
+    pub async fn befriend(&self, a: &User, b: &User) {
+        let (status, body) = self
+            .post(
+                "/api/friends/requests",
+                a,
+                json!({ "username": b.username }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["request"]["id"].as_i64().unwrap();
+        let (status, body) = self
+            .post(&format!("/api/friends/requests/{id}/accept"), b, json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// A group chat of `owner` and `members` (befriended first); returns its id.
+    pub async fn group(&self, owner: &User, members: &[&User]) -> i64 {
+        for m in members {
+            self.befriend(owner, m).await;
+        }
+        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+        let (status, body) = self
+            .post(
+                "/api/chats",
+                owner,
+                json!({ "title": "group", "member_ids": ids }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["chat"]["id"].as_i64().unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        user: &User,
+        chat: i64,
+        client_msg_id: uuid::Uuid,
+        text: &str,
+    ) -> (StatusCode, Value) {
+        self.put(
+            &format!("/api/chats/{chat}/messages/{client_msg_id}"),
+            user,
+            json!({ "body": text }),
+        )
+        .await
+    }
+}
+
+/// Asserts the uniform error shape and returns its code.
+pub fn error_code(body: &Value) -> &str {
+    assert!(body["error"]["message"].is_string(), "error shape: {body}");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error shape: {body}"))
+}

@@ -1,0 +1,10 @@
+//! Black-box tests of the server through HTTP, each against its own fresh database.
+
+mod accounts;
+mod chats;
+mod common;
+mod friends;
+mod limits;
+mod messages;
+mod migrations;
+mod startup;

@@ -1,0 +1,176 @@
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{settings, TestDb, SECRET};
+use xfchat::server::{Migrations, Server};
+
+fn xfchat(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfchat"));
+    cmd.args(args).env_clear().env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = xfchat(args, env).output().expect("run xfchat");
+    (out, started.elapsed())
+}
+
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn missing_database_url_stops_startup_within_a_second_naming_it() {
+    let (out, took) = run(&["serve"], &[("JWT_SECRET", SECRET), ("DATABASE_URL", "")]);
+    assert!(!out.status.success());
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(
+        last_line(&out).contains("DATABASE_URL"),
+        "{}",
+        last_line(&out)
+    );
+}
+
+#[test]
+fn short_jwt_secret_stops_startup_naming_it() {
+    let (out, _) = run(
+        &[],
+        &[
+            ("JWT_SECRET", "too-short"),
+            ("DATABASE_URL", "postgres://127.0.0.1/x"),
+        ],
+    );
+    assert!(!out.status.success());
+    let line = last_line(&out);
+    assert!(line.contains("JWT_SECRET") && line.contains("32"), "{line}");
+    assert!(
+        !line.contains("too-short"),
+        "the secret is not echoed: {line}"
+    );
+}
+
+#[test]
+fn unreachable_database_stops_startup_within_the_connect_bound_without_leaking_the_password() {
+    let (out, took) = run(
+        &["serve"],
+        &[
+            ("JWT_SECRET", SECRET),
+            (
+                "DATABASE_URL",
+                "postgres://xf:hunter2-secret@127.0.0.1:1/xfchat",
+            ),
+            ("XFCHAT_DB_CONNECT_TIMEOUT_SECS", "2"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(last_line(&out).contains("127.0.0.1:1/xfchat"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+}
+
+#[tokio::test]
+async fn failing_migration_stops_startup_naming_the_migration() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    // A stray table in the way makes the first migration fail.
+    sqlx::query("CREATE TABLE users (stray int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (out, _) = run(
+        &["serve"],
+        &[("JWT_SECRET", SECRET), ("DATABASE_URL", &db.url)],
+    );
+    assert!(!out.status.success());
+    let line = last_line(&out);
+    assert!(
+        line.contains("migration 20261125000001 (users) failed"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn no_migrate_refuses_a_database_behind_the_binary_until_migrate_runs_and_sigterm_exits_zero()
+{
+    let db = TestDb::create().await;
+    let env = [("JWT_SECRET", SECRET), ("DATABASE_URL", db.url.as_str())];
+    let (out, _) = run(&["serve", "--no-migrate"], &env);
+    assert!(!out.status.success());
+    assert!(
+        last_line(&out).contains("run `xfchat migrate`"),
+        "{}",
+        last_line(&out)
+    );
+
+    let (out, _) = run(&["migrate"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = xfchat(&["serve", "--no-migrate", "--listen", &listen], &env)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = client.get(format!("http://{listen}/readyz")).send().await;
+        if matches!(ready, Ok(ref r) if r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server never became ready");
+        assert!(child.try_wait().unwrap().is_none(), "server exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+}
+
+#[tokio::test]
+async fn two_servers_starting_together_apply_each_migration_once() {
+    let db = TestDb::create().await;
+    let config = || settings(&db).validate().unwrap();
+    let (a, b) = tokio::join!(
+        Server::start(config(), Migrations::Apply),
+        Server::start(config(), Migrations::Apply)
+    );
+    let (a, b) = (
+        a.expect("first server starts"),
+        b.expect("second server starts"),
+    );
+    let pool = db.pool().await;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied as usize,
+        xfchat::db::MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .count()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
