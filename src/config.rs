@@ -108,6 +108,89 @@ pub struct Settings {
     /// Largest accepted message body, in bytes of UTF-8.
     #[arg(long, env = "XFCHAT_MESSAGE_MAX_BYTES", default_value_t = 8 * 1024, global = true)]
     pub message_max_bytes: usize,
+    /// Largest WebSocket frame a client may send; larger ones close the socket with 1009.
+    #[arg(long, env = "XFCHAT_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub ws_max_frame_bytes: usize,
+    /// Frames queued for one socket before it is cut off as a slow consumer.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_QUEUE_FRAMES",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub ws_queue_frames: usize,
+    /// Sends a socket may make per second (token bucket; the burst is twice this).
+    #[arg(
+        long,
+        env = "XFCHAT_WS_SEND_RATE",
+        default_value_t = 100,
+        global = true
+    )]
+    pub ws_send_rate: u32,
+    /// Typing indicators a socket may send per second (burst twice this).
+    #[arg(
+        long,
+        env = "XFCHAT_WS_TYPING_RATE",
+        default_value_t = 2,
+        global = true
+    )]
+    pub ws_typing_rate: u32,
+    /// How often the server pings each socket.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_PING_INTERVAL_MS",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub ws_ping_interval_ms: u64,
+    /// How long a ping may go unanswered before the socket is closed.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_PONG_TIMEOUT_MS",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub ws_pong_timeout_ms: u64,
+    /// Open sockets the server accepts; beyond it upgrades get 503.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_MAX_CONNECTIONS",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub ws_max_connections: usize,
+    /// Open sockets one user may hold; beyond it upgrades get 429.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_MAX_PER_USER",
+        default_value_t = 16,
+        global = true
+    )]
+    pub ws_max_per_user: usize,
+    /// Persist workers; chats are sharded across them, each commits its messages in batches.
+    #[arg(
+        long,
+        env = "XFCHAT_PERSIST_WORKERS",
+        default_value_t = 4,
+        global = true
+    )]
+    pub persist_workers: usize,
+    /// Messages one commit may carry.
+    #[arg(
+        long,
+        env = "XFCHAT_PERSIST_BATCH",
+        default_value_t = 256,
+        global = true
+    )]
+    pub persist_batch: usize,
+    /// Sends waiting per persist worker before new ones are answered `overloaded`.
+    #[arg(
+        long,
+        env = "XFCHAT_PERSIST_QUEUE",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub persist_queue: usize,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(
         long,
@@ -138,6 +221,23 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
+    pub ws: WsConfig,
+}
+
+/// Limits of the WebSocket hub.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    pub max_frame_bytes: usize,
+    pub queue_frames: usize,
+    pub send_rate: u32,
+    pub typing_rate: u32,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub max_connections: usize,
+    pub max_per_user: usize,
+    pub persist_workers: usize,
+    pub persist_batch: usize,
+    pub persist_queue: usize,
 }
 
 /// A secret whose `Debug` never prints it.
@@ -209,6 +309,28 @@ impl Settings {
                 "XFCHAT_MESSAGE_MAX_BYTES must be between 1 and XFCHAT_BODY_LIMIT_BYTES",
             ));
         }
+        let positive = [
+            ("XFCHAT_WS_MAX_FRAME_BYTES", self.ws_max_frame_bytes),
+            ("XFCHAT_WS_QUEUE_FRAMES", self.ws_queue_frames),
+            ("XFCHAT_WS_SEND_RATE", self.ws_send_rate as usize),
+            ("XFCHAT_WS_TYPING_RATE", self.ws_typing_rate as usize),
+            (
+                "XFCHAT_WS_PING_INTERVAL_MS",
+                self.ws_ping_interval_ms as usize,
+            ),
+            (
+                "XFCHAT_WS_PONG_TIMEOUT_MS",
+                self.ws_pong_timeout_ms as usize,
+            ),
+            ("XFCHAT_WS_MAX_CONNECTIONS", self.ws_max_connections),
+            ("XFCHAT_WS_MAX_PER_USER", self.ws_max_per_user),
+            ("XFCHAT_PERSIST_WORKERS", self.persist_workers),
+            ("XFCHAT_PERSIST_BATCH", self.persist_batch),
+            ("XFCHAT_PERSIST_QUEUE", self.persist_queue),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(format!("{name} must be at least 1")));
+        }
         Ok(Config {
             database,
             jwt_secret: Secret(jwt_secret.to_owned()),
@@ -222,6 +344,19 @@ impl Settings {
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ws: WsConfig {
+                max_frame_bytes: self.ws_max_frame_bytes,
+                queue_frames: self.ws_queue_frames,
+                send_rate: self.ws_send_rate,
+                typing_rate: self.ws_typing_rate,
+                ping_interval: Duration::from_millis(self.ws_ping_interval_ms),
+                pong_timeout: Duration::from_millis(self.ws_pong_timeout_ms),
+                max_connections: self.ws_max_connections,
+                max_per_user: self.ws_max_per_user,
+                persist_workers: self.persist_workers,
+                persist_batch: self.persist_batch,
+                persist_queue: self.persist_queue,
+            },
         })
     }
 }

@@ -25,6 +25,10 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    #[error("too many requests; slow down")]
+    RateLimited,
+    #[error("{0}")]
+    TooManyConnections(String),
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
     #[error("the database is unavailable; retry shortly")]
@@ -56,6 +60,7 @@ impl AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RateLimited | Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,6 +78,8 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict { code, .. } => code,
+            Self::RateLimited => "rate_limited",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",

@@ -12,6 +12,7 @@ use crate::auth::Tokens;
 use crate::config::{Cli, Command, Config};
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
+use crate::hub::Hub;
 
 /// Whether startup applies migrations or only checks that the schema is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +41,11 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let database = config.database_display();
+        let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
+        let hub = Hub::new(db.clone(), &config);
         let state = AppState {
-            db: Db::new(pool.clone(), config.db_permits, config.db_permit_timeout),
+            hub: hub.clone(),
+            db,
             tokens: Tokens::new(config.jwt_secret.expose(), config.token_ttl),
             config: Arc::new(config),
         };
@@ -54,9 +58,14 @@ impl Server {
                 axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
             let serving = tokio::spawn(async move { serve.await });
             stop.cancelled().await;
-            // In-flight requests get `grace` to finish; then the rest are cut off.
+            // In-flight requests and sends get `grace` to finish; then the rest are cut off.
+            // Upgraded sockets are not tracked by the HTTP server, so the hub closes them itself.
             let abort = serving.abort_handle();
-            if tokio::time::timeout(grace, serving).await.is_err() {
+            let (http, ()) = tokio::join!(
+                tokio::time::timeout(grace, serving),
+                hub.close_connections(grace)
+            );
+            if http.is_err() {
                 tracing::warn!("shutdown grace period passed; closing remaining connections");
                 abort.abort();
             }

@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use super::friends;
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "conversation_kind", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum ChatKind {
@@ -18,7 +18,7 @@ pub enum ChatKind {
     Group,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Member {
     pub id: UserId,
     pub username: String,
@@ -27,7 +27,7 @@ pub struct Member {
 }
 
 /// A chat as one member sees it: `last_read_seq` and `unread` are that member's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
     pub id: ChatId,
     pub kind: ChatKind,

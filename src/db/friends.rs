@@ -1,14 +1,14 @@
 //! Friend requests and friendships. A friendship is stored once, smaller user id first.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use super::users::User;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{RequestId, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "friend_request_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum RequestStatus {
@@ -18,7 +18,7 @@ pub enum RequestStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct FriendRequest {
     pub id: RequestId,
     pub from_user_id: UserId,

@@ -1,13 +1,15 @@
-//! Stored messages. Each message takes the next `seq` of its chat in the transaction that
-//! stores it, so seqs are gapless and strictly increasing per chat.
+//! Stored messages. Each message takes the next `seq` of its chat in the transaction that stores
+//! it, so seqs are gapless and strictly increasing per chat. Sends are stored in batches (group
+//! commit) by the hub's persist workers.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
-use super::chats;
-use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
 
 /// A message as the HTTP API and the WebSocket frames carry it.
@@ -25,81 +27,159 @@ pub struct Message {
 const MESSAGE_COLUMNS: &str =
     "id, conversation_id AS chat_id, seq, sender_id, client_msg_id, body, created_at";
 
-/// Whether a send stored a new message or found the one an earlier try stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    New,
-    Replay,
+/// One send waiting to be stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub chat: ChatId,
+    pub sender: UserId,
+    pub client_msg_id: Uuid,
+    pub body: String,
 }
 
-/// Looks up an earlier send of `client_msg_id` by `sender`. It must have gone to the same chat:
-/// a client_msg_id names one message.
-async fn earlier_send(
-    conn: &mut PgConnection,
-    chat: ChatId,
-    sender: UserId,
-    client_msg_id: Uuid,
-) -> AppResult<Option<Message>> {
-    let found: Option<Message> = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2"
-    ))
-    .bind(sender)
-    .bind(client_msg_id)
-    .fetch_optional(conn)
-    .await?;
-    match found {
-        Some(m) if m.chat_id != chat => Err(AppError::conflict(
-            "client_msg_id_reused",
-            "client_msg_id was already used for a message in another chat",
-        )),
-        other => Ok(other),
-    }
+/// What became of one send in a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored now, with the next seq of its chat.
+    New(Message),
+    /// Stored by an earlier try of the same send; answered again, not stored twice.
+    Replay(Message),
+    /// Refused: the sender is not a member, or reused a client_msg_id in another chat.
+    Rejected(AppError),
 }
 
-/// Stores one message in its own transaction, or returns the stored one for a retried send.
-pub async fn store(
-    conn: &mut PgConnection,
-    chat: ChatId,
-    sender: UserId,
-    client_msg_id: Uuid,
-    body: &str,
-) -> AppResult<(Message, Stored)> {
-    if let Some(m) = earlier_send(conn, chat, sender, client_msg_id).await? {
-        return Ok((m, Stored::Replay));
-    }
-    let mut tx = conn.begin().await?;
-    chats::ensure_member(&mut tx, chat, sender).await?;
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+/// The result of one group commit: an outcome per send, in order, and the members of every chat
+/// the batch touched (for fan-out, read in the same transaction).
+#[derive(Debug)]
+pub struct Committed {
+    pub outcomes: Vec<Outcome>,
+    pub members: HashMap<ChatId, Vec<UserId>>,
+}
+
+fn reused() -> AppError {
+    AppError::conflict(
+        "client_msg_id_reused",
+        "client_msg_id was already used for a message in another chat",
     )
-    .bind(chat)
-    .fetch_one(&mut *tx)
+}
+
+/// Stores a batch of sends in one transaction: one query for members, one for earlier tries,
+/// one to take each chat's seqs, one insert. Sends to one chat get seqs in batch order.
+pub async fn store_batch(
+    conn: &mut PgConnection,
+    batch: &[NewMessage],
+) -> Result<Committed, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let chat_ids: Vec<i64> = batch.iter().map(|m| m.chat.0).collect();
+    let rows: Vec<(ChatId, UserId)> = sqlx::query_as(
+        "SELECT conversation_id, user_id FROM conversation_members WHERE conversation_id = ANY($1)",
+    )
+    .bind(&chat_ids)
+    .fetch_all(&mut *tx)
     .await?;
-    let inserted = sqlx::query_as(&format!(
-        "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING {MESSAGE_COLUMNS}"
-    ))
-    .bind(chat)
-    .bind(seq)
-    .bind(sender)
-    .bind(client_msg_id)
-    .bind(body)
-    .fetch_one(&mut *tx)
-    .await;
-    match inserted {
-        Ok(message) => {
-            tx.commit().await?;
-            Ok((message, Stored::New))
-        }
-        // A concurrent try of the same send committed first; answer with its message.
-        Err(err) if is_unique_violation(&err, "messages_sender_client_msg_id") => {
-            tx.rollback().await?;
-            let m = earlier_send(conn, chat, sender, client_msg_id).await?;
-            m.map(|m| (m, Stored::Replay))
-                .ok_or(AppError::Internal(err.into()))
-        }
-        Err(err) => Err(err.into()),
+    let mut members: HashMap<ChatId, Vec<UserId>> = HashMap::new();
+    for (chat, user) in rows {
+        members.entry(chat).or_default().push(user);
     }
+
+    let senders: Vec<i64> = batch.iter().map(|m| m.sender.0).collect();
+    let client_ids: Vec<Uuid> = batch.iter().map(|m| m.client_msg_id).collect();
+    let earlier: Vec<Message> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m \
+         JOIN unnest($1::bigint[], $2::uuid[]) AS k(sender, cmid) \
+         ON m.sender_id = k.sender AND m.client_msg_id = k.cmid"
+    ))
+    .bind(&senders)
+    .bind(&client_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut stored: HashMap<(UserId, Uuid), Message> = earlier
+        .into_iter()
+        .map(|m| ((m.sender_id, m.client_msg_id), m))
+        .collect();
+
+    // Decide each send; `fresh` holds the indexes that get a new row. A repeat of a send within
+    // the batch stays undecided here and is answered from its first try below.
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<usize> = Vec::new();
+    let mut first_try: HashMap<(UserId, Uuid), usize> = HashMap::new();
+    for (i, m) in batch.iter().enumerate() {
+        let key = (m.sender, m.client_msg_id);
+        let is_member = members
+            .get(&m.chat)
+            .is_some_and(|ms| ms.contains(&m.sender));
+        let decided = if !is_member {
+            Some(Outcome::Rejected(AppError::NotFound))
+        } else if stored.contains_key(&key) || first_try.contains_key(&key) {
+            None
+        } else {
+            first_try.insert(key, i);
+            fresh.push(i);
+            None
+        };
+        outcomes.push(decided);
+    }
+
+    if !fresh.is_empty() {
+        let mut counts: HashMap<ChatId, i64> = HashMap::new();
+        for &i in &fresh {
+            *counts.entry(batch[i].chat).or_default() += 1;
+        }
+        let mut chats: Vec<(i64, i64)> = counts.iter().map(|(c, n)| (c.0, *n)).collect();
+        chats.sort_unstable();
+        let (ids, ns): (Vec<i64>, Vec<i64>) = chats.into_iter().unzip();
+        let lasts: Vec<(ChatId, i64)> = sqlx::query_as(
+            "UPDATE conversations c SET last_seq = c.last_seq + v.n \
+             FROM unnest($1::bigint[], $2::bigint[]) AS v(id, n) WHERE c.id = v.id \
+             RETURNING c.id, c.last_seq",
+        )
+        .bind(&ids)
+        .bind(&ns)
+        .fetch_all(&mut *tx)
+        .await?;
+        // The next seq to hand out per chat: the first of the block just taken.
+        let mut next: HashMap<ChatId, i64> = lasts
+            .into_iter()
+            .map(|(c, last)| (c, last - counts[&c] + 1))
+            .collect();
+        let mut seqs = Vec::with_capacity(fresh.len());
+        for &i in &fresh {
+            let seq = next
+                .get_mut(&batch[i].chat)
+                .expect("every chat's seqs were taken");
+            seqs.push(*seq);
+            *seq += 1;
+        }
+        let inserted: Vec<Message> = sqlx::query_as(&format!(
+            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[]) \
+             RETURNING {MESSAGE_COLUMNS}"
+        ))
+        .bind(fresh.iter().map(|&i| batch[i].chat.0).collect::<Vec<_>>())
+        .bind(&seqs)
+        .bind(fresh.iter().map(|&i| batch[i].sender.0).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|&i| batch[i].client_msg_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|&i| batch[i].body.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        for m in inserted {
+            let i = first_try[&(m.sender_id, m.client_msg_id)];
+            stored.insert((m.sender_id, m.client_msg_id), m.clone());
+            outcomes[i] = Some(Outcome::New(m));
+        }
+    }
+    tx.commit().await?;
+
+    let outcomes = outcomes
+        .into_iter()
+        .zip(batch)
+        .map(|(decided, m)| {
+            decided.unwrap_or_else(|| match stored.get(&(m.sender, m.client_msg_id)) {
+                Some(old) if old.chat_id == m.chat => Outcome::Replay(old.clone()),
+                _ => Outcome::Rejected(reused()),
+            })
+        })
+        .collect();
+    Ok(Committed { outcomes, members })
 }
 
 /// A page of history in seq order: after `after_seq`, or the newest before `before_seq`.
@@ -126,4 +206,17 @@ pub async fn page(
         messages.reverse();
     }
     Ok(messages)
+}
+
+/// A message body must be non-empty text within the configured size.
+pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
+    if body.trim().is_empty() {
+        return Err(AppError::invalid("body: must not be empty"));
+    }
+    if body.len() > max_bytes {
+        return Err(AppError::invalid(format!(
+            "body: at most {max_bytes} bytes"
+        )));
+    }
+    Ok(())
 }

@@ -5,15 +5,18 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Acquire;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::extract::{Path, Query};
 use super::{AppState, Json};
 use crate::auth::AuthUser;
 use crate::db::chats;
-use crate::db::messages::{self, Stored};
+use crate::db::messages::{self, NewMessage};
 use crate::error::{AppError, AppResult};
+use crate::hub::persist::Persisted;
 use crate::ids::{ChatId, UserId};
+use crate::protocol::ServerFrame;
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
@@ -73,6 +76,9 @@ pub async fn direct(
     let mut tx = conn.begin().await?;
     let (chat, created) = chats::get_or_create_direct(&mut tx, me, other).await?;
     tx.commit().await?;
+    if created {
+        announce(&state, &mut conn, &chat).await;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -97,6 +103,7 @@ pub async fn create_group(
     let mut tx = conn.begin().await?;
     let chat = chats::create_group(&mut tx, me, title, &req.member_ids).await?;
     tx.commit().await?;
+    announce(&state, &mut conn, &chat).await;
     Ok((StatusCode::CREATED, axum::Json(json!({ "chat": chat }))))
 }
 
@@ -129,12 +136,16 @@ pub async fn send(
     Path((id, client_msg_id)): Path<(ChatId, Uuid)>,
     Json(req): Json<SendBody>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
-    check_body(&req.body, state.config.message_max_bytes)?;
-    let mut conn = state.db.conn().await?;
-    let (message, stored) = messages::store(&mut conn, id, me, client_msg_id, &req.body).await?;
-    let status = match stored {
-        Stored::New => StatusCode::CREATED,
-        Stored::Replay => StatusCode::OK,
+    messages::check_body(&req.body, state.config.message_max_bytes)?;
+    let sent = NewMessage {
+        chat: id,
+        sender: me,
+        client_msg_id,
+        body: req.body,
+    };
+    let (status, message) = match state.hub.send(sent).await? {
+        Persisted::New(m) => (StatusCode::CREATED, m),
+        Persisted::Replay(m) => (StatusCode::OK, m),
     };
     Ok((status, axum::Json(json!({ "message": message }))))
 }
@@ -147,18 +158,28 @@ pub async fn read(
 ) -> AppResult<StatusCode> {
     let mut conn = state.db.conn().await?;
     chats::mark_read(&mut conn, id, me, req.seq).await?;
+    let members = chats::member_ids(&mut conn, id).await?;
+    state.hub.notify(
+        &members,
+        None,
+        ServerFrame::Read {
+            chat_id: id,
+            user_id: me,
+            seq: req.seq,
+        },
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A message body must be non-empty text within the configured size.
-pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
-    if body.trim().is_empty() {
-        return Err(AppError::invalid("body: must not be empty"));
+/// Tells every member of a new chat about it, as each of them sees it. Best effort: the chat is
+/// committed, and a member who misses this finds it in `GET /api/chats`.
+async fn announce(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
+    for member in &chat.members {
+        match chats::get(conn, member.id, chat.id).await {
+            Ok(view) => state
+                .hub
+                .notify(&[member.id], None, ServerFrame::Chat { chat: view }),
+            Err(e) => tracing::warn!(error = %e, "could not announce a new chat"),
+        }
     }
-    if body.len() > max_bytes {
-        return Err(AppError::invalid(format!(
-            "body: at most {max_bytes} bytes"
-        )));
-    }
-    Ok(())
 }

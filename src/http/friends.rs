@@ -13,6 +13,7 @@ use crate::db::friends::{self, Response};
 use crate::db::users;
 use crate::error::{AppError, AppResult};
 use crate::ids::{RequestId, UserId};
+use crate::protocol::ServerFrame;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +31,10 @@ pub async fn send(
         .await?
         .ok_or_else(|| AppError::invalid("username: no such user"))?;
     let request = friends::send_request(&mut conn, me, to.id).await?;
+    let frame = ServerFrame::FriendRequest {
+        request: request.clone(),
+    };
+    state.hub.notify(&[to.id], None, frame);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "request": request })),
@@ -57,6 +62,13 @@ async fn respond(
     let mut tx = conn.begin().await?;
     let request = friends::respond(&mut tx, me, id, response).await?;
     tx.commit().await?;
+    // Both sides learn the request's new state.
+    let frame = ServerFrame::FriendRequest {
+        request: request.clone(),
+    };
+    state
+        .hub
+        .notify(&[request.from_user_id, request.to_user_id], None, frame);
     Ok(axum::Json(json!({ "request": request })))
 }
 

@@ -5,6 +5,7 @@ mod chats;
 mod extract;
 mod friends;
 mod health;
+mod ws;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
+use crate::hub::Hub;
 
 pub use extract::Json;
 
@@ -26,6 +28,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub tokens: Tokens,
+    pub hub: Arc<Hub>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chats/{id}/read", post(chats::read));
     Router::new()
         .nest("/api", api)
+        .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { AppError::NotFound })

@@ -1,0 +1,377 @@
+//! One task per socket. It reads client frames, writes its queue, pings, and keeps the
+//! per-connection promises: each chat's messages in seq order and never twice, a sync that races
+//! live traffic loses nothing, and a shutdown closes only after every in-flight send is answered.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
+
+use super::persist::{ReplyTo, SendRequest};
+use super::rate::TokenBucket;
+use super::registry::{ConnInbox, Kind, Outbound};
+use super::Hub;
+use crate::db::chats;
+use crate::db::messages::{self, NewMessage};
+use crate::error::AppError;
+use crate::ids::{ChatId, UserId};
+use crate::protocol::{close, ClientFrame, Codec, Encoded, ServerFrame};
+
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Messages of one chat already written to this socket: the seqs `lo..=hi`.
+#[derive(Clone, Copy)]
+struct Written {
+    lo: i64,
+    hi: i64,
+}
+
+const SYNC_PAGE: i64 = 200;
+
+pub struct Connection {
+    hub: Arc<Hub>,
+    user: UserId,
+    codec: Codec,
+    socket: Socket,
+    inbox: ConnInbox,
+    sends: TokenBucket,
+    typing: TokenBucket,
+    written: HashMap<ChatId, Written>,
+    /// Sends handed to the persister and not yet answered.
+    in_flight: usize,
+}
+
+/// How a connection ended, for the close frame.
+enum End {
+    Close(u16, &'static str),
+    Gone,
+}
+
+impl Connection {
+    pub fn new(
+        hub: Arc<Hub>,
+        user: UserId,
+        codec: Codec,
+        socket: Socket,
+        inbox: ConnInbox,
+    ) -> Self {
+        let sends = TokenBucket::new(hub.ws.send_rate);
+        let typing = TokenBucket::new(hub.ws.typing_rate);
+        Self {
+            hub,
+            user,
+            codec,
+            socket,
+            inbox,
+            sends,
+            typing,
+            written: HashMap::new(),
+            in_flight: 0,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let end = self.serve().await;
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            // A slow consumer may never read its close frame; do not wait on it for long.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.socket.close(Some(frame)),
+            )
+            .await;
+        }
+        self.hub.registry.unregister(self.user, self.inbox.id);
+    }
+
+    async fn serve(&mut self) -> End {
+        let mut ping = interval(self.hub.ws.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut awaiting_pong: Option<Instant> = None;
+        let mut draining = false;
+        let shutdown = self.hub.shutdown.clone();
+        let kick = self.inbox.kick.clone();
+        loop {
+            if draining && self.in_flight == 0 && self.inbox.rx.is_empty() {
+                return End::Close(close::GOING_AWAY, "server shutting down");
+            }
+            tokio::select! {
+                biased;
+                _ = kick.cancelled() => return self.kicked(),
+                _ = shutdown.cancelled(), if !draining => draining = true,
+                out = self.inbox.rx.recv() => match out {
+                    Some(out) => if !self.write_queued(out).await { return self.kicked() },
+                    None => return End::Gone,
+                },
+                incoming = self.socket.next(), if !draining => match incoming {
+                    Some(Ok(msg)) => {
+                        if let Some(end) = self.on_message(msg, &mut awaiting_pong).await {
+                            return end;
+                        }
+                    }
+                    Some(Err(WsError::Capacity(_))) => {
+                        return End::Close(close::TOO_BIG, "frame too large");
+                    }
+                    Some(Err(_)) | None => return End::Gone,
+                },
+                _ = ping.tick() => {
+                    if let Some(sent) = awaiting_pong {
+                        if sent.elapsed() >= self.hub.ws.pong_timeout {
+                            return End::Close(close::POLICY, close::HEARTBEAT);
+                        }
+                    } else {
+                        awaiting_pong = Some(Instant::now());
+                        if !self.write(WsMessage::Ping(Default::default())).await {
+                            return self.kicked();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn kicked(&self) -> End {
+        if self.inbox.slow.load(Ordering::Relaxed) {
+            End::Close(close::POLICY, close::SLOW_CONSUMER)
+        } else {
+            End::Gone
+        }
+    }
+
+    /// Writes one frame, giving up if the connection is cut off meanwhile. False when the
+    /// socket is no longer usable.
+    async fn write(&mut self, msg: WsMessage) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.inbox.kick.cancelled() => false,
+            sent = self.socket.send(msg) => sent.is_ok(),
+        }
+    }
+
+    async fn reply(&mut self, frame: ServerFrame) -> bool {
+        let msg = self.codec.encode(&frame);
+        self.write(msg).await
+    }
+
+    async fn write_queued(&mut self, out: Outbound) -> bool {
+        match out.kind {
+            Kind::Message { chat, seq } => match self.written.get_mut(&chat) {
+                Some(w) if (w.lo..=w.hi).contains(&seq) => return true,
+                Some(w) if seq == w.hi + 1 => w.hi = seq,
+                _ => {
+                    self.written.insert(chat, Written { lo: seq, hi: seq });
+                }
+            },
+            Kind::Reply => self.in_flight = self.in_flight.saturating_sub(1),
+            Kind::Event => {}
+        }
+        let msg = out.frame.message(self.codec);
+        self.write(msg).await
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: WsMessage,
+        awaiting_pong: &mut Option<Instant>,
+    ) -> Option<End> {
+        match msg {
+            WsMessage::Text(_) | WsMessage::Binary(_) => {}
+            WsMessage::Pong(_) => {
+                *awaiting_pong = None;
+                return None;
+            }
+            // tungstenite queued the pong; flushing sends it.
+            WsMessage::Ping(_) => return (self.socket.flush().await.is_err()).then_some(End::Gone),
+            WsMessage::Close(_) => return Some(End::Gone),
+            WsMessage::Frame(_) => return None,
+        }
+        let frame = match Codec::decode::<ClientFrame>(&msg) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let reference = Codec::decode::<serde_json::Value>(&msg)
+                    .ok()
+                    .and_then(|v| v.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok());
+                let frame =
+                    ServerFrame::error("bad_frame", format!("unreadable frame: {e}"), reference);
+                return (!self.reply(frame).await).then_some(End::Gone);
+            }
+        };
+        let answer = self.on_frame(frame).await;
+        match answer {
+            Some(frame) => (!self.reply(frame).await).then_some(End::Gone),
+            None => None,
+        }
+    }
+
+    /// Handles one client frame; returns the frame to answer with, if any.
+    async fn on_frame(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
+        match frame {
+            ClientFrame::Send {
+                chat_id,
+                client_msg_id,
+                body,
+            } => self.on_send(chat_id, client_msg_id, body),
+            ClientFrame::Sync {
+                chat_id,
+                after_seq,
+                limit,
+            } => self
+                .on_sync(chat_id, after_seq, limit)
+                .await
+                .err()
+                .map(|e| error_frame(&e)),
+            ClientFrame::Read { chat_id, seq } => self
+                .on_read(chat_id, seq)
+                .await
+                .err()
+                .map(|e| error_frame(&e)),
+            ClientFrame::Typing { chat_id } => {
+                self.on_typing(chat_id).await.err().map(|e| error_frame(&e))
+            }
+            ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
+        }
+    }
+
+    fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
+        let refuse =
+            |code: &str, text: String| Some(ServerFrame::error(code, text, Some(client_msg_id)));
+        if !self.sends.allow() {
+            return refuse("rate_limited", "too many sends; slow down".into());
+        }
+        if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes) {
+            return refuse(e.code(), e.to_string());
+        }
+        let request = SendRequest {
+            message: NewMessage {
+                chat,
+                sender: self.user,
+                client_msg_id,
+                body,
+            },
+            reply: ReplyTo::Socket {
+                user: self.user,
+                conn: self.inbox.id,
+            },
+        };
+        if self.hub.persister.submit(request).is_err() {
+            return refuse(
+                "overloaded",
+                "the server is overloaded; retry shortly".into(),
+            );
+        }
+        self.in_flight += 1;
+        None
+    }
+
+    /// Writes every stored message after `after_seq` (up to `limit`) that this socket has not
+    /// had yet, then `synced`. Live messages queued meanwhile are written after, skipping those
+    /// the sync covered.
+    async fn on_sync(
+        &mut self,
+        chat: ChatId,
+        after_seq: i64,
+        limit: Option<i64>,
+    ) -> Result<(), AppError> {
+        if after_seq < 0 || limit.is_some_and(|l| l < 1) {
+            return Err(AppError::invalid("after_seq must be >= 0 and limit >= 1"));
+        }
+        let mut remaining = limit.unwrap_or(i64::MAX);
+        let last_seq = {
+            let mut conn = self.hub.db.conn().await?;
+            chats::get(&mut conn, self.user, chat).await?.last_seq
+        };
+        let already = self.written.get(&chat).copied();
+        let mut cursor = after_seq;
+        while cursor < last_seq && remaining > 0 {
+            let page = {
+                let mut conn = self.hub.db.conn().await?;
+                messages::page(
+                    &mut conn,
+                    chat,
+                    Some(cursor),
+                    Some(last_seq + 1),
+                    SYNC_PAGE.min(remaining),
+                )
+                .await?
+            };
+            let Some(last) = page.last() else { break };
+            cursor = last.seq;
+            for message in page {
+                remaining -= 1;
+                if already.is_some_and(|w| (w.lo..=w.hi).contains(&message.seq)) {
+                    continue;
+                }
+                let frame = Encoded::new(ServerFrame::Message { message });
+                if !self.write(frame.message(self.codec)).await {
+                    return Ok(());
+                }
+            }
+        }
+        let written = self.written.entry(chat).or_insert(Written {
+            lo: after_seq + 1,
+            hi: cursor,
+        });
+        written.lo = written.lo.min(after_seq + 1);
+        written.hi = written.hi.max(cursor);
+        self.reply(ServerFrame::Synced {
+            chat_id: chat,
+            last_seq: cursor,
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn on_read(&mut self, chat: ChatId, seq: i64) -> Result<(), AppError> {
+        let members = {
+            let mut conn = self.hub.db.conn().await?;
+            chats::mark_read(&mut conn, chat, self.user, seq).await?;
+            chats::member_ids(&mut conn, chat).await?
+        };
+        self.hub.notify(
+            &members,
+            None,
+            ServerFrame::Read {
+                chat_id: chat,
+                user_id: self.user,
+                seq,
+            },
+        );
+        Ok(())
+    }
+
+    async fn on_typing(&mut self, chat: ChatId) -> Result<(), AppError> {
+        if !self.typing.allow() {
+            return Err(AppError::RateLimited);
+        }
+        let members = {
+            let mut conn = self.hub.db.conn().await?;
+            chats::member_ids(&mut conn, chat).await?
+        };
+        if !members.contains(&self.user) {
+            return Err(AppError::NotFound);
+        }
+        let frame = ServerFrame::Typing {
+            chat_id: chat,
+            user_id: self.user,
+        };
+        self.hub.notify(&members, Some(self.inbox.id), frame);
+        Ok(())
+    }
+}
+
+fn error_frame(e: &AppError) -> ServerFrame {
+    ServerFrame::error(e.code(), e.to_string(), None)
+}

@@ -1,0 +1,97 @@
+//! The realtime hub: the registry of online connections, the connection tasks, and the persist
+//! path that commits messages before anyone hears of them.
+
+mod connection;
+pub mod persist;
+mod rate;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use connection::Connection;
+use persist::{Persisted, Persister, ReplyTo, SendRequest};
+use registry::{Kind, Outbound, Registry};
+
+use crate::config::{Config, WsConfig};
+use crate::db::messages::NewMessage;
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::ids::UserId;
+use crate::protocol::{Encoded, ServerFrame};
+
+pub struct Hub {
+    pub registry: Arc<Registry>,
+    pub persister: Persister,
+    pub db: Db,
+    pub ws: WsConfig,
+    pub message_max_bytes: usize,
+    /// Cancelled at shutdown: connections stop reading, finish their sends, close with 1001.
+    pub shutdown: CancellationToken,
+    pub connections: TaskTracker,
+}
+
+impl Hub {
+    pub fn new(db: Db, config: &Config) -> Arc<Hub> {
+        let registry = Arc::new(Registry::default());
+        let persister = Persister::start(
+            db.clone(),
+            registry.clone(),
+            config.ws.persist_workers,
+            config.ws.persist_batch,
+            config.ws.persist_queue,
+        );
+        Arc::new(Hub {
+            registry,
+            persister,
+            db,
+            ws: config.ws.clone(),
+            message_max_bytes: config.message_max_bytes,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        })
+    }
+
+    /// Stores a message sent over HTTP through the same path as a socket's, fan-out included.
+    pub async fn send(&self, message: NewMessage) -> AppResult<Persisted> {
+        let (tx, rx) = oneshot::channel();
+        let request = SendRequest {
+            message,
+            reply: ReplyTo::Http(tx),
+        };
+        if self.persister.submit(request).is_err() {
+            return Err(AppError::Overloaded);
+        }
+        rx.await.map_err(|_| AppError::Unavailable)?
+    }
+
+    /// Queues an event (typing, read marker, new chat, friend request) for every connection of
+    /// `users` but `except`.
+    pub fn notify(&self, users: &[UserId], except: Option<u64>, frame: ServerFrame) {
+        let out = Outbound {
+            kind: Kind::Event,
+            frame: Arc::new(Encoded::new(frame)),
+        };
+        self.registry.deliver(users, except, &out);
+    }
+
+    /// Tells every connection to finish its in-flight sends and close with 1001, and waits for
+    /// them at most `grace`.
+    pub async fn close_connections(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.registry.open_connections(),
+                "sockets still open after the grace period"
+            );
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Online connections, keyed by user. Delivery only ever `try_send`s into a connection's bounded
+//! queue while holding a map guard: nothing here awaits, so no guard is held across `.await`.
+//! A connection whose queue is full is cut off as a slow consumer; it recovers with `sync`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{ChatId, UserId};
+use crate::protocol::Encoded;
+
+/// What a frame in a connection's queue is, so the connection can keep its promises.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A chat message: delivered once per connection, in seq order.
+    Message { chat: ChatId, seq: i64 },
+    /// The answer (ack or error) to one of this connection's sends.
+    Reply,
+    /// Anything else: typing, read markers, new chats and friend requests.
+    Event,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub kind: Kind,
+    pub frame: Arc<Encoded>,
+}
+
+/// The hub's side of one connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub id: u64,
+    tx: mpsc::Sender<Outbound>,
+    kick: CancellationToken,
+    slow: Arc<AtomicBool>,
+}
+
+impl ConnHandle {
+    fn push(&self, out: Outbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
+            self.slow.store(true, Ordering::Relaxed);
+            self.kick.cancel();
+        }
+    }
+}
+
+/// The connection's side: its queue, and how it learns it was cut off.
+pub struct ConnInbox {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub kick: CancellationToken,
+    pub slow: Arc<AtomicBool>,
+}
+
+/// Why a connection was refused before the upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    ServerFull,
+    UserFull,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    by_user: DashMap<UserId, Vec<ConnHandle>>,
+    open: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Registers a connection of `user` within the limits. It receives frames from now on.
+    pub fn register(
+        &self,
+        user: UserId,
+        queue: usize,
+        max_total: usize,
+        max_per_user: usize,
+    ) -> Result<ConnInbox, Refused> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= max_total {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::ServerFull);
+        }
+        let mut conns = self.by_user.entry(user).or_default();
+        if conns.len() >= max_per_user {
+            drop(conns);
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refused::UserFull);
+        }
+        let (tx, rx) = mpsc::channel(queue);
+        let handle = ConnHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            kick: CancellationToken::new(),
+            slow: Arc::new(AtomicBool::new(false)),
+        };
+        conns.push(handle.clone());
+        Ok(ConnInbox {
+            id: handle.id,
+            rx,
+            kick: handle.kick,
+            slow: handle.slow,
+        })
+    }
+
+    pub fn unregister(&self, user: UserId, id: u64) {
+        // The closure drops our handle; the entry goes when it was the user's last connection.
+        self.by_user.remove_if_mut(&user, |_, conns| {
+            conns.retain(|c| c.id != id);
+            conns.is_empty()
+        });
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Queues `out` for every connection of every user in `users` but `except`.
+    pub fn deliver(&self, users: &[UserId], except: Option<u64>, out: &Outbound) {
+        for user in users {
+            if let Some(conns) = self.by_user.get(user) {
+                for conn in conns.iter().filter(|c| Some(c.id) != except) {
+                    conn.push(out.clone());
+                }
+            }
+        }
+    }
+
+    /// Queues `out` for one connection, if it is still open.
+    pub fn deliver_to(&self, user: UserId, id: u64, out: Outbound) {
+        if let Some(conns) = self.by_user.get(&user) {
+            if let Some(conn) = conns.iter().find(|c| c.id == id) {
+                conn.push(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `xfchat.v1.json` (text frames) and `xfchat.v1.msgpack` (binary frames, named fields). A frame
+//! fanned out to many sockets is encoded at most once per codec; the bytes are shared.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+
+use super::ServerFrame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    MsgPack,
+}
+
+impl Codec {
+    pub const JSON_PROTOCOL: &'static str = "xfchat.v1.json";
+    pub const MSGPACK_PROTOCOL: &'static str = "xfchat.v1.msgpack";
+
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Codec::Json => Self::JSON_PROTOCOL,
+            Codec::MsgPack => Self::MSGPACK_PROTOCOL,
+        }
+    }
+
+    /// The codec for an offered subprotocol list (comma separated); JSON when none is offered,
+    /// `None` when only unknown ones are.
+    pub fn negotiate(offered: Option<&str>) -> Option<Codec> {
+        let Some(offered) = offered else {
+            return Some(Codec::Json);
+        };
+        offered.split(',').map(str::trim).find_map(|p| match p {
+            Self::JSON_PROTOCOL => Some(Codec::Json),
+            Self::MSGPACK_PROTOCOL => Some(Codec::MsgPack),
+            _ => None,
+        })
+    }
+
+    /// Encodes any frame in this codec (used by clients and tests as well as the server).
+    pub fn encode<T: Serialize>(self, frame: &T) -> WsMessage {
+        match self {
+            Codec::Json => WsMessage::Text(
+                serde_json::to_string(frame)
+                    .expect("frames always serialise")
+                    .into(),
+            ),
+            Codec::MsgPack => WsMessage::Binary(msgpack(frame).into()),
+        }
+    }
+
+    /// Decodes a data frame: text as JSON, binary as MessagePack, whatever was negotiated.
+    pub fn decode<T: DeserializeOwned>(message: &WsMessage) -> Result<T, DecodeError> {
+        match message {
+            WsMessage::Text(text) => {
+                serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))
+            }
+            WsMessage::Binary(bytes) => {
+                let mut de = rmp_serde::Deserializer::new(&bytes[..]).with_human_readable();
+                T::deserialize(&mut de).map_err(|e| DecodeError(e.to_string()))
+            }
+            _ => Err(DecodeError("not a data frame".into())),
+        }
+    }
+}
+
+/// MessagePack with field names, and ids and times written as in JSON (strings), so both codecs
+/// carry the same values.
+fn msgpack<T: Serialize>(frame: &T) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(128);
+    let mut ser = rmp_serde::Serializer::new(&mut buf)
+        .with_struct_map()
+        .with_human_readable();
+    frame.serialize(&mut ser).expect("frames always serialise");
+    buf
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// A server frame and its encodings, made on first use and shared by every recipient.
+#[derive(Debug)]
+pub struct Encoded {
+    pub frame: ServerFrame,
+    json: OnceLock<Utf8Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl Encoded {
+    pub fn new(frame: ServerFrame) -> Self {
+        Self {
+            frame,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    pub fn message(&self, codec: Codec) -> WsMessage {
+        match codec {
+            Codec::Json => WsMessage::Text(
+                self.json
+                    .get_or_init(|| {
+                        serde_json::to_string(&self.frame)
+                            .expect("frames always serialise")
+                            .into()
+                    })
+                    .clone(),
+            ),
+            Codec::MsgPack => WsMessage::Binary(
+                self.msgpack
+                    .get_or_init(|| msgpack(&self.frame).into())
+                    .clone(),
+            ),
+        }
+    }
+}
