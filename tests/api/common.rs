@@ -85,8 +85,8 @@ pub fn settings(db: &TestDb) -> Settings {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    /// Kept so the server lives as long as the test.
-    pub _server: Server,
+    /// Taken by [`TestApp::stop`]; otherwise the server lives as long as the test.
+    pub server: Option<Server>,
     pub db: TestDb,
 }
 
@@ -106,7 +106,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
-        _server: server,
+        server: Some(server),
         db,
     }
 }
@@ -120,6 +120,16 @@ pub struct User {
 }
 
 impl TestApp {
+    /// Shuts the server down as SIGTERM would.
+    pub async fn stop(&mut self) {
+        self.server
+            .take()
+            .expect("running")
+            .stop()
+            .await
+            .expect("clean stop");
+    }
+
     /// Sends a request; `body` as JSON when given. Returns the status and the parsed JSON body
     /// (`Value::Null` for an empty one).
     pub async fn call(

@@ -1,0 +1,107 @@
+//! A WebSocket test client speaking the server's protocol through the shared frame types.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
+
+use crate::common::{TestApp, User};
+
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub codec: Codec,
+}
+
+/// How long a test waits for a frame it expects.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+impl TestApp {
+    pub async fn ws(&self, user: &User) -> Ws {
+        self.ws_with(user, Codec::Json).await
+    }
+
+    pub async fn ws_with(&self, user: &User, codec: Codec) -> Ws {
+        let url = format!("{}/ws", self.base.replace("http://", "ws://"));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", user.token).parse().unwrap(),
+        );
+        req.headers_mut()
+            .insert("sec-websocket-protocol", codec.protocol().parse().unwrap());
+        let (stream, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket connects");
+        assert_eq!(res.headers()["sec-websocket-protocol"], codec.protocol());
+        Ws { stream, codec }
+    }
+}
+
+impl Ws {
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.stream
+            .send(self.codec.encode(frame))
+            .await
+            .expect("send a frame");
+    }
+
+    pub async fn send_raw(&mut self, msg: WsMessage) {
+        self.stream.send(msg).await.expect("send a raw frame");
+    }
+
+    /// The next protocol frame, skipping WebSocket pings and pongs; panics on close or timeout.
+    pub async fn next(&mut self) -> ServerFrame {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the socket is open")
+                .expect("the socket reads");
+            match msg {
+                WsMessage::Text(_) | WsMessage::Binary(_) => {
+                    return Codec::decode(&msg).expect("a server frame decodes")
+                }
+                WsMessage::Close(frame) => panic!("closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close frame (if any) and the frames before it.
+    pub async fn until_closed(
+        &mut self,
+        within: Duration,
+    ) -> (Option<CloseFrame>, Vec<ServerFrame>) {
+        let mut frames = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("the server closes in time");
+            match next {
+                Some(Ok(WsMessage::Close(frame))) => return (frame, frames),
+                Some(Ok(msg @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => {
+                    frames.push(Codec::decode(&msg).expect("a server frame decodes"))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (None, frames),
+            }
+        }
+    }
+
+    /// Asserts nothing but pings arrive for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            match next {
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                other => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}
