@@ -1,0 +1,269 @@
+//! The load itself: one socket per account, an open-loop sender and a reader on each. Senders
+//! keep their schedule whatever the server does; latency counts from the intended send time,
+//! carried in the message body, so a stalled server shows as latency, not as a lower rate.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use rand_distr::{Distribution, Exp};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use xfchat::ids::ChatId;
+use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
+
+use crate::cli::{Args, Arrival, CodecArg};
+use crate::setup::Layout;
+use crate::verify::ConnLog;
+
+/// Latency histograms in microseconds, up to one minute.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Counters shared by every connection, read by the progress bar and the coordinator.
+pub struct Live {
+    pub start: Instant,
+    pub acked: AtomicU64,
+    pub outstanding: AtomicI64,
+    pub ack_us: Mutex<Histogram<u64>>,
+}
+
+/// What one connection measured and saw.
+pub struct ConnResult {
+    pub log: ConnLog,
+    pub acked: Vec<(i64, i64)>,
+    pub ack_us: Histogram<u64>,
+    pub delivery_us: Histogram<u64>,
+    pub acks_measured: u64,
+    pub deliveries_measured: u64,
+    pub sent: u64,
+    pub errors: HashMap<String, u64>,
+    pub close: Option<String>,
+}
+
+fn codec(arg: CodecArg) -> Codec {
+    match arg {
+        CodecArg::Json => Codec::Json,
+        CodecArg::Msgpack => Codec::MsgPack,
+    }
+}
+
+/// Microseconds after the start at which the message was meant to be sent.
+fn intended(body: &str) -> Option<u64> {
+    body.split_once(':')?.0.parse().ok()
+}
+
+pub async fn connect(
+    args: &Args,
+    token: &str,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let mut req = args.ws_url().into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        codec(args.codec).protocol().parse()?,
+    );
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+/// Connects every account, runs the load, waits for outstanding answers (at most the drain
+/// time), and returns what each connection saw.
+pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
+    let chats_of = layout.chats_of();
+    let mut sockets = Vec::new();
+    let mut failures = 0;
+    for (i, account) in layout.accounts.iter().enumerate() {
+        match connect(args, &account.token).await {
+            Ok(ws) => sockets.push((i, ws)),
+            Err(e) => {
+                failures += 1;
+                eprintln!("xfchat-load: connection {i} failed: {e}");
+            }
+        }
+    }
+    let live = Arc::new(Live {
+        start: Instant::now() + Duration::from_millis(200),
+        acked: AtomicU64::new(0),
+        outstanding: AtomicI64::new(0),
+        ack_us: Mutex::new(histogram()),
+    });
+    let stop = CancellationToken::new();
+    let per_conn_rate = args.rate / sockets.len().max(1) as f64;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|(i, ws)| {
+            let chats = chats_of[i].clone();
+            let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
+            tokio::spawn(connection(args, chats, ws, per_conn_rate, live, stop))
+        })
+        .collect();
+    let bar = progress.then(|| crate::report::progress(args, live.clone()));
+    tokio::time::sleep_until(live.start + args.total()).await;
+    let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);
+    while live.outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Acks and fan-out leave the server together; give deliveries a moment to land.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.cancel();
+    if let Some(bar) = bar {
+        bar.abort();
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        if let Ok(r) = task.await {
+            results.push(r);
+        }
+    }
+    Driven {
+        results,
+        failures,
+        unanswered: live.outstanding.load(Ordering::Relaxed).max(0) as u64,
+    }
+}
+
+pub struct Driven {
+    pub results: Vec<ConnResult>,
+    pub failures: usize,
+    /// Sends that got neither an ack nor an error by the end of the drain.
+    pub unanswered: u64,
+}
+
+async fn connection(
+    args: Args,
+    chats: Vec<i64>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    rate: f64,
+    live: Arc<Live>,
+    stop: CancellationToken,
+) -> ConnResult {
+    let codec = codec(args.codec);
+    let (mut sink, mut stream) = ws.split();
+    let warmup_us = args.warmup().as_micros() as u64;
+    let sender_live = live.clone();
+    let sender_chats = chats.clone();
+    let (body_bytes, total, arrival) = (args.body_bytes, args.total(), args.arrival);
+    let sender = tokio::spawn(async move {
+        let mut sent = 0u64;
+        if rate <= 0.0 || sender_chats.is_empty() {
+            return (sent, sink);
+        }
+        let mean = 1.0 / rate;
+        let exp = Exp::new(rate).expect("positive rate");
+        let mut t = rand::thread_rng().gen_range(0.0..mean);
+        let padding = "x".repeat(body_bytes.saturating_sub(12));
+        while t < total.as_secs_f64() {
+            let at = sender_live.start + Duration::from_secs_f64(t);
+            tokio::time::sleep_until(at).await;
+            let chat = sender_chats[rand::thread_rng().gen_range(0..sender_chats.len())];
+            let body = format!("{}:{padding}", (t * 1e6) as u64);
+            let frame = ClientFrame::Send {
+                chat_id: ChatId(chat),
+                client_msg_id: uuid::Uuid::new_v4(),
+                body,
+            };
+            sender_live.outstanding.fetch_add(1, Ordering::Relaxed);
+            if sink.send(codec.encode(&frame)).await.is_err() {
+                sender_live.outstanding.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
+            sent += 1;
+            t += match arrival {
+                Arrival::Fixed => mean,
+                Arrival::Poisson => exp.sample(&mut rand::thread_rng()),
+            };
+        }
+        (sent, sink)
+    });
+
+    let mut r = ConnResult {
+        log: ConnLog {
+            member_of: chats,
+            seen: HashMap::new(),
+        },
+        acked: Vec::new(),
+        ack_us: histogram(),
+        delivery_us: histogram(),
+        acks_measured: 0,
+        deliveries_measured: 0,
+        sent: 0,
+        errors: HashMap::new(),
+        close: None,
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break,
+            msg = stream.next() => msg,
+        };
+        let msg = match msg {
+            Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => m,
+            Some(Ok(WsMessage::Close(frame))) => {
+                r.close = Some(frame.map(|f| f.reason.to_string()).unwrap_or_default());
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                r.close = Some(e.to_string());
+                break;
+            }
+            None => break,
+        };
+        let now_us = live.start.elapsed().as_micros() as u64;
+        match Codec::decode::<ServerFrame>(&msg) {
+            Ok(ServerFrame::Ack { message, .. }) => {
+                live.outstanding.fetch_sub(1, Ordering::Relaxed);
+                live.acked.fetch_add(1, Ordering::Relaxed);
+                r.acked.push((message.chat_id.0, message.seq));
+                r.log
+                    .seen
+                    .entry(message.chat_id.0)
+                    .or_default()
+                    .push(message.seq);
+                if let Some(at) = intended(&message.body).filter(|&at| at >= warmup_us) {
+                    let us = now_us.saturating_sub(at).max(1);
+                    let _ = r.ack_us.record(us);
+                    let _ = live.ack_us.lock().expect("not poisoned").record(us);
+                    r.acks_measured += 1;
+                }
+            }
+            Ok(ServerFrame::Message { message }) => {
+                r.log
+                    .seen
+                    .entry(message.chat_id.0)
+                    .or_default()
+                    .push(message.seq);
+                if let Some(at) = intended(&message.body).filter(|&at| at >= warmup_us) {
+                    let _ = r.delivery_us.record(now_us.saturating_sub(at).max(1));
+                    r.deliveries_measured += 1;
+                }
+            }
+            Ok(ServerFrame::Error {
+                code, reference, ..
+            }) => {
+                if reference.is_some() {
+                    live.outstanding.fetch_sub(1, Ordering::Relaxed);
+                }
+                *r.errors.entry(code).or_default() += 1;
+            }
+            Ok(_) => {}
+            Err(_) => *r.errors.entry("undecodable".into()).or_default() += 1,
+        }
+    }
+    if let Ok((sent, mut sink)) = sender.await {
+        r.sent = sent;
+        let _ = sink.close().await;
+    }
+    r
+}
