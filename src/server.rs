@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,10 @@ impl Server {
         let app = http::router(state);
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
+            // Frames are small and latency matters: no Nagle delay on accepted sockets.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve =
                 axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
             let serving = tokio::spawn(async move { serve.await });

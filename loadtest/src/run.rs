@@ -73,7 +73,11 @@ pub async fn connect(
         "sec-websocket-protocol",
         codec(args.codec).protocol().parse()?,
     );
-    Ok(tokio_tungstenite::connect_async(req).await?.0)
+    Ok(
+        tokio_tungstenite::connect_async_with_config(req, None, true)
+            .await?
+            .0,
+    )
 }
 
 /// Connects every account, runs the load, waits for outstanding answers (at most the drain
