@@ -32,6 +32,8 @@ pub enum Command {
     },
     /// Apply the embedded migrations and exit.
     Migrate,
+    /// Check a live database: reachability, schema version and data integrity.
+    Doctor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

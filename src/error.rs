@@ -89,14 +89,20 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
+        let lost = matches!(
+            err,
+            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+        ) || matches!(&err, sqlx::Error::Database(db) if db.code().is_some_and(is_connection_lost));
+        let kind = match err {
+            sqlx::Error::PoolTimedOut => "timeout",
+            _ if lost => "connection",
+            _ => "query",
+        };
+        metrics::counter!(crate::metrics::DB_ERRORS, "kind" => kind).increment(1);
         match err {
             sqlx::Error::PoolTimedOut => Self::Overloaded,
-            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            _ if lost => {
                 tracing::warn!(error = %err, "database unreachable");
-                Self::Unavailable
-            }
-            sqlx::Error::Database(ref db) if db.code().is_some_and(is_connection_lost) => {
-                tracing::warn!(error = %err, "database connection lost");
                 Self::Unavailable
             }
             other => Self::Internal(other.into()),

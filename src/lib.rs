@@ -5,10 +5,12 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

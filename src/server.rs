@@ -42,16 +42,23 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let database = config.database_display();
+        let prometheus = crate::metrics::install();
         let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
         let hub = Hub::new(db.clone(), &config);
         let state = AppState {
             hub: hub.clone(),
-            db,
+            db: db.clone(),
+            metrics: prometheus,
             tokens: Tokens::new(config.jwt_secret.expose(), config.token_ttl),
             config: Arc::new(config),
         };
         let grace = state.config.shutdown_grace;
         let shutdown = CancellationToken::new();
+        tokio::spawn(crate::telemetry::watch_database(
+            db,
+            state.config.db_permits,
+            shutdown.clone(),
+        ));
         let app = http::router(state);
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -100,6 +107,7 @@ impl Server {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.settings.validate()?;
     match cli.command {
+        Some(Command::Doctor) => crate::doctor::run(&config).await,
         Some(Command::Migrate) => {
             let pool = db::connect(&config).await?;
             db::migrate(&pool).await?;

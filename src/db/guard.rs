@@ -10,8 +10,38 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::Postgres;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::error::{AppError, AppResult};
+use crate::metrics as m;
+
+/// What a guarded connection is for: the `operation` label of its timing. A fixed, short list.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    Accounts,
+    Friends,
+    Chats,
+    History,
+    Persist,
+    Sync,
+    Read,
+    Typing,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Accounts => "accounts",
+            Op::Friends => "friends",
+            Op::Chats => "chats",
+            Op::History => "history",
+            Op::Persist => "persist",
+            Op::Sync => "sync",
+            Op::Read => "read",
+            Op::Typing => "typing",
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Db {
@@ -24,6 +54,15 @@ pub struct Db {
 pub struct DbConn {
     conn: PoolConnection<Postgres>,
     _permit: OwnedSemaphorePermit,
+    op: Op,
+    since: Instant,
+}
+
+impl Drop for DbConn {
+    fn drop(&mut self) {
+        metrics::histogram!(m::DB_OPERATION, "operation" => self.op.as_str())
+            .record(self.since.elapsed());
+    }
 }
 
 impl Db {
@@ -36,16 +75,25 @@ impl Db {
     }
 
     /// Waits at most the permit timeout for a permit, then takes a connection.
-    pub async fn conn(&self) -> AppResult<DbConn> {
+    pub async fn conn(&self, op: Op) -> AppResult<DbConn> {
+        let waited = Instant::now();
         let permit =
             tokio::time::timeout(self.permit_timeout, self.permits.clone().acquire_owned())
                 .await
-                .map_err(|_| AppError::Overloaded)?
+                .map_err(|_| {
+                    metrics::counter!(m::DB_PERMIT_TIMEOUTS).increment(1);
+                    AppError::Overloaded
+                })?
                 .map_err(|_| AppError::Unavailable)?;
+        metrics::histogram!(m::DB_PERMIT_WAIT).record(waited.elapsed());
+        let acquiring = Instant::now();
         let conn = self.pool.acquire().await?;
+        metrics::histogram!(m::DB_POOL_ACQUIRE).record(acquiring.elapsed());
         Ok(DbConn {
             conn,
             _permit: permit,
+            op,
+            since: Instant::now(),
         })
     }
 
@@ -56,6 +104,18 @@ impl Db {
 
     pub fn permits_available(&self) -> usize {
         self.permits.available_permits()
+    }
+
+    /// Sets the pool and permit gauges; called on a short interval and at each scrape.
+    pub fn sample(&self, permits_max: u32) {
+        let (size, idle) = (self.pool.size() as f64, self.pool.num_idle() as f64);
+        metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
+        metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "in_use").set(size - idle);
+        metrics::gauge!(m::DB_POOL_MAX).set(self.pool.options().get_max_connections() as f64);
+        let available = self.permits.available_permits() as f64;
+        metrics::gauge!(m::DB_PERMITS, "state" => "available").set(available);
+        metrics::gauge!(m::DB_PERMITS, "state" => "in_use").set(f64::from(permits_max) - available);
+        metrics::gauge!(m::DB_PERMITS_MAX).set(f64::from(permits_max));
     }
 }
 

@@ -17,7 +17,7 @@ use sqlx::Connection;
 use tokio::time::Instant;
 
 use crate::config::Config;
-pub use guard::{Db, DbConn};
+pub use guard::{Db, DbConn, Op};
 
 /// The schema this binary speaks, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!();

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::{AppState, Json};
 use crate::auth::{hash_password, verify_password, AuthUser};
 use crate::db::users;
+use crate::db::Op;
 use crate::error::{AppError, AppResult};
 
 #[derive(Deserialize)]
@@ -51,7 +52,7 @@ pub async fn signup(
         return Err(AppError::invalid("display_name: 1 to 64 characters"));
     }
     let hash = hash_password(req.password).await?;
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Accounts).await?;
     let user = users::create(&mut conn, &req.username, display_name, &hash).await?;
     drop(conn);
     let token = state.tokens.issue(user.id)?;
@@ -65,7 +66,7 @@ pub async fn login(
     State(state): State<AppState>,
     Json(req): Json<Login>,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Accounts).await?;
     let found = users::find_for_login(&mut conn, &req.username).await?;
     drop(conn);
     let (user, hash) = match found {
@@ -86,7 +87,7 @@ pub async fn me(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Accounts).await?;
     let user = users::by_id(&mut conn, me)
         .await?
         .ok_or(AppError::Unauthorized("the token's user no longer exists"))?;

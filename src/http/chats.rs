@@ -13,6 +13,7 @@ use super::{AppState, Json};
 use crate::auth::AuthUser;
 use crate::db::chats;
 use crate::db::messages::{self, NewMessage};
+use crate::db::Op;
 use crate::error::{AppError, AppResult};
 use crate::hub::persist::Persisted;
 use crate::ids::{ChatId, UserId};
@@ -52,7 +53,7 @@ pub async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Chats).await?;
     let chats = chats::list(&mut conn, me).await?;
     Ok(axum::Json(json!({ "chats": chats })))
 }
@@ -62,7 +63,7 @@ pub async fn get(
     AuthUser(me): AuthUser,
     Path(id): Path<ChatId>,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Chats).await?;
     let chat = chats::get(&mut conn, me, id).await?;
     Ok(axum::Json(json!({ "chat": chat })))
 }
@@ -72,7 +73,7 @@ pub async fn direct(
     AuthUser(me): AuthUser,
     Path(other): Path<UserId>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
     let (chat, created) = chats::get_or_create_direct(&mut tx, me, other).await?;
     tx.commit().await?;
@@ -99,7 +100,7 @@ pub async fn create_group(
     if req.member_ids.len() > 1000 {
         return Err(AppError::invalid("member_ids: at most 1000 members"));
     }
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
     let chat = chats::create_group(&mut tx, me, title, &req.member_ids).await?;
     tx.commit().await?;
@@ -117,7 +118,7 @@ pub async fn history(
     if limit < 1 {
         return Err(AppError::invalid("limit: must be at least 1"));
     }
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::History).await?;
     chats::ensure_member(&mut conn, id, me).await?;
     let page = messages::page(
         &mut conn,
@@ -156,7 +157,7 @@ pub async fn read(
     Path(id): Path<ChatId>,
     Json(req): Json<ReadBody>,
 ) -> AppResult<StatusCode> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Chats).await?;
     chats::mark_read(&mut conn, id, me, req.seq).await?;
     let members = chats::member_ids(&mut conn, id).await?;
     state.hub.notify(

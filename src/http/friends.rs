@@ -11,6 +11,7 @@ use super::{AppState, Json};
 use crate::auth::AuthUser;
 use crate::db::friends::{self, Response};
 use crate::db::users;
+use crate::db::Op;
 use crate::error::{AppError, AppResult};
 use crate::ids::{RequestId, UserId};
 use crate::protocol::ServerFrame;
@@ -26,7 +27,7 @@ pub async fn send(
     AuthUser(me): AuthUser,
     Json(req): Json<SendRequest>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Friends).await?;
     let to = users::by_username(&mut conn, &req.username)
         .await?
         .ok_or_else(|| AppError::invalid("username: no such user"))?;
@@ -45,7 +46,7 @@ pub async fn pending(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Friends).await?;
     let (incoming, outgoing) = friends::pending(&mut conn, me).await?;
     Ok(axum::Json(
         json!({ "incoming": incoming, "outgoing": outgoing }),
@@ -58,7 +59,7 @@ async fn respond(
     id: RequestId,
     response: Response,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Friends).await?;
     let mut tx = conn.begin().await?;
     let request = friends::respond(&mut tx, me, id, response).await?;
     tx.commit().await?;
@@ -100,7 +101,7 @@ pub async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> AppResult<axum::Json<Value>> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Friends).await?;
     let friends = friends::list(&mut conn, me).await?;
     Ok(axum::Json(json!({ "friends": friends })))
 }
@@ -110,7 +111,7 @@ pub async fn remove(
     AuthUser(me): AuthUser,
     Path(other): Path<UserId>,
 ) -> AppResult<StatusCode> {
-    let mut conn = state.db.conn().await?;
+    let mut conn = state.db.conn(Op::Friends).await?;
     friends::remove(&mut conn, me, other).await?;
     Ok(StatusCode::NO_CONTENT)
 }

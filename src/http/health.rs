@@ -35,3 +35,25 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     });
     (status, axum::Json(body))
 }
+
+/// Prometheus text format. Pool gauges and process figures are refreshed at each scrape.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.db.sample(state.config.db_permits);
+    process_collector().collect();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let collector = metrics_process::Collector::new("xfchat_");
+        collector.describe();
+        collector
+    })
+}

@@ -10,8 +10,12 @@ mod ws;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::Tokens;
@@ -19,6 +23,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::AppError;
 use crate::hub::Hub;
+use crate::metrics as m;
 
 pub use extract::Json;
 
@@ -29,6 +34,7 @@ pub struct AppState {
     pub db: Db,
     pub tokens: Tokens,
     pub hub: Arc<Hub>,
+    pub metrics: PrometheusHandle,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,15 +60,38 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/ws", get(ws::upgrade))
+        .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(axum::middleware::from_fn(track))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(AppError::Internal(anyhow::anyhow!(
                 "handler panicked"
             )))
         }))
         .with_state(state)
+}
+
+/// Counts and times every request by its route template (never the raw path, which holds ids).
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = tokio::time::Instant::now();
+    let response = next.run(req).await;
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(m::HTTP_DURATION, "route" => route.clone()).record(started.elapsed());
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route, "status" => class).increment(1);
+    response
 }

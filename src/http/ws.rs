@@ -33,6 +33,10 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|v| v.trim().eq_ignore_ascii_case(token))
 }
 
+fn refused(reason: &'static str) {
+    metrics::counter!(crate::metrics::WS_REFUSED, "reason" => reason).increment(1);
+}
+
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
@@ -42,8 +46,12 @@ pub async fn upgrade(
     let token = bearer_token(&parts)
         .map(str::to_owned)
         .or(query.token)
-        .ok_or(AppError::Unauthorized("missing bearer token"))?;
-    let user = state.tokens.verify(&token)?;
+        .ok_or(AppError::Unauthorized("missing bearer token"))
+        .inspect_err(|_| refused("unauthorized"))?;
+    let user = state
+        .tokens
+        .verify(&token)
+        .inspect_err(|_| refused("unauthorized"))?;
 
     let headers = &parts.headers;
     let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -83,12 +91,18 @@ pub async fn upgrade(
             hub.ws.max_connections,
             hub.ws.max_per_user,
         )
-        .map_err(|refused| match refused {
-            Refused::ServerFull => AppError::Overloaded,
-            Refused::UserFull => AppError::TooManyConnections(format!(
-                "at most {} open sockets per user",
-                hub.ws.max_per_user
-            )),
+        .map_err(|why| match why {
+            Refused::ServerFull => {
+                refused("server_full");
+                AppError::Overloaded
+            }
+            Refused::UserFull => {
+                refused("user_full");
+                AppError::TooManyConnections(format!(
+                    "at most {} open sockets per user",
+                    hub.ws.max_per_user
+                ))
+            }
         })?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(hub.ws.max_frame_bytes))

@@ -20,10 +20,11 @@ use super::persist::{ReplyTo, SendRequest};
 use super::rate::TokenBucket;
 use super::registry::{ConnInbox, Kind, Outbound};
 use super::Hub;
-use crate::db::chats;
 use crate::db::messages::{self, NewMessage};
+use crate::db::{chats, Op};
 use crate::error::AppError;
 use crate::ids::{ChatId, UserId};
+use crate::metrics::{self as m, reason};
 use crate::protocol::{close, ClientFrame, Codec, Encoded, ServerFrame};
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -50,10 +51,10 @@ pub struct Connection {
     in_flight: usize,
 }
 
-/// How a connection ended, for the close frame.
+/// How a connection ended: the close frame to send, if any, and the `reason` label.
 enum End {
-    Close(u16, &'static str),
-    Gone,
+    Close(u16, &'static str, &'static str),
+    Gone(&'static str),
 }
 
 impl Connection {
@@ -81,7 +82,11 @@ impl Connection {
 
     pub async fn run(mut self) {
         let end = self.serve().await;
-        if let End::Close(code, reason) = end {
+        let label = match end {
+            End::Close(_, _, label) | End::Gone(label) => label,
+        };
+        metrics::counter!(m::WS_DISCONNECTS, "reason" => label).increment(1);
+        if let End::Close(code, reason, _) = end {
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
@@ -106,7 +111,7 @@ impl Connection {
         let kick = self.inbox.kick.clone();
         loop {
             if draining && self.in_flight == 0 && self.inbox.rx.is_empty() {
-                return End::Close(close::GOING_AWAY, "server shutting down");
+                return End::Close(close::GOING_AWAY, "server shutting down", reason::SHUTDOWN);
             }
             tokio::select! {
                 biased;
@@ -114,7 +119,7 @@ impl Connection {
                 _ = shutdown.cancelled(), if !draining => draining = true,
                 out = self.inbox.rx.recv() => match out {
                     Some(out) => if !self.write_queued(out).await { return self.kicked() },
-                    None => return End::Gone,
+                    None => return End::Gone(reason::ERROR),
                 },
                 incoming = self.socket.next(), if !draining => match incoming {
                     Some(Ok(msg)) => {
@@ -123,14 +128,15 @@ impl Connection {
                         }
                     }
                     Some(Err(WsError::Capacity(_))) => {
-                        return End::Close(close::TOO_BIG, "frame too large");
+                        return End::Close(close::TOO_BIG, "frame too large", reason::ERROR);
                     }
-                    Some(Err(_)) | None => return End::Gone,
+                    Some(Err(_)) => return End::Gone(reason::ERROR),
+                    None => return End::Gone(reason::NORMAL),
                 },
                 _ = ping.tick() => {
                     if let Some(sent) = awaiting_pong {
                         if sent.elapsed() >= self.hub.ws.pong_timeout {
-                            return End::Close(close::POLICY, close::HEARTBEAT);
+                            return End::Close(close::POLICY, close::HEARTBEAT, reason::HEARTBEAT);
                         }
                     } else {
                         awaiting_pong = Some(Instant::now());
@@ -145,9 +151,9 @@ impl Connection {
 
     fn kicked(&self) -> End {
         if self.inbox.slow.load(Ordering::Relaxed) {
-            End::Close(close::POLICY, close::SLOW_CONSUMER)
+            End::Close(close::POLICY, close::SLOW_CONSUMER, reason::SLOW_CONSUMER)
         } else {
-            End::Gone
+            End::Gone(reason::ERROR)
         }
     }
 
@@ -162,8 +168,16 @@ impl Connection {
     }
 
     async fn reply(&mut self, frame: ServerFrame) -> bool {
+        self.count_out(&frame);
         let msg = self.codec.encode(&frame);
         self.write(msg).await
+    }
+
+    fn count_out(&self, frame: &ServerFrame) {
+        self.hub.metrics.frame_out(frame.kind());
+        if let ServerFrame::Error { code, .. } = frame {
+            metrics::counter!(m::WS_ERROR_FRAMES, "code" => code.clone()).increment(1);
+        }
     }
 
     async fn write_queued(&mut self, out: Outbound) -> bool {
@@ -175,9 +189,19 @@ impl Connection {
                     self.written.insert(chat, Written { lo: seq, hi: seq });
                 }
             },
-            Kind::Reply => self.in_flight = self.in_flight.saturating_sub(1),
+            Kind::Reply { since } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(since) = since {
+                    self.hub.metrics.ack_latency.record(since.elapsed());
+                }
+            }
             Kind::Event => {}
         }
+        self.hub
+            .metrics
+            .queue_depth
+            .record(self.inbox.rx.len() as f64);
+        self.count_out(&out.frame.frame);
         let msg = out.frame.message(self.codec);
         self.write(msg).await
     }
@@ -194,24 +218,30 @@ impl Connection {
                 return None;
             }
             // tungstenite queued the pong; flushing sends it.
-            WsMessage::Ping(_) => return (self.socket.flush().await.is_err()).then_some(End::Gone),
-            WsMessage::Close(_) => return Some(End::Gone),
+            WsMessage::Ping(_) => {
+                return (self.socket.flush().await.is_err()).then_some(End::Gone(reason::ERROR))
+            }
+            WsMessage::Close(_) => return Some(End::Gone(reason::NORMAL)),
             WsMessage::Frame(_) => return None,
         }
         let frame = match Codec::decode::<ClientFrame>(&msg) {
-            Ok(frame) => frame,
+            Ok(frame) => {
+                metrics::counter!(m::WS_FRAMES_IN, "type" => frame.kind()).increment(1);
+                frame
+            }
             Err(e) => {
+                metrics::counter!(m::WS_FRAMES_IN, "type" => "bad_frame").increment(1);
                 let reference = Codec::decode::<serde_json::Value>(&msg)
                     .ok()
                     .and_then(|v| v.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok());
                 let frame =
                     ServerFrame::error("bad_frame", format!("unreadable frame: {e}"), reference);
-                return (!self.reply(frame).await).then_some(End::Gone);
+                return (!self.reply(frame).await).then_some(End::Gone(reason::ERROR));
             }
         };
         let answer = self.on_frame(frame).await;
         match answer {
-            Some(frame) => (!self.reply(frame).await).then_some(End::Gone),
+            Some(frame) => (!self.reply(frame).await).then_some(End::Gone(reason::ERROR)),
             None => None,
         }
     }
@@ -249,6 +279,7 @@ impl Connection {
         let refuse =
             |code: &str, text: String| Some(ServerFrame::error(code, text, Some(client_msg_id)));
         if !self.sends.allow() {
+            metrics::counter!(m::WS_RATE_LIMITED, "kind" => "send").increment(1);
             return refuse("rate_limited", "too many sends; slow down".into());
         }
         if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes) {
@@ -262,6 +293,7 @@ impl Connection {
                 body,
             },
             reply: ReplyTo::Socket {
+                received: Instant::now(),
                 user: self.user,
                 conn: self.inbox.id,
             },
@@ -290,14 +322,14 @@ impl Connection {
         }
         let mut remaining = limit.unwrap_or(i64::MAX);
         let last_seq = {
-            let mut conn = self.hub.db.conn().await?;
+            let mut conn = self.hub.db.conn(Op::Sync).await?;
             chats::get(&mut conn, self.user, chat).await?.last_seq
         };
         let already = self.written.get(&chat).copied();
         let mut cursor = after_seq;
         while cursor < last_seq && remaining > 0 {
             let page = {
-                let mut conn = self.hub.db.conn().await?;
+                let mut conn = self.hub.db.conn(Op::Sync).await?;
                 messages::page(
                     &mut conn,
                     chat,
@@ -336,7 +368,7 @@ impl Connection {
 
     async fn on_read(&mut self, chat: ChatId, seq: i64) -> Result<(), AppError> {
         let members = {
-            let mut conn = self.hub.db.conn().await?;
+            let mut conn = self.hub.db.conn(Op::Read).await?;
             chats::mark_read(&mut conn, chat, self.user, seq).await?;
             chats::member_ids(&mut conn, chat).await?
         };
@@ -354,10 +386,11 @@ impl Connection {
 
     async fn on_typing(&mut self, chat: ChatId) -> Result<(), AppError> {
         if !self.typing.allow() {
+            metrics::counter!(m::WS_RATE_LIMITED, "kind" => "typing").increment(1);
             return Err(AppError::RateLimited);
         }
         let members = {
-            let mut conn = self.hub.db.conn().await?;
+            let mut conn = self.hub.db.conn(Op::Typing).await?;
             chats::member_ids(&mut conn, chat).await?
         };
         if !members.contains(&self.user) {

@@ -22,10 +22,12 @@ use crate::db::messages::NewMessage;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::ids::UserId;
+use crate::metrics::HubMetrics;
 use crate::protocol::{Encoded, ServerFrame};
 
 pub struct Hub {
     pub registry: Arc<Registry>,
+    pub metrics: HubMetrics,
     pub persister: Persister,
     pub db: Db,
     pub ws: WsConfig,
@@ -38,16 +40,19 @@ pub struct Hub {
 impl Hub {
     pub fn new(db: Db, config: &Config) -> Arc<Hub> {
         let registry = Arc::new(Registry::default());
+        let metrics = HubMetrics::new();
         let persister = Persister::start(
             db.clone(),
             registry.clone(),
             config.ws.persist_workers,
             config.ws.persist_batch,
             config.ws.persist_queue,
+            &metrics,
         );
         Arc::new(Hub {
             registry,
             persister,
+            metrics,
             db,
             ws: config.ws.clone(),
             message_max_bytes: config.message_max_bytes,

@@ -6,18 +6,24 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::registry::{Kind, Outbound, Registry};
 use crate::db::messages::{self, Message, NewMessage, Outcome};
-use crate::db::Db;
+use crate::db::{Db, Op};
 use crate::error::AppError;
 use crate::ids::UserId;
+use crate::metrics::{self as m, HubMetrics};
 use crate::protocol::{Encoded, ServerFrame};
 
 /// Where the answer to a send goes.
 pub enum ReplyTo {
     /// A socket: the ack or error is queued to that connection, in order with its other frames.
-    Socket { user: UserId, conn: u64 },
+    Socket {
+        user: UserId,
+        conn: u64,
+        received: Instant,
+    },
     /// An HTTP request waiting for the outcome.
     Http(oneshot::Sender<Result<Persisted, AppError>>),
 }
@@ -46,11 +52,18 @@ impl Persister {
         workers: usize,
         batch: usize,
         queue: usize,
+        metrics: &HubMetrics,
     ) -> Self {
         let shards = (0..workers)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(queue);
-                tokio::spawn(worker(rx, db.clone(), registry.clone(), batch));
+                tokio::spawn(worker(
+                    rx,
+                    db.clone(),
+                    registry.clone(),
+                    batch,
+                    metrics.clone(),
+                ));
                 tx
             })
             .collect();
@@ -71,52 +84,65 @@ async fn worker(
     db: Db,
     registry: Arc<Registry>,
     batch_size: usize,
+    metrics: HubMetrics,
 ) {
     let mut waiting = Vec::with_capacity(batch_size);
     while rx.recv_many(&mut waiting, batch_size).await > 0 {
         let (batch, replies): (Vec<NewMessage>, Vec<ReplyTo>) =
             waiting.drain(..).map(|r| (r.message, r.reply)).unzip();
-        let committed = match db.conn().await {
+        metrics.batch_size.record(batch.len() as f64);
+        let started = Instant::now();
+        let committed = match db.conn(Op::Persist).await {
             Ok(mut conn) => messages::store_batch(&mut conn, &batch)
                 .await
                 .map_err(AppError::from),
             Err(e) => Err(e),
         };
-        match committed {
-            Ok(committed) => {
-                for ((outcome, reply), sent) in
-                    committed.outcomes.into_iter().zip(replies).zip(&batch)
-                {
-                    if let Outcome::New(message) = &outcome {
-                        let except = match &reply {
-                            ReplyTo::Socket { conn, .. } => Some(*conn),
-                            ReplyTo::Http(_) => None,
-                        };
-                        let members = &committed.members[&message.chat_id];
-                        let out = Outbound {
-                            kind: Kind::Message {
-                                chat: message.chat_id,
-                                seq: message.seq,
-                            },
-                            frame: Arc::new(Encoded::new(ServerFrame::Message {
-                                message: message.clone(),
-                            })),
-                        };
-                        registry.deliver(members, except, &out);
-                    }
-                    answer(&registry, reply, outcome, sent);
-                }
-            }
+        let committed = match committed {
+            Ok(committed) => committed,
             Err(err) => {
                 tracing::warn!(error = %err, sends = batch.len(), "group commit failed");
                 let code = match err {
                     AppError::Overloaded => "overloaded",
                     _ => "persist_failed",
                 };
+                metrics::counter!(m::PERSIST_FAILURES, "code" => code)
+                    .increment(batch.len() as u64);
                 for (message, reply) in batch.iter().zip(replies) {
                     fail(&registry, reply, code, message, &err);
                 }
+                continue;
             }
+        };
+        metrics.commit.record(started.elapsed());
+        for ((outcome, reply), sent) in committed.outcomes.into_iter().zip(replies).zip(&batch) {
+            match &outcome {
+                Outcome::New(message) => {
+                    metrics.persisted.increment(1);
+                    let fanning = Instant::now();
+                    let except = match &reply {
+                        ReplyTo::Socket { conn, .. } => Some(*conn),
+                        ReplyTo::Http(_) => None,
+                    };
+                    let out = Outbound {
+                        kind: Kind::Message {
+                            chat: message.chat_id,
+                            seq: message.seq,
+                        },
+                        frame: Arc::new(Encoded::new(ServerFrame::Message {
+                            message: message.clone(),
+                        })),
+                    };
+                    let members = &committed.members[&message.chat_id];
+                    metrics
+                        .deliveries
+                        .increment(registry.deliver(members, except, &out));
+                    metrics.fanout.record(fanning.elapsed());
+                }
+                Outcome::Replay(_) => metrics.replays.increment(1),
+                Outcome::Rejected(_) => {}
+            }
+            answer(&registry, reply, outcome, sent);
         }
     }
 }
@@ -132,17 +158,28 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
         (ReplyTo::Http(tx), Outcome::Rejected(e)) => {
             let _ = tx.send(Err(e));
         }
-        (ReplyTo::Socket { user, conn }, outcome) => {
-            let frame = match outcome {
-                Outcome::New(message) | Outcome::Replay(message) => ServerFrame::Ack {
-                    client_msg_id: message.client_msg_id,
-                    message,
-                },
-                Outcome::Rejected(e) => {
-                    ServerFrame::error(e.code(), e.to_string(), Some(sent.client_msg_id))
-                }
+        (
+            ReplyTo::Socket {
+                user,
+                conn,
+                received,
+            },
+            outcome,
+        ) => {
+            let (frame, since) = match outcome {
+                Outcome::New(message) | Outcome::Replay(message) => (
+                    ServerFrame::Ack {
+                        client_msg_id: message.client_msg_id,
+                        message,
+                    },
+                    Some(received),
+                ),
+                Outcome::Rejected(e) => (
+                    ServerFrame::error(e.code(), e.to_string(), Some(sent.client_msg_id)),
+                    None,
+                ),
             };
-            registry.deliver_to(user, conn, reply_frame(frame));
+            registry.deliver_to(user, conn, reply_frame(frame, since));
         }
     }
 }
@@ -155,20 +192,20 @@ fn fail(registry: &Registry, reply: ReplyTo, code: &str, message: &NewMessage, e
                 _ => AppError::Unavailable,
             }));
         }
-        ReplyTo::Socket { user, conn } => {
+        ReplyTo::Socket { user, conn, .. } => {
             let frame = ServerFrame::error(
                 code,
                 "the message was not stored; it is safe to send it again",
                 Some(message.client_msg_id),
             );
-            registry.deliver_to(user, conn, reply_frame(frame));
+            registry.deliver_to(user, conn, reply_frame(frame, None));
         }
     }
 }
 
-fn reply_frame(frame: ServerFrame) -> Outbound {
+fn reply_frame(frame: ServerFrame, since: Option<Instant>) -> Outbound {
     Outbound {
-        kind: Kind::Reply,
+        kind: Kind::Reply { since },
         frame: Arc::new(Encoded::new(frame)),
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{ChatId, UserId};
+use crate::metrics as m;
 use crate::protocol::Encoded;
 
 /// What a frame in a connection's queue is, so the connection can keep its promises.
@@ -17,8 +18,9 @@ use crate::protocol::Encoded;
 pub enum Kind {
     /// A chat message: delivered once per connection, in seq order.
     Message { chat: ChatId, seq: i64 },
-    /// The answer (ack or error) to one of this connection's sends.
-    Reply,
+    /// The answer (ack or error) to one of this connection's sends; `since` is when the send
+    /// frame arrived, for the ack latency.
+    Reply { since: Option<tokio::time::Instant> },
     /// Anything else: typing, read markers, new chats and friend requests.
     Event,
 }
@@ -96,6 +98,8 @@ impl Registry {
             slow: Arc::new(AtomicBool::new(false)),
         };
         conns.push(handle.clone());
+        metrics::gauge!(m::WS_CONNECTIONS).increment(1.0);
+        metrics::counter!(m::WS_CONNECTS).increment(1);
         Ok(ConnInbox {
             id: handle.id,
             rx,
@@ -111,21 +115,26 @@ impl Registry {
             conns.is_empty()
         });
         self.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(m::WS_CONNECTIONS).decrement(1.0);
     }
 
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Queues `out` for every connection of every user in `users` but `except`.
-    pub fn deliver(&self, users: &[UserId], except: Option<u64>, out: &Outbound) {
+    /// Queues `out` for every connection of every user in `users` but `except`; returns how
+    /// many connections it was queued for.
+    pub fn deliver(&self, users: &[UserId], except: Option<u64>, out: &Outbound) -> u64 {
+        let mut queued = 0;
         for user in users {
             if let Some(conns) = self.by_user.get(user) {
                 for conn in conns.iter().filter(|c| Some(c.id) != except) {
                     conn.push(out.clone());
+                    queued += 1;
                 }
             }
         }
+        queued
     }
 
     /// Queues `out` for one connection, if it is still open.

@@ -40,6 +40,19 @@ pub enum ClientFrame {
     },
 }
 
+impl ClientFrame {
+    /// The frame's `type`, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Send { .. } => "send",
+            Self::Sync { .. } => "sync",
+            Self::Read { .. } => "read",
+            Self::Typing { .. } => "typing",
+            Self::Ping { .. } => "ping",
+        }
+    }
+}
+
 /// A frame the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -85,6 +98,21 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    /// The frame's `type`, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ack { .. } => "ack",
+            Self::Message { .. } => "message",
+            Self::Synced { .. } => "synced",
+            Self::Read { .. } => "read",
+            Self::Typing { .. } => "typing",
+            Self::FriendRequest { .. } => "friend_request",
+            Self::Chat { .. } => "chat",
+            Self::Pong { .. } => "pong",
+            Self::Error { .. } => "error",
+        }
+    }
+
     pub fn error(code: &str, message: impl Into<String>, reference: Option<Uuid>) -> Self {
         Self::Error {
             code: code.to_owned(),

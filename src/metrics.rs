@@ -1,0 +1,232 @@
+//! Every metric the server exports: names, help, labels and histogram buckets in one place.
+//! Names follow Prometheus conventions: `xfchat_` prefix, base units, `_total` for counters, and
+//! only low-cardinality labels (never a user, chat or message id).
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+// Database pool and guard.
+pub const DB_UP: &str = "xfchat_db_up";
+pub const DB_POOL_CONNECTIONS: &str = "xfchat_db_pool_connections";
+pub const DB_POOL_MAX: &str = "xfchat_db_pool_max_connections";
+pub const DB_POOL_ACQUIRE: &str = "xfchat_db_pool_acquire_seconds";
+pub const DB_PERMITS: &str = "xfchat_db_permits";
+pub const DB_PERMITS_MAX: &str = "xfchat_db_permits_max";
+pub const DB_PERMIT_WAIT: &str = "xfchat_db_permit_wait_seconds";
+pub const DB_PERMIT_TIMEOUTS: &str = "xfchat_db_permit_timeouts_total";
+pub const DB_OPERATION: &str = "xfchat_db_operation_seconds";
+pub const DB_ERRORS: &str = "xfchat_db_errors_total";
+// Messages.
+pub const PERSISTED: &str = "xfchat_messages_persisted_total";
+pub const COMMIT: &str = "xfchat_persist_commit_seconds";
+pub const BATCH_SIZE: &str = "xfchat_persist_batch_size";
+pub const PERSIST_FAILURES: &str = "xfchat_persist_failures_total";
+pub const ACK_LATENCY: &str = "xfchat_ack_latency_seconds";
+pub const FANOUT: &str = "xfchat_fanout_seconds";
+pub const DELIVERIES: &str = "xfchat_deliveries_total";
+pub const REPLAYS: &str = "xfchat_idempotent_replays_total";
+// WebSocket.
+pub const WS_CONNECTIONS: &str = "xfchat_ws_connections";
+pub const WS_CONNECTS: &str = "xfchat_ws_connects_total";
+pub const WS_DISCONNECTS: &str = "xfchat_ws_disconnects_total";
+pub const WS_REFUSED: &str = "xfchat_ws_upgrades_refused_total";
+pub const WS_FRAMES_IN: &str = "xfchat_ws_frames_received_total";
+pub const WS_FRAMES_OUT: &str = "xfchat_ws_frames_sent_total";
+pub const WS_QUEUE: &str = "xfchat_ws_outbound_queue_frames";
+pub const WS_ERROR_FRAMES: &str = "xfchat_ws_error_frames_total";
+pub const WS_RATE_LIMITED: &str = "xfchat_ws_rate_limited_total";
+// HTTP and process.
+pub const HTTP_REQUESTS: &str = "xfchat_http_requests_total";
+pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
+pub const BUILD_INFO: &str = "xfchat_build_info";
+
+/// Latency buckets for everything measured in seconds: 100 µs to 10 s, about three per decade.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Messages per group commit: 1 to the largest batch.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// Frames waiting in a socket's queue when one is written.
+pub const QUEUE_BUCKETS: &[f64] = &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
+
+/// Why a socket ended; the `reason` label of [`WS_DISCONNECTS`].
+pub mod reason {
+    pub const NORMAL: &str = "normal";
+    pub const SLOW_CONSUMER: &str = "slow_consumer";
+    pub const HEARTBEAT: &str = "heartbeat";
+    pub const SHUTDOWN: &str = "shutdown";
+    pub const ERROR: &str = "error";
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns the handle `/metrics` renders.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WS_QUEUE.into()), QUEUE_BUCKETS))
+                .expect("bucket lists are not empty")
+                .install_recorder()
+                .expect("the only metrics recorder in this process");
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("XFCHAT_GIT_SHA"))
+                .set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(
+        DB_UP,
+        "1 when the background probe's SELECT 1 answered within a second, else 0"
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        "Pool connections by state (idle, in_use)"
+    );
+    describe_gauge!(DB_POOL_MAX, "Most connections the pool opens");
+    describe_histogram!(
+        DB_POOL_ACQUIRE,
+        Unit::Seconds,
+        "Wait for a pool connection after taking a permit"
+    );
+    describe_gauge!(
+        DB_PERMITS,
+        "Pool guard permits by state (available, in_use)"
+    );
+    describe_gauge!(DB_PERMITS_MAX, "Pool guard permits in all");
+    describe_histogram!(
+        DB_PERMIT_WAIT,
+        Unit::Seconds,
+        "Wait for a pool guard permit"
+    );
+    describe_counter!(
+        DB_PERMIT_TIMEOUTS,
+        "Requests answered overloaded because no permit came in time"
+    );
+    describe_histogram!(
+        DB_OPERATION,
+        Unit::Seconds,
+        "Time a guarded connection was held, by operation"
+    );
+    describe_counter!(
+        DB_ERRORS,
+        "Database errors by kind (connection, timeout, query)"
+    );
+    describe_counter!(PERSISTED, "Messages committed");
+    describe_histogram!(COMMIT, Unit::Seconds, "Duration of one group commit");
+    describe_histogram!(BATCH_SIZE, "Sends in one group commit");
+    describe_counter!(
+        PERSIST_FAILURES,
+        "Sends answered with an error because their commit failed, by code"
+    );
+    describe_histogram!(
+        ACK_LATENCY,
+        Unit::Seconds,
+        "Send frame received to ack written"
+    );
+    describe_histogram!(
+        FANOUT,
+        Unit::Seconds,
+        "Queueing one committed message for every member's sockets"
+    );
+    describe_counter!(DELIVERIES, "Message frames queued for recipients' sockets");
+    describe_counter!(
+        REPLAYS,
+        "Resends recognised and answered with the stored message"
+    );
+    describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
+    describe_counter!(WS_CONNECTS, "WebSocket connections opened");
+    describe_counter!(WS_DISCONNECTS, "WebSocket connections closed, by reason");
+    describe_counter!(
+        WS_REFUSED,
+        "Upgrades refused before the handshake, by reason"
+    );
+    describe_counter!(WS_FRAMES_IN, "Client frames received, by type");
+    describe_counter!(WS_FRAMES_OUT, "Server frames written, by type");
+    describe_histogram!(
+        WS_QUEUE,
+        "Frames waiting in a socket's queue when one is written"
+    );
+    describe_counter!(WS_ERROR_FRAMES, "Error frames sent, by code");
+    describe_counter!(
+        WS_RATE_LIMITED,
+        "Frames refused by a rate limit, by kind (send, typing)"
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by route template and status class"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request duration by route template"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels name the version and git commit"
+    );
+}
+
+/// Handles for the per-message path, registered once so that recording is a few atomics.
+#[derive(Clone)]
+pub struct HubMetrics {
+    pub persisted: Counter,
+    pub commit: Histogram,
+    pub batch_size: Histogram,
+    pub ack_latency: Histogram,
+    pub fanout: Histogram,
+    pub deliveries: Counter,
+    pub replays: Counter,
+    pub queue_depth: Histogram,
+    frames_out: [Counter; FRAME_KINDS.len()],
+}
+
+/// Every server frame `type`, so their counters can be registered up front.
+const FRAME_KINDS: [&str; 9] = [
+    "ack",
+    "message",
+    "synced",
+    "read",
+    "typing",
+    "friend_request",
+    "chat",
+    "pong",
+    "error",
+];
+
+impl HubMetrics {
+    pub fn new() -> Self {
+        Self {
+            persisted: metrics::counter!(PERSISTED),
+            commit: metrics::histogram!(COMMIT),
+            batch_size: metrics::histogram!(BATCH_SIZE),
+            ack_latency: metrics::histogram!(ACK_LATENCY),
+            fanout: metrics::histogram!(FANOUT),
+            deliveries: metrics::counter!(DELIVERIES),
+            replays: metrics::counter!(REPLAYS),
+            queue_depth: metrics::histogram!(WS_QUEUE),
+            frames_out: FRAME_KINDS.map(|kind| metrics::counter!(WS_FRAMES_OUT, "type" => kind)),
+        }
+    }
+
+    /// Counts a frame written to a socket.
+    pub fn frame_out(&self, kind: &str) {
+        if let Some(i) = FRAME_KINDS.iter().position(|k| *k == kind) {
+            self.frames_out[i].increment(1);
+        }
+    }
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
