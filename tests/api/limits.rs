@@ -75,3 +75,29 @@ async fn readiness_reports_the_pool_and_liveness_answers() {
     assert!(body["pool"]["size"].as_u64().unwrap() >= 1);
     assert!(body["pool"]["idle"].is_u64());
 }
+
+#[tokio::test]
+async fn metrics_are_exported_in_prometheus_format_without_id_labels() {
+    let app = spawn_app_with(|_| {}).await;
+    let alice = app.signup("alice").await;
+    app.get("/api/chats/12345", &alice).await;
+    let res = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    for name in [
+        "xfchat_db_up",
+        "xfchat_db_pool_connections{state=\"idle\"}",
+        "xfchat_db_permits{state=\"available\"}",
+        "xfchat_http_requests_total{route=\"/api/chats/{id}\",status=\"4xx\"}",
+        "xfchat_process_resident_memory_bytes",
+        "xfchat_build_info{",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(!text.contains("12345"), "a raw id leaked into a label");
+}

@@ -3,6 +3,7 @@
 mod accounts;
 mod chats;
 mod common;
+mod doctor;
 mod friends;
 mod hub;
 mod limits;
