@@ -73,6 +73,10 @@ pub struct Args {
     /// Names this run's accounts; a random one by default.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Extra members of the first chat that connect and never read: the server must cut them
+    /// off as slow consumers without hurting anyone else. Not part of the exactness check.
+    #[arg(long, default_value_t = 0)]
+    pub slow_consumers: usize,
     /// Set-up requests in flight at once.
     #[arg(long, default_value_t = 16)]
     pub setup_parallelism: usize,

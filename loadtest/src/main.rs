@@ -64,6 +64,18 @@ async fn load(args: Args) -> anyhow::Result<Report> {
         acks_measured += r.acks_measured;
         deliveries_measured += r.deliveries_measured;
     }
+    for reason in driven.slow_closes.iter().flatten() {
+        *closes
+            .entry(format!("{reason} (slow consumer socket)"))
+            .or_insert(0) += 1;
+    }
+    let slow_consumer_closes = driven
+        .slow_closes
+        .iter()
+        .flatten()
+        .filter(|r| r.as_str() == "slow consumer")
+        .count() as u64
+        + closes.get("slow consumer").copied().unwrap_or(0);
     let (stored, checked_against, postgres_version) = stored(&args, &layout).await?;
     let logs: Vec<_> = driven.results.iter().map(|r| r.log.clone()).collect();
     let problems = verify::check(&acked, &logs, Some(&stored));
@@ -85,7 +97,7 @@ async fn load(args: Args) -> anyhow::Result<Report> {
         deliveries_per_sec: deliveries_measured as f64 / args.duration,
         ack_latency: (&ack_us).into(),
         delivery_latency: (&delivery_us).into(),
-        slow_consumer_closes: closes.get("slow consumer").copied().unwrap_or(0),
+        slow_consumer_closes,
         errors,
         closes,
         exactness: Exactness {

@@ -86,7 +86,19 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
     let chats_of = layout.chats_of();
     let mut sockets = Vec::new();
     let mut failures = 0;
-    for (i, account) in layout.accounts.iter().enumerate() {
+    let mut slow = Vec::new();
+    for &i in &layout.slow {
+        match connect(args, &layout.accounts[i].token).await {
+            Ok(ws) => slow.push(ws),
+            Err(e) => eprintln!("xfchat-load: slow consumer {i} failed to connect: {e}"),
+        }
+    }
+    for (i, account) in layout
+        .accounts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !layout.slow.contains(i))
+    {
         match connect(args, &account.token).await {
             Ok(ws) => sockets.push((i, ws)),
             Err(e) => {
@@ -129,14 +141,40 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
             results.push(r);
         }
     }
+    let mut slow_closes = Vec::new();
+    for ws in slow {
+        slow_closes.push(close_reason(ws).await);
+    }
     Driven {
+        slow_closes,
         results,
         failures,
         unanswered: live.outstanding.load(Ordering::Relaxed).max(0) as u64,
     }
 }
 
+/// Reads what a never-reading socket was sent until the server's close (or 5 s), and returns
+/// the close reason, if the server closed it.
+async fn close_reason(mut ws: Socket) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                return Some(frame.map(|f| f.reason.to_string()).unwrap_or_default())
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return Some("connection dropped".into()),
+            Err(_) => return None,
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub struct Driven {
+    /// How each slow consumer ended: the server's close reason, or None if still open.
+    pub slow_closes: Vec<Option<String>>,
     pub results: Vec<ConnResult>,
     pub failures: usize,
     /// Sends that got neither an ack nor an error by the end of the drain.

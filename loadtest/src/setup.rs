@@ -19,6 +19,8 @@ pub struct Layout {
     pub accounts: Vec<Account>,
     /// Chat id and the indexes of its members in `accounts`.
     pub chats: Vec<(i64, Vec<usize>)>,
+    /// Accounts (after the driven ones) that connect and never read.
+    pub slow: Vec<usize>,
 }
 
 impl Layout {
@@ -26,7 +28,7 @@ impl Layout {
     pub fn chats_of(&self) -> Vec<Vec<i64>> {
         let mut of = vec![Vec::new(); self.accounts.len()];
         for (chat, members) in &self.chats {
-            for &m in members {
+            for &m in members.iter().filter(|m| !self.slow.contains(m)) {
                 of[m].push(*chat);
             }
         }
@@ -91,7 +93,7 @@ fn plan(args: &Args) -> Vec<Vec<usize>> {
 pub async fn run(args: &Args, run_id: &str) -> anyhow::Result<Layout> {
     let api = Api::new(&args.url);
     let par = args.setup_parallelism.max(1);
-    let accounts: Vec<Account> = stream::iter(0..args.connections)
+    let accounts: Vec<Account> = stream::iter(0..args.connections + args.slow_consumers)
         .map(|i| {
             let api = &api;
             async move {
@@ -107,7 +109,11 @@ pub async fn run(args: &Args, run_id: &str) -> anyhow::Result<Layout> {
         .try_collect()
         .await?;
 
-    let plan = plan(args);
+    let mut plan = plan(args);
+    let slow: Vec<usize> = (args.connections..args.connections + args.slow_consumers).collect();
+    if let Some(first) = plan.first_mut() {
+        first.extend(&slow);
+    }
     // Each chat's first member befriends the others (once per pair), then creates the chat.
     let mut pairs: Vec<(usize, usize)> = plan
         .iter()
@@ -172,5 +178,9 @@ pub async fn run(args: &Args, run_id: &str) -> anyhow::Result<Layout> {
         .buffered(par)
         .try_collect()
         .await?;
-    Ok(Layout { accounts, chats })
+    Ok(Layout {
+        accounts,
+        chats,
+        slow,
+    })
 }
