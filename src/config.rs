@@ -31,7 +31,11 @@ pub enum Command {
         no_migrate: bool,
     },
     /// Apply the embedded migrations and exit.
-    Migrate,
+    Migrate {
+        /// Instead, run down migrations until VERSION is the newest applied (0: all of them).
+        #[arg(long, value_name = "VERSION")]
+        undo_to: Option<i64>,
+    },
     /// Check a live database: reachability, schema version and data integrity.
     Doctor,
 }

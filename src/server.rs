@@ -108,10 +108,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.settings.validate()?;
     match cli.command {
         Some(Command::Doctor) => crate::doctor::run(&config).await,
-        Some(Command::Migrate) => {
+        Some(Command::Migrate { undo_to }) => {
             let pool = db::connect(&config).await?;
-            db::migrate(&pool).await?;
-            tracing::info!(database = %config.database_display(), "migrations applied");
+            match undo_to {
+                Some(version) => {
+                    db::MIGRATOR.undo(&pool, version).await?;
+                    tracing::info!(database = %config.database_display(), version, "migrations undone");
+                }
+                None => {
+                    db::migrate(&pool).await?;
+                    tracing::info!(database = %config.database_display(), "migrations applied");
+                }
+            }
             pool.close().await;
             Ok(())
         }

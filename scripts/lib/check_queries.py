@@ -38,8 +38,19 @@ def alert_queries(path):
             yield ("alert rule", measure)
 
 
+def runbook_gaps(rules, runbook="docs/runbook.md"):
+    """Alert rules whose runbook_url points at no section of the runbook."""
+    anchors = {h.strip().lower() for h in re.findall(r"^## (.+)$", open(runbook).read(), re.M)}
+    for anchor in re.findall(r'runbook_url: "docs/runbook.md#([\w-]+)"', open(rules).read()):
+        if anchor not in anchors:
+            yield anchor
+
+
 def main(prometheus, dashboard, rules):
     failures = 0
+    for anchor in runbook_gaps(rules):
+        print(f"FAIL  no runbook section for #{anchor}")
+        failures += 1
     checked = 0
     for where, expr in list(dashboard_queries(dashboard)) + list(alert_queries(rules)):
         if where == "problem":
