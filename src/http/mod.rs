@@ -4,6 +4,7 @@ mod accounts;
 mod chats;
 mod extract;
 mod friends;
+pub mod handshake;
 mod health;
 mod ws;
 

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use connection::Connection;
+pub use connection::{Connection, Socket};
 use persist::{Persisted, Persister, ReplyTo, SendRequest};
 use registry::{Kind, Outbound, Registry};
 
