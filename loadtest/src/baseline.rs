@@ -33,8 +33,11 @@ struct Args {
 struct Baseline {
     next_id: AtomicI64,
     chats: DashMap<i64, Arc<Chat>>,
-    sockets: DashMap<i64, Vec<(u64, mpsc::Sender<Arc<Encoded>>)>>,
+    sockets: DashMap<i64, Vec<(u64, Outbox)>>,
 }
+
+/// A socket's queue of frames to write.
+type Outbox = mpsc::Sender<Arc<Encoded>>;
 
 #[derive(Default)]
 struct Chat {
