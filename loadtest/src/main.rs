@@ -5,6 +5,7 @@
 mod cli;
 mod report;
 mod run;
+mod schedule;
 mod setup;
 mod verify;
 

@@ -9,16 +9,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use rand::Rng;
-use rand_distr::{Distribution, Exp};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
-use xfchat::ids::ChatId;
-use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
+use xfchat::protocol::{Codec, ServerFrame};
 
-use crate::cli::{Args, Arrival, CodecArg};
+use crate::cli::{Args, CodecArg};
+use crate::schedule::{Schedule, Sender};
 use crate::setup::Layout;
 use crate::verify::ConnLog;
 
@@ -194,39 +192,25 @@ async fn connection(
     let codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
     let warmup_us = args.warmup().as_micros() as u64;
+    let (body_bytes, schedule) = (
+        args.body_bytes,
+        (rate > 0.0).then(|| Schedule::new(rate, args.arrival, args.total())),
+    );
     let sender_live = live.clone();
     let sender_chats = chats.clone();
-    let (body_bytes, total, arrival) = (args.body_bytes, args.total(), args.arrival);
     let sender = tokio::spawn(async move {
-        let mut sent = 0u64;
-        if rate <= 0.0 || sender_chats.is_empty() {
-            return (sent, sink);
-        }
-        let mean = 1.0 / rate;
-        let exp = Exp::new(rate).expect("positive rate");
-        let mut t = rand::thread_rng().gen_range(0.0..mean);
-        let padding = "x".repeat(body_bytes.saturating_sub(12));
-        while t < total.as_secs_f64() {
-            let at = sender_live.start + Duration::from_secs_f64(t);
-            tokio::time::sleep_until(at).await;
-            let chat = sender_chats[rand::thread_rng().gen_range(0..sender_chats.len())];
-            let body = format!("{}:{padding}", (t * 1e6) as u64);
-            let frame = ClientFrame::Send {
-                chat_id: ChatId(chat),
-                client_msg_id: uuid::Uuid::new_v4(),
-                body,
-            };
-            sender_live.outstanding.fetch_add(1, Ordering::Relaxed);
-            if sink.send(codec.encode(&frame)).await.is_err() {
-                sender_live.outstanding.fetch_sub(1, Ordering::Relaxed);
-                break;
+        let sent = match schedule {
+            Some(schedule) => {
+                let sender = Sender {
+                    codec,
+                    chats: &sender_chats,
+                    body_bytes,
+                    outstanding: &sender_live.outstanding,
+                };
+                sender.run(&mut sink, schedule, sender_live.start).await
             }
-            sent += 1;
-            t += match arrival {
-                Arrival::Fixed => mean,
-                Arrival::Poisson => exp.sample(&mut rand::thread_rng()),
-            };
-        }
+            None => 0,
+        };
         (sent, sink)
     });
 
