@@ -5,23 +5,27 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
     /// Many small group chats (members-per-chat each): the everyday mix.
     Chat,
     /// One large group of every connection: fan-out heavy.
     Room,
+    /// Connections that only answer heartbeats: the server's memory per connection.
+    Idle,
+    /// The chat mix at rising rates until p99 ack latency passes the bound or errors appear.
+    Burst,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CodecArg {
     Json,
     Msgpack,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrival {
     /// Evenly spaced sends.
@@ -30,11 +34,33 @@ pub enum Arrival {
     Poisson,
 }
 
-#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[derive(Debug, Parser)]
 #[command(
     name = "xfchat-load",
     about = "Open-loop load against XFChat, with exact delivery verification"
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Combine the JSON reports of harness processes that shared one run (histograms are merged,
+    /// not percentiles averaged).
+    Merge {
+        /// The reports to combine.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the combined report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct Args {
     /// The server's HTTP base URL (the WebSocket URL is derived from it).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -70,9 +96,25 @@ pub struct Args {
     pub body_bytes: usize,
     #[arg(long, value_enum, default_value = "chat")]
     pub scenario: Scenario,
-    /// Names this run's accounts; a random one by default.
+    /// Names this run's accounts; a random one by default. Processes sharing a run use one
+    /// run id and different `--shard`s, then `merge` their reports.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// This process's part of a shared run.
+    #[arg(long, default_value_t = 0)]
+    pub shard: usize,
+    /// Sockets per account (the `idle` scenario; the server caps sockets per user).
+    #[arg(long, default_value_t = 1)]
+    pub connections_per_account: usize,
+    /// `burst`: the p99 send->ack bound, in milliseconds, past which a step fails.
+    #[arg(long, default_value_t = 50.0)]
+    pub p99_bound_ms: f64,
+    /// `burst`: each step's rate is the last one's times this.
+    #[arg(long, default_value_t = 1.5)]
+    pub burst_step: f64,
+    /// `burst`: the most steps to run.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: usize,
     /// Extra members of the first chat that connect and never read: the server must cut them
     /// off as slow consumers without hurting anyone else. Not part of the exactness check.
     #[arg(long, default_value_t = 0)]
@@ -98,6 +140,16 @@ impl Args {
 
     pub fn total(&self) -> Duration {
         Duration::from_secs_f64(self.warmup + self.duration)
+    }
+
+    /// Accounts the set-up creates.
+    pub fn accounts(&self) -> usize {
+        match self.scenario {
+            Scenario::Idle => self
+                .connections
+                .div_ceil(self.connections_per_account.max(1)),
+            _ => self.connections,
+        }
     }
 
     pub fn ws_url(&self) -> String {

@@ -3,6 +3,7 @@
 //! reordered, 2 when the run could not be made.
 
 mod cli;
+mod figures;
 mod report;
 mod run;
 mod schedule;
@@ -10,22 +11,31 @@ mod setup;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use rand::Rng;
 
-use cli::Args;
-use report::{Exactness, Machine, Report};
+use cli::{Args, Cli, Command, Scenario};
+use figures::{Figures, Recorded};
+use report::{Exactness, Machine, Report, Step};
 use setup::{Api, Layout};
+
+/// Seqs per chat.
+type Seqs = HashMap<i64, Vec<i64>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match load(args).await {
-        Ok(report) if report.exactness.ok => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(1),
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Merge { reports, report }) => merge(&reports, report.as_deref()),
+        None => load(cli.args).await,
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("xfchat-load: {e:#}");
             ExitCode::from(2)
@@ -33,20 +43,90 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn load(args: Args) -> anyhow::Result<Report> {
+/// Runs the scenario; true when every message was exact.
+async fn load(args: Args) -> anyhow::Result<bool> {
     let run_id = args
         .run_id
         .clone()
         .unwrap_or_else(|| format!("{:06x}", rand::thread_rng().gen::<u32>() & 0xff_ffff));
     let started = std::time::Instant::now();
-    let layout = setup::run(&args, &run_id)
+    let layout = setup::run(&args, &format!("l{run_id}_{}", args.shard))
         .await
         .context("set-up through the HTTP API")?;
     let setup_seconds = started.elapsed().as_secs_f64();
-    let driven = run::drive(&args, &layout, !args.quiet).await;
+    let (_, _, postgres_version) = stored(&args, &layout).await?;
+    let mut report = Report {
+        run_id,
+        config: args.clone(),
+        machine: Machine {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            postgres_version,
+        },
+        setup_seconds,
+        result: None,
+        steps: Vec::new(),
+        knee_rate: None,
+        idle: None,
+        exact: true,
+    };
+    match args.scenario {
+        Scenario::Idle => report.idle = Some(run::idle(&args, &layout).await),
+        Scenario::Chat | Scenario::Room => {
+            let (step, _) = step(&args, &layout, args.rate, &Seqs::new()).await?;
+            report.exact = step.exactness.ok;
+            report.result = Some(step);
+        }
+        Scenario::Burst => burst(&args, &layout, &mut report).await?,
+    }
+    report.print();
+    if let Some(path) = &args.report {
+        write(path, &report)?;
+    }
+    Ok(report.exact)
+}
 
-    let mut acked: HashMap<i64, Vec<i64>> = HashMap::new();
-    let (mut ack_us, mut delivery_us) = (run::histogram(), run::histogram());
+/// Steps the rate up until a step misses the p99 bound, errors, or is inexact.
+async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Result<()> {
+    let mut rate = args.rate;
+    let mut before = stored(args, layout).await?.0;
+    for _ in 0..args.max_steps {
+        eprintln!("xfchat-load: burst step at {rate:.0} msg/s");
+        let (step, after) = step(args, layout, rate, &before).await?;
+        before = after;
+        let f = &step.figures;
+        let passed = step.exactness.ok
+            && f.errors.is_empty()
+            && f.unanswered == 0
+            && f.ack_latency.p99_ms <= args.p99_bound_ms;
+        report.exact &= step.exactness.ok;
+        report.steps.push(step.clone());
+        if !passed {
+            break;
+        }
+        report.knee_rate = Some(rate);
+        report.result = Some(step);
+        rate *= args.burst_step;
+    }
+    if report.result.is_none() {
+        report.result = report.steps.first().cloned();
+    }
+    Ok(())
+}
+
+/// One measured stretch at `rate`, verified against what was stored since `before`.
+async fn step(
+    args: &Args,
+    layout: &Layout,
+    rate: f64,
+    before: &Seqs,
+) -> anyhow::Result<(Step, Seqs)> {
+    let mut args = args.clone();
+    args.rate = rate;
+    let driven = run::drive(&args, layout, !args.quiet).await;
+    let mut acked: Seqs = HashMap::new();
+    let (mut ack_us, mut delivery_us) = (figures::histogram(), figures::histogram());
     let (mut errors, mut closes) = (BTreeMap::new(), BTreeMap::new());
     let (mut sent, mut acks_measured, mut deliveries_measured) = (0, 0, 0);
     for r in &driven.results {
@@ -70,77 +150,129 @@ async fn load(args: Args) -> anyhow::Result<Report> {
             .entry(format!("{reason} (slow consumer socket)"))
             .or_insert(0) += 1;
     }
-    let slow_consumer_closes = driven
-        .slow_closes
+    let slow_consumer_closes = closes
         .iter()
-        .flatten()
-        .filter(|r| r.as_str() == "slow consumer")
-        .count() as u64
-        + closes.get("slow consumer").copied().unwrap_or(0);
-    let (stored, checked_against, postgres_version) = stored(&args, &layout).await?;
+        .filter(|(reason, _)| reason.starts_with("slow consumer"))
+        .map(|(_, n)| n)
+        .sum();
+    let (after, checked_against, _) = stored(&args, layout).await?;
+    let expected: Seqs = after
+        .iter()
+        .map(|(chat, seqs)| {
+            let old = before.get(chat).map(Vec::len).unwrap_or(0) as i64;
+            (*chat, seqs.iter().copied().filter(|&s| s > old).collect())
+        })
+        .collect();
     let logs: Vec<_> = driven.results.iter().map(|r| r.log.clone()).collect();
-    let problems = verify::check(&acked, &logs, Some(&stored));
-    let report = Report {
-        run_id,
-        machine: Machine {
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            postgres_version,
-        },
-        setup_seconds,
+    let problems = verify::check(&acked, &logs, Some(&expected));
+    let figures = Figures::from(Recorded {
+        rate,
+        measured_seconds: args.duration,
         connections: driven.results.len(),
         connection_failures: driven.failures,
         sent,
         acked: acked.values().map(|v| v.len() as u64).sum(),
         unanswered: driven.unanswered,
-        acked_per_sec: acks_measured as f64 / args.duration,
-        deliveries_per_sec: deliveries_measured as f64 / args.duration,
-        ack_latency: (&ack_us).into(),
-        delivery_latency: (&delivery_us).into(),
-        slow_consumer_closes,
+        acks_measured,
+        deliveries_measured,
+        ack_us,
+        delivery_us,
         errors,
         closes,
-        exactness: Exactness {
-            ok: problems.is_empty() && driven.failures == 0,
-            checked_against,
-            messages_checked: stored.values().map(Vec::len).sum(),
-            problems: problems.len(),
-            first_problems: problems.into_iter().take(10).collect(),
-        },
-        config: args.clone(),
+        slow_consumer_closes,
+    });
+    let exactness = Exactness {
+        ok: problems.is_empty() && driven.failures == 0,
+        checked_against: checked_against.to_owned(),
+        messages_checked: expected.values().map(Vec::len).sum(),
+        problems: problems.len(),
+        first_problems: problems.into_iter().take(10).collect(),
     };
-    report.print();
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("write {}", path.display()))?;
+    Ok((Step { figures, exactness }, after))
+}
+
+fn write(path: &Path, report: &Report) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// Combines reports of processes that shared a run.
+fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<bool> {
+    let reports: Vec<Report> = paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+            serde_json::from_slice(&text).with_context(|| format!("parse {}", p.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let first = reports.first().context("no reports")?;
+    let results: Vec<&Step> = reports.iter().filter_map(|r| r.result.as_ref()).collect();
+    let figures = Figures::merge(
+        &results
+            .iter()
+            .map(|s| s.figures.clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let exact = reports.iter().all(|r| r.exact);
+    let mut problems: Vec<verify::Problem> = results
+        .iter()
+        .flat_map(|s| s.exactness.first_problems.clone())
+        .collect();
+    problems.truncate(10);
+    let merged = Report {
+        run_id: first.run_id.clone(),
+        config: first.config.clone(),
+        machine: first.machine.clone(),
+        setup_seconds: reports.iter().map(|r| r.setup_seconds).fold(0.0, f64::max),
+        result: Some(Step {
+            figures,
+            exactness: Exactness {
+                ok: exact,
+                checked_against: first
+                    .result
+                    .as_ref()
+                    .map(|s| s.exactness.checked_against.clone())
+                    .unwrap_or_default(),
+                messages_checked: results.iter().map(|s| s.exactness.messages_checked).sum(),
+                problems: results.iter().map(|s| s.exactness.problems).sum(),
+                first_problems: problems,
+            },
+        }),
+        steps: Vec::new(),
+        knee_rate: None,
+        idle: None,
+        exact,
+    };
+    merged.print();
+    if let Some(path) = out {
+        write(path, &merged)?;
     }
-    Ok(report)
+    Ok(exact)
 }
 
 /// The seqs stored for the run's chats: from the database when given, else the history API.
 async fn stored(
     args: &Args,
     layout: &Layout,
-) -> anyhow::Result<(HashMap<i64, Vec<i64>>, &'static str, Option<String>)> {
+) -> anyhow::Result<(Seqs, &'static str, Option<String>)> {
     let chat_ids: Vec<i64> = layout.chats.iter().map(|(c, _)| *c).collect();
-    let mut stored: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut stored: Seqs = HashMap::new();
     if let Some(url) = &args.database_url {
         let pool = sqlx::PgPool::connect(url)
             .await
             .context("connect to --database-url")?;
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT conversation_id, seq FROM messages WHERE conversation_id = ANY($1)",
-        )
-        .bind(&chat_ids)
-        .fetch_all(&pool)
-        .await?;
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT conversation_id, seq FROM messages WHERE conversation_id = ANY($1) ORDER BY seq")
+                .bind(&chat_ids)
+                .fetch_all(&pool)
+                .await?;
         for (chat, seq) in rows {
             stored.entry(chat).or_default().push(seq);
         }
         let version: String = sqlx::query_scalar("SHOW server_version")
             .fetch_one(&pool)
             .await?;
+        pool.close().await;
         return Ok((stored, "database", Some(version)));
     }
     let api = Api::new(&args.url);

@@ -1,15 +1,14 @@
 //! The live progress bar, the closing table and the JSON report.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::Args;
+use crate::figures::{Figures, Percentiles};
 use crate::run::Live;
 use crate::verify::Problem;
 
@@ -41,103 +40,93 @@ pub fn progress(args: &Args, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-}
-
-impl From<&Histogram<u64>> for Percentiles {
-    fn from(h: &Histogram<u64>) -> Self {
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Percentiles {
-            count: h.len(),
-            p50_ms: ms(0.5),
-            p90_ms: ms(0.9),
-            p99_ms: ms(0.99),
-            p999_ms: ms(0.999),
-            max_ms: h.max() as f64 / 1000.0,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub postgres_version: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Exactness {
     pub ok: bool,
-    pub checked_against: &'static str,
+    pub checked_against: String,
     pub messages_checked: usize,
     pub problems: usize,
     pub first_problems: Vec<Problem>,
 }
 
-#[derive(Debug, Serialize)]
+/// One measured stretch and its verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    #[serde(flatten)]
+    pub figures: Figures,
+    pub exactness: Exactness,
+}
+
+/// `idle`: the server's memory with the connections open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Idle {
+    pub connections: usize,
+    pub connection_failures: usize,
+    pub connect_seconds: f64,
+    pub server_rss_before_bytes: Option<f64>,
+    pub server_rss_after_bytes: Option<f64>,
+    pub bytes_per_connection: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub run_id: String,
     pub config: Args,
     pub machine: Machine,
     pub setup_seconds: f64,
-    pub connections: usize,
-    pub connection_failures: usize,
-    pub sent: u64,
-    pub acked: u64,
-    pub unanswered: u64,
-    pub acked_per_sec: f64,
-    pub deliveries_per_sec: f64,
-    pub ack_latency: Percentiles,
-    pub delivery_latency: Percentiles,
-    pub errors: BTreeMap<String, u64>,
-    pub closes: BTreeMap<String, u64>,
-    pub slow_consumer_closes: u64,
-    pub exactness: Exactness,
+    /// The headline stretch: the run itself, or for `burst` the fastest step that passed.
+    pub result: Option<Step>,
+    /// `burst`: every step, slowest first; the knee is the fastest that passed.
+    pub steps: Vec<Step>,
+    pub knee_rate: Option<f64>,
+    pub idle: Option<Idle>,
+    pub exact: bool,
 }
 
-impl Report {
+fn latency_row(name: &str, p: &Percentiles) {
+    println!(
+        "{name:<18} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10}",
+        p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count
+    );
+}
+
+impl Step {
     pub fn print(&self) {
-        let row = |name: &str, p: &Percentiles| {
-            println!(
-                "{name:<18} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10}",
-                p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count
-            )
-        };
+        let f = &self.figures;
         println!(
-            "run {} ({:?}, {} connections, {:.0} msg/s offered)",
-            self.run_id, self.config.scenario, self.connections, self.config.rate
-        );
-        println!(
-            "set-up                 {:.1} s (not counted as load)",
-            self.setup_seconds
+            "offered                {:.0} msg/s over {} connections",
+            f.rate, f.connections
         );
         println!(
             "acked                  {} of {} sent ({} unanswered)",
-            self.acked, self.sent, self.unanswered
+            f.acked, f.sent, f.unanswered
         );
-        println!("acked/s (measured)     {:.0}", self.acked_per_sec);
-        println!("deliveries/s           {:.0}", self.deliveries_per_sec);
+        println!("acked/s (measured)     {:.0}", f.acked_per_sec);
+        println!("deliveries/s           {:.0}", f.deliveries_per_sec);
         println!(
             "{:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
             "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "count"
         );
-        row("send -> ack", &self.ack_latency);
-        row("send -> delivery", &self.delivery_latency);
-        println!("errors                 {:?}", self.errors);
-        println!("connection failures    {}", self.connection_failures);
+        latency_row("send -> ack", &f.ack_latency);
+        latency_row("send -> delivery", &f.delivery_latency);
+        println!("errors                 {:?}", f.errors);
+        println!("connection failures    {}", f.connection_failures);
         println!(
             "closes                 {:?} (slow consumer: {})",
-            self.closes, self.slow_consumer_closes
+            f.closes, f.slow_consumer_closes
         );
         let e = &self.exactness;
         if e.ok {
-            println!("exactness              OK: {} messages, every recipient once and in order, equal to the {}", e.messages_checked, e.checked_against);
+            println!(
+                "exactness              OK: {} messages, every recipient once and in order, equal to the {}",
+                e.messages_checked, e.checked_against
+            );
         } else {
             println!(
                 "exactness              FAILED: {} problems; first:",
@@ -145,6 +134,50 @@ impl Report {
             );
             for p in &e.first_problems {
                 println!("  - {p}");
+            }
+        }
+    }
+}
+
+impl Report {
+    pub fn print(&self) {
+        println!(
+            "run {} ({:?}); set-up {:.1} s (not counted as load)",
+            self.run_id, self.config.scenario, self.setup_seconds
+        );
+        if self.steps.len() > 1 {
+            println!(
+                "{:>10} {:>10} {:>10} {:>10} {:>8} {:>6}",
+                "offered/s", "acked/s", "p99 ack", "p99 dlv", "errors", "exact"
+            );
+            for s in &self.steps {
+                let f = &s.figures;
+                println!(
+                    "{:>10.0} {:>10.0} {:>8.2}ms {:>8.2}ms {:>8} {:>6}",
+                    f.rate,
+                    f.acked_per_sec,
+                    f.ack_latency.p99_ms,
+                    f.delivery_latency.p99_ms,
+                    f.errors.values().sum::<u64>(),
+                    if s.exactness.ok { "ok" } else { "FAIL" }
+                );
+            }
+            match self.knee_rate {
+                Some(rate) => println!("knee: {rate:.0} msg/s offered is the fastest step within p99 {} ms and without errors", self.config.p99_bound_ms),
+                None => println!("knee: not found (the first step already failed the bound)"),
+            }
+        }
+        if let Some(step) = &self.result {
+            step.print();
+        }
+        if let Some(idle) = &self.idle {
+            println!(
+                "idle connections       {} ({} failed) opened in {:.1} s",
+                idle.connections, idle.connection_failures, idle.connect_seconds
+            );
+            match idle.bytes_per_connection {
+                Some(b) => println!("server memory          {:.0} bytes per idle connection", b),
+                None => println!("server memory          unknown (no xfchat_process_resident_memory_bytes at /metrics)"),
             }
         }
     }

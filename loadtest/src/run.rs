@@ -16,14 +16,11 @@ use tokio_util::sync::CancellationToken;
 use xfchat::protocol::{Codec, ServerFrame};
 
 use crate::cli::{Args, CodecArg};
+use crate::figures::histogram;
+use crate::report::Idle;
 use crate::schedule::{Schedule, Sender};
 use crate::setup::Layout;
 use crate::verify::ConnLog;
-
-/// Latency histograms in microseconds, up to one minute.
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
 
 /// Counters shared by every connection, read by the progress bar and the coordinator.
 pub struct Live {
@@ -292,4 +289,54 @@ async fn connection(
         let _ = sink.close().await;
     }
     r
+}
+
+/// Opens `connections` sockets (spread over the accounts), keeps them open and reading for the
+/// run's duration, and reports the server's memory per connection from its `/metrics`.
+pub async fn idle(args: &Args, layout: &Layout) -> Idle {
+    let before = server_rss(args).await;
+    let started = Instant::now();
+    let accounts = &layout.accounts;
+    let opened: Vec<_> = futures_util::stream::iter(0..args.connections)
+        .map(|i| connect(args, &accounts[i % accounts.len()].token))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let connect_seconds = started.elapsed().as_secs_f64();
+    let failures = opened.iter().filter(|r| r.is_err()).count();
+    let readers: Vec<_> = opened
+        .into_iter()
+        .flatten()
+        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .collect();
+    let open = readers.len();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    let after = server_rss(args).await;
+    for reader in readers {
+        reader.abort();
+    }
+    Idle {
+        connections: open,
+        connection_failures: failures,
+        connect_seconds,
+        server_rss_before_bytes: before,
+        server_rss_after_bytes: after,
+        bytes_per_connection: before
+            .zip(after)
+            .filter(|_| open > 0)
+            .map(|(b, a)| (a - b) / open as f64),
+    }
+}
+
+/// The server's resident memory, from `xfchat_process_resident_memory_bytes` at `/metrics`.
+async fn server_rss(args: &Args) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", args.url))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("xfchat_process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(outstanding.load(Ordering::Relaxed), 400);
         assert!(start.elapsed() <= Duration::from_secs(2), "and on time");
         let mut stamps = Vec::new();
-        while let Ok(Some(msg)) = frames.try_next() {
+        while let Ok(msg) = frames.try_recv() {
             let frame: ClientFrame = Codec::decode(&msg).unwrap();
             let ClientFrame::Send { body, .. } = frame else {
                 panic!()

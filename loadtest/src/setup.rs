@@ -81,7 +81,8 @@ fn plan(args: &Args) -> Vec<Vec<usize>> {
     let n = args.connections;
     match args.scenario {
         Scenario::Room => vec![(0..n).collect()],
-        Scenario::Chat => {
+        Scenario::Idle => Vec::new(),
+        Scenario::Chat | Scenario::Burst => {
             let m = args.members_per_chat.clamp(2, n);
             (0..args.chats)
                 .map(|c| (0..m).map(|j| (c * m + j) % n).collect())
@@ -90,14 +91,15 @@ fn plan(args: &Args) -> Vec<Vec<usize>> {
     }
 }
 
-pub async fn run(args: &Args, run_id: &str) -> anyhow::Result<Layout> {
+/// Creates the accounts, friendships and chats; usernames are `{prefix}_{i}`.
+pub async fn run(args: &Args, prefix: &str) -> anyhow::Result<Layout> {
     let api = Api::new(&args.url);
     let par = args.setup_parallelism.max(1);
-    let accounts: Vec<Account> = stream::iter(0..args.connections + args.slow_consumers)
+    let accounts: Vec<Account> = stream::iter(0..args.accounts() + args.slow_consumers)
         .map(|i| {
             let api = &api;
             async move {
-                let body = json!({ "username": format!("l{run_id}_{i}"), "password": "load-test-password" });
+                let body = json!({ "username": format!("{prefix}_{i}"), "password": "load-test-password" });
                 let v = api.call(reqwest::Method::POST, "/api/auth/signup", None, body).await?;
                 Ok::<_, anyhow::Error>(Account {
                     id: v["user"]["id"].as_i64().context("user id")?,
@@ -110,7 +112,7 @@ pub async fn run(args: &Args, run_id: &str) -> anyhow::Result<Layout> {
         .await?;
 
     let mut plan = plan(args);
-    let slow: Vec<usize> = (args.connections..args.connections + args.slow_consumers).collect();
+    let slow: Vec<usize> = (args.accounts()..args.accounts() + args.slow_consumers).collect();
     if let Some(first) = plan.first_mut() {
         first.extend(&slow);
     }
@@ -126,7 +128,7 @@ pub async fn run(args: &Args, run_id: &str) -> anyhow::Result<Layout> {
         .map(|(a, b)| {
             let (api, accounts) = (&api, &accounts);
             async move {
-                let body = json!({ "username": format!("l{run_id}_{b}") });
+                let body = json!({ "username": format!("{prefix}_{b}") });
                 let v = api
                     .call(
                         reqwest::Method::POST,

@@ -12,7 +12,7 @@ pub struct ConnLog {
     pub seen: HashMap<i64, Vec<i64>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
     /// An acked message never reached a member's connection.
