@@ -112,6 +112,9 @@ pub struct Args {
     /// `burst`: each step's rate is the last one's times this.
     #[arg(long, default_value_t = 1.5)]
     pub burst_step: f64,
+    /// `burst`: the chats to load, as in the `chat` or the `room` scenario.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub burst_layout: Scenario,
     /// `burst`: the most steps to run.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,

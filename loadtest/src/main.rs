@@ -124,7 +124,9 @@ async fn step(
 ) -> anyhow::Result<(Step, Seqs)> {
     let mut args = args.clone();
     args.rate = rate;
+    let cpu_before = run::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
     let driven = run::drive(&args, layout, !args.quiet).await;
+    let cpu_after = run::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
     let mut acked: Seqs = HashMap::new();
     let (mut ack_us, mut delivery_us) = (figures::histogram(), figures::histogram());
     let (mut errors, mut closes) = (BTreeMap::new(), BTreeMap::new());
@@ -188,7 +190,15 @@ async fn step(
         problems: problems.len(),
         first_problems: problems.into_iter().take(10).collect(),
     };
-    Ok((Step { figures, exactness }, after))
+    let server_cpu_seconds = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+    Ok((
+        Step {
+            figures,
+            exactness,
+            server_cpu_seconds,
+        },
+        after,
+    ))
 }
 
 fn write(path: &Path, report: &Report) -> anyhow::Result<()> {
@@ -237,6 +247,7 @@ fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<bool> {
                 problems: results.iter().map(|s| s.exactness.problems).sum(),
                 first_problems: problems,
             },
+            server_cpu_seconds: None,
         }),
         steps: Vec::new(),
         knee_rate: None,

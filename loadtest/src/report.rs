@@ -58,9 +58,10 @@ pub struct Exactness {
 /// One measured stretch and its verification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
-    #[serde(flatten)]
     pub figures: Figures,
     pub exactness: Exactness,
+    /// CPU the server used during the stretch, from its `xfchat_process_cpu_seconds_total`.
+    pub server_cpu_seconds: Option<f64>,
 }
 
 /// `idle`: the server's memory with the connections open.

@@ -294,7 +294,7 @@ async fn connection(
 /// Opens `connections` sockets (spread over the accounts), keeps them open and reading for the
 /// run's duration, and reports the server's memory per connection from its `/metrics`.
 pub async fn idle(args: &Args, layout: &Layout) -> Idle {
-    let before = server_rss(args).await;
+    let before = server_metric(args, RSS).await;
     let started = Instant::now();
     let accounts = &layout.accounts;
     let opened: Vec<_> = futures_util::stream::iter(0..args.connections)
@@ -311,7 +311,7 @@ pub async fn idle(args: &Args, layout: &Layout) -> Idle {
         .collect();
     let open = readers.len();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
-    let after = server_rss(args).await;
+    let after = server_metric(args, RSS).await;
     for reader in readers {
         reader.abort();
     }
@@ -328,8 +328,10 @@ pub async fn idle(args: &Args, layout: &Layout) -> Idle {
     }
 }
 
-/// The server's resident memory, from `xfchat_process_resident_memory_bytes` at `/metrics`.
-async fn server_rss(args: &Args) -> Option<f64> {
+const RSS: &str = "xfchat_process_resident_memory_bytes";
+
+/// One unlabelled figure from the server's `/metrics`, if it exports it.
+pub async fn server_metric(args: &Args, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("{}/metrics", args.url))
         .await
         .ok()?
@@ -337,6 +339,6 @@ async fn server_rss(args: &Args) -> Option<f64> {
         .await
         .ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("xfchat_process_resident_memory_bytes "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }

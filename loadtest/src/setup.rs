@@ -79,7 +79,11 @@ impl Api {
 /// The members of each chat, as indexes into the accounts.
 fn plan(args: &Args) -> Vec<Vec<usize>> {
     let n = args.connections;
-    match args.scenario {
+    let layout = match args.scenario {
+        Scenario::Burst => args.burst_layout,
+        other => other,
+    };
+    match layout {
         Scenario::Room => vec![(0..n).collect()],
         Scenario::Idle => Vec::new(),
         Scenario::Chat | Scenario::Burst => {

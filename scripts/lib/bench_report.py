@@ -1,0 +1,107 @@
+"""Reads the harness reports and pgbench's rate of one `scripts/bench` run, prints the table and
+writes target/bench/report.json with every figure and the ratios."""
+
+import json
+import os
+import platform
+import sys
+
+
+def load(path):
+    return json.load(open(path))
+
+
+def knee(report):
+    """The fastest step that passed, or the first step when none did."""
+    return report["result"]["figures"] if report.get("result") else None
+
+
+def main(work, out, mode):
+    pg = json.load(open(os.path.join(work, "pgbench.json")))
+    hub = load(os.path.join(work, "hub-chat-burst.json"))
+    half = load(os.path.join(work, "hub-chat-half.json"))
+    room_hub = load(os.path.join(work, "hub-room-burst.json"))
+    room_base = load(os.path.join(work, "baseline-room-burst.json"))
+    idle = load(os.path.join(work, "hub-idle.json"))
+    cpu = {"cpu_seconds": half["result"]["server_cpu_seconds"], "acked": half["result"]["figures"]["acked"]}
+
+    hub_k, half_f = knee(hub), half["result"]["figures"]
+    room_hub_k, room_base_k = knee(room_hub), knee(room_base)
+    exact = all(r["exact"] for r in (hub, half, room_hub, room_base))
+    ratios = {
+        "hub_acked_per_sec_over_pgbench_tps": hub_k["acked_per_sec"] / pg["tps"] if pg["tps"] else None,
+        "hub_deliveries_over_baseline_deliveries": (
+            room_hub_k["deliveries_per_sec"] / room_base_k["deliveries_per_sec"] if room_base_k["deliveries_per_sec"] else None
+        ),
+        "bytes_per_idle_connection": idle["idle"]["bytes_per_connection"],
+        "cpu_us_per_acked_message": (
+            cpu["cpu_seconds"] * 1e6 / cpu["acked"] if cpu["acked"] and cpu["cpu_seconds"] is not None else None
+        ),
+    }
+    report = {
+        "mode": mode,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "postgres_version": hub["machine"].get("postgres_version"),
+        },
+        "pgbench": pg,
+        "hub_chat": {
+            "knee_rate": hub.get("knee_rate"),
+            "sustained_acked_per_sec": hub_k["acked_per_sec"],
+            "p99_ack_ms_at_knee": hub_k["ack_latency"]["p99_ms"],
+            "steps": [s["figures"] | {"exact": s["exactness"]["ok"]} for s in hub["steps"]],
+        },
+        "hub_chat_at_half": {
+            "rate": half_f["rate"],
+            "acked_per_sec": half_f["acked_per_sec"],
+            "ack_latency": half_f["ack_latency"],
+            "delivery_latency": half_f["delivery_latency"],
+        },
+        "room": {
+            "hub_knee_rate": room_hub.get("knee_rate"),
+            "hub_deliveries_per_sec": room_hub_k["deliveries_per_sec"],
+            "baseline_knee_rate": room_base.get("knee_rate"),
+            "baseline_deliveries_per_sec": room_base_k["deliveries_per_sec"],
+        },
+        "idle": idle["idle"],
+        "cpu": cpu,
+        "ratios": ratios,
+        "exact": exact,
+    }
+    for key in ("steps",):
+        for s in report["hub_chat"][key]:
+            s.pop("ack_histogram", None)
+            s.pop("delivery_histogram", None)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    json.dump(report, open(out, "w"), indent=2)
+
+    def fmt(v, spec=",.0f"):
+        return "n/a" if v is None else format(v, spec)
+
+    rows = [
+        ("PostgreSQL alone (pgbench, %d clients): stored msgs/s" % pg["clients"], fmt(pg["tps"])),
+        ("Hub, chat: sustained acked msgs/s (p99 ack <= %s ms, exact)" % hub["config"]["p99_bound_ms"], fmt(hub_k["acked_per_sec"])),
+        ("  p99 send->ack at that rate (ms)", fmt(hub_k["ack_latency"]["p99_ms"], ".2f")),
+        ("Hub, chat at half that rate (%s msgs/s): p99 send->ack (ms)" % fmt(half_f["rate"]), fmt(half_f["ack_latency"]["p99_ms"], ".2f")),
+        ("  p99 send->delivery (ms)", fmt(half_f["delivery_latency"]["p99_ms"], ".2f")),
+        ("Hub, room of %d: deliveries/s at its knee" % room_hub["config"]["connections"], fmt(room_hub_k["deliveries_per_sec"])),
+        ("No-database baseline, same room: deliveries/s at its knee", fmt(room_base_k["deliveries_per_sec"])),
+        ("Idle sockets held", fmt(idle["idle"]["connections"])),
+        ("RATIO hub acked/s / pgbench tps", fmt(ratios["hub_acked_per_sec_over_pgbench_tps"], ".2f")),
+        ("RATIO hub deliveries/s / baseline deliveries/s", fmt(ratios["hub_deliveries_over_baseline_deliveries"], ".2f")),
+        ("Server bytes per idle connection", fmt(ratios["bytes_per_idle_connection"])),
+        ("Server CPU microseconds per acked message", fmt(ratios["cpu_us_per_acked_message"], ".1f")),
+        ("Exactness (every harness run)", "OK" if exact else "FAILED"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"XFChat benchmark ({mode}; {os.cpu_count()} CPUs, PostgreSQL {report['machine']['postgres_version']})")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:>12}")
+    print(f"\nfull report: {out}")
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:4]))
