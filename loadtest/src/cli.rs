@@ -16,6 +16,8 @@ pub enum Scenario {
     Idle,
     /// The chat mix at rising rates until p99 ack latency passes the bound or errors appear.
     Burst,
+    /// The chat mix while clients drop their sockets, reconnect, resend and sync.
+    Reconnect,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -112,6 +114,9 @@ pub struct Args {
     /// `burst`: each step's rate is the last one's times this.
     #[arg(long, default_value_t = 1.5)]
     pub burst_step: f64,
+    /// `reconnect`: seconds between a client's reconnects (randomised ±50%).
+    #[arg(long, default_value_t = 2.0)]
+    pub reconnect_every: f64,
     /// `burst`: the chats to load, as in the `chat` or the `room` scenario.
     #[arg(long, value_enum, default_value = "chat")]
     pub burst_layout: Scenario,

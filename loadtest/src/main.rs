@@ -5,6 +5,7 @@
 mod cli;
 mod figures;
 mod report;
+mod resume;
 mod run;
 mod schedule;
 mod setup;
@@ -73,7 +74,7 @@ async fn load(args: Args) -> anyhow::Result<bool> {
     };
     match args.scenario {
         Scenario::Idle => report.idle = Some(run::idle(&args, &layout).await),
-        Scenario::Chat | Scenario::Room => {
+        Scenario::Chat | Scenario::Room | Scenario::Reconnect => {
             let (step, _) = step(&args, &layout, args.rate, &Seqs::new()).await?;
             report.exact = step.exactness.ok;
             report.result = Some(step);

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use xfchat::protocol::{Codec, ServerFrame};
 
-use crate::cli::{Args, CodecArg};
+use crate::cli::{Args, CodecArg, Scenario};
 use crate::figures::histogram;
 use crate::report::Idle;
 use crate::schedule::{Schedule, Sender};
@@ -43,7 +43,7 @@ pub struct ConnResult {
     pub close: Option<String>,
 }
 
-fn codec(arg: CodecArg) -> Codec {
+pub fn codec(arg: CodecArg) -> Codec {
     match arg {
         CodecArg::Json => Codec::Json,
         CodecArg::Msgpack => Codec::MsgPack,
@@ -51,7 +51,7 @@ fn codec(arg: CodecArg) -> Codec {
 }
 
 /// Microseconds after the start at which the message was meant to be sent.
-fn intended(body: &str) -> Option<u64> {
+pub fn intended(body: &str) -> Option<u64> {
     body.split_once(':')?.0.parse().ok()
 }
 
@@ -88,11 +88,12 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
             Err(e) => eprintln!("xfchat-load: slow consumer {i} failed to connect: {e}"),
         }
     }
+    let driven_here = args.scenario != Scenario::Reconnect;
     for (i, account) in layout
         .accounts
         .iter()
         .enumerate()
-        .filter(|(i, _)| !layout.slow.contains(i))
+        .filter(|(i, _)| driven_here && !layout.slow.contains(i))
     {
         match connect(args, &account.token).await {
             Ok(ws) => sockets.push((i, ws)),
@@ -109,15 +110,31 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
         ack_us: Mutex::new(histogram()),
     });
     let stop = CancellationToken::new();
-    let per_conn_rate = args.rate / sockets.len().max(1) as f64;
-    let tasks: Vec<_> = sockets
-        .into_iter()
-        .map(|(i, ws)| {
-            let chats = chats_of[i].clone();
-            let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
-            tokio::spawn(connection(args, chats, ws, per_conn_rate, live, stop))
-        })
-        .collect();
+    let tasks: Vec<_> = if args.scenario == Scenario::Reconnect {
+        // These clients open (and reopen) their own sockets.
+        let clients: Vec<usize> = (0..layout.accounts.len())
+            .filter(|i| !layout.slow.contains(i))
+            .collect();
+        let rate = args.rate / clients.len().max(1) as f64;
+        clients
+            .into_iter()
+            .map(|i| {
+                let (chats, token) = (chats_of[i].clone(), layout.accounts[i].token.clone());
+                let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
+                tokio::spawn(crate::resume::client(args, chats, token, rate, live, stop))
+            })
+            .collect()
+    } else {
+        let rate = args.rate / sockets.len().max(1) as f64;
+        sockets
+            .into_iter()
+            .map(|(i, ws)| {
+                let chats = chats_of[i].clone();
+                let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
+                tokio::spawn(connection(args, chats, ws, rate, live, stop))
+            })
+            .collect()
+    };
     let bar = progress.then(|| crate::report::progress(args, live.clone()));
     tokio::time::sleep_until(live.start + args.total()).await;
     let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);

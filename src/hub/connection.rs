@@ -37,6 +37,8 @@ struct Written {
 }
 
 const SYNC_PAGE: i64 = 200;
+/// Most queued frames written before one flush.
+const WRITE_BATCH: usize = 64;
 
 pub struct Connection {
     hub: Arc<Hub>,
@@ -180,10 +182,11 @@ impl Connection {
         }
     }
 
-    async fn write_queued(&mut self, out: Outbound) -> bool {
+    /// Does the bookkeeping for a queued frame; None when this socket already has it.
+    fn prepare(&mut self, out: Outbound) -> Option<WsMessage> {
         match out.kind {
             Kind::Message { chat, seq } => match self.written.get_mut(&chat) {
-                Some(w) if (w.lo..=w.hi).contains(&seq) => return true,
+                Some(w) if (w.lo..=w.hi).contains(&seq) => return None,
                 Some(w) if seq == w.hi + 1 => w.hi = seq,
                 _ => {
                     self.written.insert(chat, Written { lo: seq, hi: seq });
@@ -202,8 +205,35 @@ impl Connection {
             .queue_depth
             .record(self.inbox.rx.len() as f64);
         self.count_out(&out.frame.frame);
-        let msg = out.frame.message(self.codec);
-        self.write(msg).await
+        Some(out.frame.message(self.codec))
+    }
+
+    /// Writes a queued frame and what else is already waiting (up to a batch) with one flush,
+    /// so a busy socket costs one write call per batch rather than per frame.
+    async fn write_queued(&mut self, first: Outbound) -> bool {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            if let Some(msg) = self.prepare(out) {
+                let fed = tokio::select! {
+                    biased;
+                    _ = self.inbox.kick.cancelled() => false,
+                    fed = self.socket.feed(msg) => fed.is_ok(),
+                };
+                if !fed {
+                    return false;
+                }
+            }
+            written += 1;
+            if written < WRITE_BATCH {
+                next = self.inbox.rx.try_recv().ok();
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = self.inbox.kick.cancelled() => false,
+            flushed = self.socket.flush() => flushed.is_ok(),
+        }
     }
 
     async fn on_message(
