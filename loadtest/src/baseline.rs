@@ -176,10 +176,24 @@ async fn serve(
 ) {
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
-                Some(frame) => if socket.send(frame.message(codec)).await.is_err() { return },
-                None => return,
-            },
+            out = rx.recv() => {
+                // Like the hub: write what is waiting (up to 64 frames), then flush once.
+                let Some(first) = out else { return };
+                let mut next = Some(first);
+                let mut written = 0;
+                while let Some(frame) = next.take() {
+                    if socket.feed(frame.message(codec)).await.is_err() {
+                        return;
+                    }
+                    written += 1;
+                    if written < 64 {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if socket.flush().await.is_err() {
+                    return;
+                }
+            }
             msg = socket.next() => {
                 let Some(Ok(msg)) = msg else { return };
                 if !(msg.is_text() || msg.is_binary()) {
