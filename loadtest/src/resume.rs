@@ -18,10 +18,8 @@ use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::cli::Args;
-use crate::figures::histogram;
 use crate::run::{codec, connect, intended, ConnResult, Live};
 use crate::schedule::{body, Schedule};
-use crate::verify::ConnLog;
 
 struct Client {
     codec: Codec,
@@ -49,9 +47,8 @@ impl Client {
         }
         *last = (*last).max(seq);
         self.r.log.seen.entry(chat).or_default().push(seq);
-        if let Some(at) = at.filter(|&at| !ack && at >= self.warmup_us) {
-            let _ = self.r.delivery_us.record(now_us.saturating_sub(at).max(1));
-            self.r.deliveries_measured += 1;
+        if !ack {
+            self.r.delivery(at, now_us, self.warmup_us);
         }
     }
 
@@ -83,13 +80,15 @@ impl Client {
                 if self.pending.remove(&client_msg_id).is_some()
                     && self.answered.insert(client_msg_id)
                 {
-                    self.live.outstanding.fetch_sub(1, Ordering::Relaxed);
-                    self.live.acked.fetch_add(1, Ordering::Relaxed);
-                    self.r.acked.push((message.chat_id.0, message.seq));
-                    if let Some(at) = intended(&message.body).filter(|&at| at >= self.warmup_us) {
-                        let _ = self.r.ack_us.record(now_us.saturating_sub(at).max(1));
-                        self.r.acks_measured += 1;
-                    }
+                    let at = intended(&message.body);
+                    self.r.ack(
+                        &self.live,
+                        message.chat_id.0,
+                        message.seq,
+                        at,
+                        now_us,
+                        self.warmup_us,
+                    );
                 }
                 self.saw(message.chat_id.0, message.seq, None, now_us, true);
             }
@@ -131,20 +130,7 @@ pub async fn client(
         codec: codec(args.codec),
         warmup_us: args.warmup().as_micros() as u64,
         live: live.clone(),
-        r: ConnResult {
-            log: ConnLog {
-                member_of: chats.clone(),
-                seen: HashMap::new(),
-            },
-            acked: Vec::new(),
-            ack_us: histogram(),
-            delivery_us: histogram(),
-            acks_measured: 0,
-            deliveries_measured: 0,
-            sent: 0,
-            errors: HashMap::new(),
-            close: None,
-        },
+        r: ConnResult::new(chats.clone()),
         pending: HashMap::new(),
         answered: HashSet::new(),
         last_seen: HashMap::new(),

@@ -43,6 +43,54 @@ pub struct ConnResult {
     pub close: Option<String>,
 }
 
+impl ConnResult {
+    pub fn new(chats: Vec<i64>) -> Self {
+        ConnResult {
+            log: ConnLog {
+                member_of: chats,
+                seen: HashMap::new(),
+            },
+            acked: Vec::new(),
+            ack_us: histogram(),
+            delivery_us: histogram(),
+            acks_measured: 0,
+            deliveries_measured: 0,
+            sent: 0,
+            errors: HashMap::new(),
+            close: None,
+        }
+    }
+
+    /// Counts an ack for a send meant to go out at `at` µs, measured when past the warm-up.
+    pub fn ack(
+        &mut self,
+        live: &Live,
+        chat: i64,
+        seq: i64,
+        at: Option<u64>,
+        now_us: u64,
+        warmup_us: u64,
+    ) {
+        live.outstanding.fetch_sub(1, Ordering::Relaxed);
+        live.acked.fetch_add(1, Ordering::Relaxed);
+        self.acked.push((chat, seq));
+        if let Some(at) = at.filter(|&at| at >= warmup_us) {
+            let us = now_us.saturating_sub(at).max(1);
+            let _ = self.ack_us.record(us);
+            let _ = live.ack_us.lock().expect("not poisoned").record(us);
+            self.acks_measured += 1;
+        }
+    }
+
+    /// Times a delivery of a message meant to go out at `at` µs, when past the warm-up.
+    pub fn delivery(&mut self, at: Option<u64>, now_us: u64, warmup_us: u64) {
+        if let Some(at) = at.filter(|&at| at >= warmup_us) {
+            let _ = self.delivery_us.record(now_us.saturating_sub(at).max(1));
+            self.deliveries_measured += 1;
+        }
+    }
+}
+
 pub fn codec(arg: CodecArg) -> Codec {
     match arg {
         CodecArg::Json => Codec::Json,
@@ -228,20 +276,7 @@ async fn connection(
         (sent, sink)
     });
 
-    let mut r = ConnResult {
-        log: ConnLog {
-            member_of: chats,
-            seen: HashMap::new(),
-        },
-        acked: Vec::new(),
-        ack_us: histogram(),
-        delivery_us: histogram(),
-        acks_measured: 0,
-        deliveries_measured: 0,
-        sent: 0,
-        errors: HashMap::new(),
-        close: None,
-    };
+    let mut r = ConnResult::new(chats);
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
@@ -263,20 +298,9 @@ async fn connection(
         let now_us = live.start.elapsed().as_micros() as u64;
         match Codec::decode::<ServerFrame>(&msg) {
             Ok(ServerFrame::Ack { message, .. }) => {
-                live.outstanding.fetch_sub(1, Ordering::Relaxed);
-                live.acked.fetch_add(1, Ordering::Relaxed);
-                r.acked.push((message.chat_id.0, message.seq));
-                r.log
-                    .seen
-                    .entry(message.chat_id.0)
-                    .or_default()
-                    .push(message.seq);
-                if let Some(at) = intended(&message.body).filter(|&at| at >= warmup_us) {
-                    let us = now_us.saturating_sub(at).max(1);
-                    let _ = r.ack_us.record(us);
-                    let _ = live.ack_us.lock().expect("not poisoned").record(us);
-                    r.acks_measured += 1;
-                }
+                let (chat, seq) = (message.chat_id.0, message.seq);
+                r.ack(&live, chat, seq, intended(&message.body), now_us, warmup_us);
+                r.log.seen.entry(chat).or_default().push(seq);
             }
             Ok(ServerFrame::Message { message }) => {
                 r.log
@@ -284,10 +308,7 @@ async fn connection(
                     .entry(message.chat_id.0)
                     .or_default()
                     .push(message.seq);
-                if let Some(at) = intended(&message.body).filter(|&at| at >= warmup_us) {
-                    let _ = r.delivery_us.record(now_us.saturating_sub(at).max(1));
-                    r.deliveries_measured += 1;
-                }
+                r.delivery(intended(&message.body), now_us, warmup_us);
             }
             Ok(ServerFrame::Error {
                 code, reference, ..
