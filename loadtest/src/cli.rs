@@ -102,6 +102,9 @@ pub struct Args {
     /// run id and different `--shard`s, then `merge` their reports.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Log in to accounts an earlier run with the same `--run-id` created, instead of failing.
+    #[arg(long)]
+    pub reuse: bool,
     /// This process's part of a shared run.
     #[arg(long, default_value_t = 0)]
     pub shard: usize,

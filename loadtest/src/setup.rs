@@ -99,12 +99,19 @@ fn plan(args: &Args) -> Vec<Vec<usize>> {
 pub async fn run(args: &Args, prefix: &str) -> anyhow::Result<Layout> {
     let api = Api::new(&args.url);
     let par = args.setup_parallelism.max(1);
+    let reuse = args.reuse;
     let accounts: Vec<Account> = stream::iter(0..args.accounts() + args.slow_consumers)
         .map(|i| {
             let api = &api;
             async move {
                 let body = json!({ "username": format!("{prefix}_{i}"), "password": "load-test-password" });
-                let v = api.call(reqwest::Method::POST, "/api/auth/signup", None, body).await?;
+                let v = match api.call(reqwest::Method::POST, "/api/auth/signup", None, body.clone()).await {
+                    // `--reuse`: the account is there from an earlier run with this run id.
+                    Err(e) if reuse && e.to_string().contains("username_taken") => {
+                        api.call(reqwest::Method::POST, "/api/auth/login", None, body).await?
+                    }
+                    other => other?,
+                };
                 Ok::<_, anyhow::Error>(Account {
                     id: v["user"]["id"].as_i64().context("user id")?,
                     token: v["token"].as_str().context("token")?.to_owned(),
