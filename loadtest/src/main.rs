@@ -4,6 +4,7 @@
 
 mod cli;
 mod figures;
+mod idle;
 mod report;
 mod resume;
 mod run;
@@ -73,7 +74,7 @@ async fn load(args: Args) -> anyhow::Result<bool> {
         exact: true,
     };
     match args.scenario {
-        Scenario::Idle => report.idle = Some(run::idle(&args, &layout).await),
+        Scenario::Idle => report.idle = Some(idle::idle(&args, &layout).await),
         Scenario::Chat | Scenario::Room | Scenario::Reconnect => {
             let (step, _) = step(&args, &layout, args.rate, &Seqs::new()).await?;
             report.exact = step.exactness.ok;
@@ -125,9 +126,9 @@ async fn step(
 ) -> anyhow::Result<(Step, Seqs)> {
     let mut args = args.clone();
     args.rate = rate;
-    let cpu_before = run::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
+    let cpu_before = idle::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
     let driven = run::drive(&args, layout, !args.quiet).await;
-    let cpu_after = run::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
+    let cpu_after = idle::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
     let mut acked: Seqs = HashMap::new();
     let (mut ack_us, mut delivery_us) = (figures::histogram(), figures::histogram());
     let (mut errors, mut closes) = (BTreeMap::new(), BTreeMap::new());

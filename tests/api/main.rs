@@ -6,6 +6,8 @@ mod common;
 mod doctor;
 mod friends;
 mod hub;
+mod hub_failures;
+mod hub_limits;
 mod limits;
 mod messages;
 mod migrations;

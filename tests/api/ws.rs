@@ -10,6 +10,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
+use uuid::Uuid;
+use xfchat::ids::ChatId;
+
 use crate::common::{TestApp, User};
 
 pub struct Ws {
@@ -104,4 +107,45 @@ impl Ws {
             }
         }
     }
+}
+
+pub fn send(chat: i64, body: &str) -> (Uuid, ClientFrame) {
+    let id = Uuid::new_v4();
+    (
+        id,
+        ClientFrame::Send {
+            chat_id: ChatId(chat),
+            client_msg_id: id,
+            body: body.to_owned(),
+        },
+    )
+}
+
+pub fn sync(chat: i64, after_seq: i64) -> ClientFrame {
+    ClientFrame::Sync {
+        chat_id: ChatId(chat),
+        after_seq,
+        limit: None,
+    }
+}
+
+/// Reads message frames of `chat` until `synced` or `want` messages; returns their seqs.
+pub async fn read_seqs(ws: &mut Ws, want: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < want {
+        match ws.next().await {
+            ServerFrame::Message { message } => seqs.push(message.seq),
+            ServerFrame::Synced { .. } | ServerFrame::Typing { .. } | ServerFrame::Read { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seqs
+}
+
+pub async fn stored(app: &TestApp) -> i64 {
+    let pool = app.db.pool().await;
+    sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
 }
