@@ -92,6 +92,15 @@ pub struct Settings {
         global = true
     )]
     pub db_permit_timeout_ms: u64,
+    /// Longest a single database statement may run before PostgreSQL cancels it, so a stuck
+    /// query cannot hold a pool connection and its permit for ever.
+    #[arg(
+        long,
+        env = "XFCHAT_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub db_statement_timeout_ms: u64,
     /// How long startup keeps trying to reach the database.
     #[arg(
         long,
@@ -277,6 +286,11 @@ impl Settings {
         let database: PgConnectOptions = url.parse().map_err(|_| {
             invalid("DATABASE_URL is not a valid postgres:// URL (postgres://user:password@host:port/database)")
         })?;
+        if self.db_statement_timeout_ms == 0 {
+            return Err(invalid("XFCHAT_DB_STATEMENT_TIMEOUT_MS must be at least 1"));
+        }
+        let timeout = format!("{}ms", self.db_statement_timeout_ms);
+        let database = database.options([("statement_timeout", timeout.as_str())]);
         let jwt_secret = self.jwt_secret.as_deref().ok_or_else(|| {
             invalid("JWT_SECRET is required: set it to a random string of at least 32 bytes")
         })?;

@@ -133,11 +133,13 @@ async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_a
     let chat = app.group(&alice, &[&bob]).await;
     let mut a = app.ws(&alice).await;
     let mut b = app.ws(&bob).await;
-    for i in 0..15 {
+    // 30 sends against a bucket of 10 that refills 5 a second: whatever the pace of this
+    // machine, well over ten are refused.
+    for i in 0..30 {
         a.send(&send(chat, &format!("m{i}")).1).await;
     }
     let mut codes: HashMap<String, usize> = HashMap::new();
-    for _ in 0..15 {
+    for _ in 0..30 {
         let code = match a.next().await {
             ServerFrame::Ack { .. } => "ack".to_owned(),
             ServerFrame::Error { code, .. } => code,
@@ -145,7 +147,7 @@ async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_a
         };
         *codes.entry(code).or_default() += 1;
     }
-    assert!(codes["rate_limited"] >= 4, "{codes:?}");
+    assert!(codes["rate_limited"] >= 10, "{codes:?}");
     assert!(
         codes["ack"] >= 10,
         "the burst of twice the rate goes through: {codes:?}"

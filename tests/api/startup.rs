@@ -174,3 +174,22 @@ async fn two_servers_starting_together_apply_each_migration_once() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn every_database_connection_carries_the_statement_timeout() {
+    let db = TestDb::create().await;
+    let mut s = settings(&db);
+    s.db_statement_timeout_ms = 1500;
+    let config = s.validate().unwrap();
+    let pool = xfchat::db::connect(&config).await.unwrap();
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "1500ms");
+    let slow = sqlx::query("SELECT pg_sleep(3)").execute(&pool).await;
+    assert!(
+        slow.is_err(),
+        "PostgreSQL cancels a statement past the timeout"
+    );
+}
