@@ -157,6 +157,15 @@ impl TestApp {
         (status, value)
     }
 
+    /// An unauthenticated GET, answered as it came (for health, readiness and metrics).
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
     pub async fn get(&self, path: &str, user: &User) -> (StatusCode, Value) {
         self.call(Method::GET, path, Some(&user.token), None).await
     }

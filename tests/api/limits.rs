@@ -44,31 +44,16 @@ async fn pool_of_two_under_100_concurrent_requests_answers_success_or_overloaded
         overloaded > 0,
         "with one permit and a 20 ms wait, 100 at once must overload"
     );
-    let res = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_raw("/readyz").await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn readiness_reports_the_pool_and_liveness_answers() {
     let app = spawn_app_with(|_| {}).await;
-    let res = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_raw("/healthz").await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_raw("/readyz").await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["database"], "up");
@@ -81,12 +66,7 @@ async fn metrics_are_exported_in_prometheus_format_without_id_labels() {
     let app = spawn_app_with(|_| {}).await;
     let alice = app.signup("alice").await;
     app.get("/api/chats/12345", &alice).await;
-    let res = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_raw("/metrics").await;
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.unwrap();
     for name in [
