@@ -237,6 +237,29 @@ pub struct Config {
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
     pub ws: WsConfig,
+    /// Faults the test suite injects to prove that the server contains a bug; never set from
+    /// the environment or the command line.
+    pub faults: Faults,
+}
+
+/// Panics on demand, for tests of panic containment: a send whose body equals one of these
+/// makes the connection task (`connection_panic_body`) or the persist worker that takes it
+/// (`persist_panic_body`) panic. Empty in every server started from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub connection_panic_body: Option<String>,
+    pub persist_panic_body: Option<String>,
+}
+
+impl Faults {
+    pub fn panics_connection(&self, body: &str) -> bool {
+        self.connection_panic_body.as_deref() == Some(body)
+    }
+
+    pub fn panics_persist(&self, batch: &[crate::db::messages::NewMessage]) -> bool {
+        let body = self.persist_panic_body.as_deref();
+        body.is_some() && batch.iter().any(|m| Some(m.body.as_str()) == body)
+    }
 }
 
 /// Limits of the WebSocket hub.
@@ -377,6 +400,7 @@ impl Settings {
                 persist_batch: self.persist_batch,
                 persist_queue: self.persist_queue,
             },
+            faults: Faults::default(),
         })
     }
 }

@@ -93,9 +93,11 @@ impl From<sqlx::Error> for AppError {
             err,
             sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
         ) || matches!(&err, sqlx::Error::Database(db) if db.code().is_some_and(is_connection_lost));
+        let data = is_data_error(&err);
         let kind = match err {
             sqlx::Error::PoolTimedOut => "timeout",
             _ if lost => "connection",
+            _ if data => "data",
             _ => "query",
         };
         metrics::counter!(crate::metrics::DB_ERRORS, "kind" => kind).increment(1);
@@ -105,9 +107,25 @@ impl From<sqlx::Error> for AppError {
                 tracing::warn!(error = %err, "database unreachable");
                 Self::Unavailable
             }
+            // A second line of defence behind the checks at the edge: input PostgreSQL cannot
+            // store is the client's error, not the server's.
+            _ if data => Self::invalid("input holds a value the database cannot store"),
             other => Self::Internal(other.into()),
         }
     }
+}
+
+/// True for SQLSTATE class 22 (data exception: bad encoding, NUL, out of range), which an input
+/// value causes rather than the database or the query.
+pub fn is_data_error(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")))
+}
+
+/// True when PostgreSQL refused a statement because of one of the values in it (class 22, data
+/// exception, or 23, integrity constraint violation) rather than because the database failed.
+pub fn is_input_error(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
 }
 
 /// SQLSTATE classes that mean the server went away rather than that the query was wrong:

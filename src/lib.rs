@@ -15,5 +15,6 @@ pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod validate;
 
 pub use server::{run, Server};

@@ -27,6 +27,7 @@ pub const ACK_LATENCY: &str = "xfchat_ack_latency_seconds";
 pub const FANOUT: &str = "xfchat_fanout_seconds";
 pub const DELIVERIES: &str = "xfchat_deliveries_total";
 pub const REPLAYS: &str = "xfchat_idempotent_replays_total";
+pub const PERSIST_RESTARTS: &str = "xfchat_persist_worker_restarts_total";
 // WebSocket.
 pub const WS_CONNECTIONS: &str = "xfchat_ws_connections";
 pub const WS_CONNECTS: &str = "xfchat_ws_connects_total";
@@ -37,6 +38,7 @@ pub const WS_FRAMES_OUT: &str = "xfchat_ws_frames_sent_total";
 pub const WS_QUEUE: &str = "xfchat_ws_outbound_queue_frames";
 pub const WS_ERROR_FRAMES: &str = "xfchat_ws_error_frames_total";
 pub const WS_RATE_LIMITED: &str = "xfchat_ws_rate_limited_total";
+pub const WS_PANICS: &str = "xfchat_ws_connection_panics_total";
 // HTTP and process.
 pub const HTTP_REQUESTS: &str = "xfchat_http_requests_total";
 pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
@@ -159,6 +161,14 @@ fn describe() {
     describe_counter!(
         WS_RATE_LIMITED,
         "Frames refused by a rate limit, by kind (send, typing)"
+    );
+    describe_counter!(
+        WS_PANICS,
+        "Connection tasks that panicked (a bug); each socket was closed with 1011"
+    );
+    describe_counter!(
+        PERSIST_RESTARTS,
+        "Persist workers restarted after a panic (a bug); their unanswered sends got persist_failed"
     );
     describe_counter!(
         HTTP_REQUESTS,

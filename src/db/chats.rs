@@ -234,13 +234,14 @@ async fn add_members(conn: &mut PgConnection, chat: ChatId, users: &[i64]) -> Ap
     Ok(())
 }
 
-/// Moves `user`'s read marker forward to `seq`; it never moves backwards.
+/// Moves the caller's read marker forward to `seq`; true when it moved (a marker never moves
+/// back, and one that stays put is not announced).
 pub async fn mark_read(
     conn: &mut PgConnection,
     chat: ChatId,
     user: UserId,
     seq: i64,
-) -> AppResult<()> {
+) -> AppResult<bool> {
     let last_seq: Option<i64> = sqlx::query_scalar(
         "SELECT c.last_seq FROM conversations c JOIN conversation_members m \
          ON m.conversation_id = c.id AND m.user_id = $2 WHERE c.id = $1",
@@ -255,14 +256,14 @@ pub async fn mark_read(
             "seq: must be between 0 and the chat's last seq ({last_seq})"
         )));
     }
-    sqlx::query(
+    let moved = sqlx::query(
         "UPDATE conversation_members SET last_read_seq = GREATEST(last_read_seq, $3) \
-         WHERE conversation_id = $1 AND user_id = $2",
+         WHERE conversation_id = $1 AND user_id = $2 AND last_read_seq < $3",
     )
     .bind(chat)
     .bind(user)
     .bind(seq)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(moved.rows_affected() == 1)
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
 
 /// A message as the HTTP API and the WebSocket frames carry it.
@@ -43,8 +43,12 @@ pub enum Outcome {
     New(Message),
     /// Stored by an earlier try of the same send; answered again, not stored twice.
     Replay(Message),
-    /// Refused: the sender is not a member, or reused a client_msg_id in another chat.
+    /// Refused: the sender is not a member, reused a client_msg_id in another chat, or sent
+    /// something PostgreSQL cannot store.
     Rejected(AppError),
+    /// Not stored because the database failed (connection lost, timeout, overload); the same
+    /// send can be retried.
+    Failed(AppError),
 }
 
 /// The result of one group commit: an outcome per send, in order, and the members of every chat
@@ -53,6 +57,27 @@ pub enum Outcome {
 pub struct Committed {
     pub outcomes: Vec<Outcome>,
     pub members: HashMap<ChatId, Vec<UserId>>,
+}
+
+const SENDER_CLIENT_MSG_ID: &str = "messages_sender_client_msg_id";
+
+/// True when `err` says another transaction stored the same sender and client_msg_id first: a
+/// concurrent try of the same send, or its id reused in a chat on another persist worker.
+pub fn is_duplicate_send(err: &sqlx::Error) -> bool {
+    is_unique_violation(err, SENDER_CLIENT_MSG_ID)
+}
+
+/// The answer to one send that PostgreSQL refused for its own values (see
+/// [`crate::error::is_input_error`]).
+pub fn refusal(err: sqlx::Error) -> AppError {
+    if is_duplicate_send(&err) {
+        reused()
+    } else if crate::error::is_data_error(&err) {
+        AppError::invalid("body: holds characters the database cannot store")
+    } else {
+        tracing::warn!(error = %err, "a send broke a constraint");
+        AppError::invalid("the message cannot be stored as sent")
+    }
 }
 
 fn reused() -> AppError {
@@ -210,6 +235,7 @@ pub async fn page(
 
 /// A message body must be non-empty text within the configured size.
 pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
+    crate::validate::text("body", body)?;
     if body.trim().is_empty() {
         return Err(AppError::invalid("body: must not be empty"));
     }

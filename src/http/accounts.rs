@@ -48,6 +48,7 @@ pub async fn signup(
     }
     let display_name = req.display_name.unwrap_or_else(|| req.username.clone());
     let display_name = display_name.trim();
+    crate::validate::text("display_name", display_name)?;
     if display_name.is_empty() || display_name.chars().count() > 64 {
         return Err(AppError::invalid("display_name: 1 to 64 characters"));
     }
@@ -66,6 +67,7 @@ pub async fn login(
     State(state): State<AppState>,
     Json(req): Json<Login>,
 ) -> AppResult<axum::Json<Value>> {
+    crate::validate::text("username", &req.username)?;
     let mut conn = state.db.conn(Op::Accounts).await?;
     let found = users::find_for_login(&mut conn, &req.username).await?;
     drop(conn);

@@ -94,6 +94,7 @@ pub async fn create_group(
     Json(req): Json<NewGroup>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
     let title = req.title.trim();
+    crate::validate::text("title", title)?;
     if title.is_empty() || title.chars().count() > 100 {
         return Err(AppError::invalid("title: 1 to 100 characters"));
     }
@@ -158,7 +159,9 @@ pub async fn read(
     Json(req): Json<ReadBody>,
 ) -> AppResult<StatusCode> {
     let mut conn = state.db.conn(Op::Chats).await?;
-    chats::mark_read(&mut conn, id, me, req.seq).await?;
+    if !chats::mark_read(&mut conn, id, me, req.seq).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let members = chats::member_ids(&mut conn, id).await?;
     state.hub.notify(
         &members,

@@ -27,6 +27,7 @@ pub async fn send(
     AuthUser(me): AuthUser,
     Json(req): Json<SendRequest>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    crate::validate::text("username", &req.username)?;
     let mut conn = state.db.conn(Op::Friends).await?;
     let to = users::by_username(&mut conn, &req.username)
         .await?

@@ -17,7 +17,7 @@ pub use connection::{Connection, Socket};
 use persist::{Persisted, Persister, ReplyTo, SendRequest};
 use registry::{Kind, Outbound, Registry};
 
-use crate::config::{Config, WsConfig};
+use crate::config::{Config, Faults, WsConfig};
 use crate::db::messages::NewMessage;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -32,6 +32,7 @@ pub struct Hub {
     pub db: Db,
     pub ws: WsConfig,
     pub message_max_bytes: usize,
+    pub faults: Faults,
     /// Cancelled at shutdown: connections stop reading, finish their sends, close with 1001.
     pub shutdown: CancellationToken,
     pub connections: TaskTracker,
@@ -48,6 +49,7 @@ impl Hub {
             config.ws.persist_batch,
             config.ws.persist_queue,
             &metrics,
+            &config.faults,
         );
         Arc::new(Hub {
             registry,
@@ -56,6 +58,7 @@ impl Hub {
             db,
             ws: config.ws.clone(),
             message_max_bytes: config.message_max_bytes,
+            faults: config.faults.clone(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
         })

@@ -3,15 +3,19 @@
 //! commit), and only after the commit acks the senders and queues the messages for every member.
 //! One worker per chat means each chat's messages are committed and fanned out in seq order.
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::registry::{Kind, Outbound, Registry};
-use crate::db::messages::{self, Message, NewMessage, Outcome};
+use crate::config::Faults;
+use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, Op};
-use crate::error::AppError;
+use crate::error::{is_input_error, AppError};
 use crate::ids::UserId;
 use crate::metrics::{self as m, HubMetrics};
 use crate::protocol::{Encoded, ServerFrame};
@@ -53,6 +57,7 @@ impl Persister {
         batch: usize,
         queue: usize,
         metrics: &HubMetrics,
+        faults: &Faults,
     ) -> Self {
         let shards = (0..workers)
             .map(|_| {
@@ -63,6 +68,7 @@ impl Persister {
                     registry.clone(),
                     batch,
                     metrics.clone(),
+                    faults.clone(),
                 ));
                 tx
             })
@@ -85,66 +91,151 @@ async fn worker(
     registry: Arc<Registry>,
     batch_size: usize,
     metrics: HubMetrics,
+    faults: Faults,
 ) {
     let mut waiting = Vec::with_capacity(batch_size);
     while rx.recv_many(&mut waiting, batch_size).await > 0 {
         let (batch, replies): (Vec<NewMessage>, Vec<ReplyTo>) =
             waiting.drain(..).map(|r| (r.message, r.reply)).unzip();
-        metrics.batch_size.record(batch.len() as f64);
-        let started = Instant::now();
-        let committed = match db.conn(Op::Persist).await {
-            Ok(mut conn) => messages::store_batch(&mut conn, &batch)
-                .await
-                .map_err(AppError::from),
-            Err(e) => Err(e),
-        };
-        let committed = match committed {
-            Ok(committed) => committed,
-            Err(err) => {
-                tracing::warn!(error = %err, sends = batch.len(), "group commit failed");
-                let code = match err {
-                    AppError::Overloaded => "overloaded",
-                    _ => "persist_failed",
-                };
-                metrics::counter!(m::PERSIST_FAILURES, "code" => code)
-                    .increment(batch.len() as u64);
-                for (message, reply) in batch.iter().zip(replies) {
-                    fail(&registry, reply, code, message, &err);
+        let mut replies: Vec<Option<ReplyTo>> = replies.into_iter().map(Some).collect();
+        let handled = AssertUnwindSafe(handle_batch(
+            &db,
+            &registry,
+            &metrics,
+            &faults,
+            &batch,
+            &mut replies,
+        ))
+        .catch_unwind()
+        .await;
+        if handled.is_err() {
+            // A bug, never client input: the worker carries on with the next batch, and the
+            // sends of this one that were not answered yet are told to try again (a resend of
+            // one that was stored is answered from the database, not stored twice).
+            tracing::error!(sends = batch.len(), "persist worker panicked; restarted");
+            metrics::counter!(m::PERSIST_RESTARTS).increment(1);
+            let err = AppError::Internal(anyhow::anyhow!("persist worker panicked"));
+            for (message, reply) in batch.iter().zip(replies) {
+                if let Some(reply) = reply {
+                    fail(&registry, reply, message, &err);
                 }
-                continue;
             }
-        };
-        metrics.commit.record(started.elapsed());
-        for ((outcome, reply), sent) in committed.outcomes.into_iter().zip(replies).zip(&batch) {
-            match &outcome {
-                Outcome::New(message) => {
-                    metrics.persisted.increment(1);
-                    let fanning = Instant::now();
-                    let except = match &reply {
-                        ReplyTo::Socket { conn, .. } => Some(*conn),
-                        ReplyTo::Http(_) => None,
-                    };
-                    let out = Outbound {
-                        kind: Kind::Message {
-                            chat: message.chat_id,
-                            seq: message.seq,
-                        },
-                        frame: Arc::new(Encoded::new(ServerFrame::Message {
-                            message: message.clone(),
-                        })),
-                    };
-                    let members = &committed.members[&message.chat_id];
-                    metrics
-                        .deliveries
-                        .increment(registry.deliver(members, except, &out));
-                    metrics.fanout.record(fanning.elapsed());
-                }
-                Outcome::Replay(_) => metrics.replays.increment(1),
-                Outcome::Rejected(_) => {}
-            }
-            answer(&registry, reply, outcome, sent);
         }
     }
+}
+
+/// Commits one batch and answers each of its sends, taking its reply out of `replies`.
+async fn handle_batch(
+    db: &Db,
+    registry: &Registry,
+    metrics: &HubMetrics,
+    faults: &Faults,
+    batch: &[NewMessage],
+    replies: &mut [Option<ReplyTo>],
+) {
+    metrics.batch_size.record(batch.len() as f64);
+    if faults.panics_persist(batch) {
+        panic!("fault injected into the persist worker");
+    }
+    let started = Instant::now();
+    let Committed { outcomes, members } = commit(db, batch).await;
+    metrics.commit.record(started.elapsed());
+    for ((outcome, reply), sent) in outcomes.into_iter().zip(replies).zip(batch) {
+        let Some(reply) = reply.take() else { continue };
+        match &outcome {
+            Outcome::New(message) => {
+                metrics.persisted.increment(1);
+                let fanning = Instant::now();
+                let except = match &reply {
+                    ReplyTo::Socket { conn, .. } => Some(*conn),
+                    ReplyTo::Http(_) => None,
+                };
+                let out = Outbound {
+                    kind: Kind::Message {
+                        chat: message.chat_id,
+                        seq: message.seq,
+                    },
+                    frame: Arc::new(Encoded::new(ServerFrame::Message {
+                        message: message.clone(),
+                    })),
+                };
+                let members = &members[&message.chat_id];
+                metrics
+                    .deliveries
+                    .increment(registry.deliver(members, except, &out));
+                metrics.fanout.record(fanning.elapsed());
+            }
+            Outcome::Replay(_) => metrics.replays.increment(1),
+            Outcome::Rejected(_) => {}
+            Outcome::Failed(err) => {
+                fail(registry, reply, sent, err);
+                continue;
+            }
+        }
+        answer(registry, reply, outcome, sent);
+    }
+}
+
+/// Stores `batch` so that one send cannot fail the others. PostgreSQL refuses a whole
+/// transaction for one bad value (class 22) or one broken constraint (class 23); then the batch
+/// is split in halves, each committed on its own, down to the one send at fault, which alone is
+/// refused. Halves are committed in order, so each chat's sends keep their order. A database
+/// failure (connection lost, timeout) fails only the sends not yet committed.
+async fn commit(db: &Db, batch: &[NewMessage]) -> Committed {
+    let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
+    let mut members = HashMap::new();
+    let mut failure = None;
+    match db.conn(Op::Persist).await {
+        Err(err) => failure = Some(err),
+        Ok(mut conn) => {
+            // Ranges still to store, the next one last.
+            let mut pending = vec![0..batch.len()];
+            let mut retried = false;
+            while let Some(range) = pending.pop() {
+                match messages::store_batch(&mut conn, &batch[range.clone()]).await {
+                    Ok(done) => {
+                        members.extend(done.members);
+                        for (i, outcome) in range.zip(done.outcomes) {
+                            outcomes[i] = Some(outcome);
+                        }
+                    }
+                    Err(err) if is_input_error(&err) && range.len() > 1 => {
+                        let mid = range.start + range.len() / 2;
+                        pending.push(mid..range.end);
+                        pending.push(range.start..mid);
+                    }
+                    // The same sender and client_msg_id were committed meanwhile by another
+                    // worker; one more try finds that row and answers reuse or replay.
+                    Err(err) if messages::is_duplicate_send(&err) && !retried => {
+                        retried = true;
+                        pending.push(range);
+                    }
+                    Err(err) if is_input_error(&err) => {
+                        outcomes[range.start] = Some(Outcome::Rejected(messages::refusal(err)));
+                    }
+                    Err(err) => {
+                        failure = Some(err.into());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|decided| {
+            decided.unwrap_or_else(|| {
+                Outcome::Failed(match &failure {
+                    Some(AppError::Overloaded) => AppError::Overloaded,
+                    _ => AppError::Unavailable,
+                })
+            })
+        })
+        .collect();
+    if let Some(err) = failure {
+        tracing::warn!(error = %err, sends = batch.len(), "group commit failed");
+    }
+    Committed { outcomes, members }
 }
 
 fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessage) {
@@ -155,7 +246,7 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
         (ReplyTo::Http(tx), Outcome::Replay(m)) => {
             let _ = tx.send(Ok(Persisted::Replay(m)));
         }
-        (ReplyTo::Http(tx), Outcome::Rejected(e)) => {
+        (ReplyTo::Http(tx), Outcome::Rejected(e) | Outcome::Failed(e)) => {
             let _ = tx.send(Err(e));
         }
         (
@@ -174,7 +265,7 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
                     },
                     Some(received),
                 ),
-                Outcome::Rejected(e) => (
+                Outcome::Rejected(e) | Outcome::Failed(e) => (
                     ServerFrame::error(e.code(), e.to_string(), Some(sent.client_msg_id)),
                     None,
                 ),
@@ -184,7 +275,14 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
     }
 }
 
-fn fail(registry: &Registry, reply: ReplyTo, code: &str, message: &NewMessage, err: &AppError) {
+/// Answers a send that was not stored: `overloaded` when the database was saturated,
+/// `persist_failed` otherwise. Either way the client may send it again.
+fn fail(registry: &Registry, reply: ReplyTo, message: &NewMessage, err: &AppError) {
+    let code = match err {
+        AppError::Overloaded => "overloaded",
+        _ => "persist_failed",
+    };
+    metrics::counter!(m::PERSIST_FAILURES, "code" => code).increment(1);
     match reply {
         ReplyTo::Http(tx) => {
             let _ = tx.send(Err(match err {

@@ -130,6 +130,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The server hit a bug while serving this socket; reconnect and `sync`.
+    pub const INTERNAL: u16 = 1011;
     pub const SLOW_CONSUMER: &str = "slow consumer";
     pub const HEARTBEAT: &str = "heartbeat timeout";
 }

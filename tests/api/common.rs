@@ -4,7 +4,7 @@ use clap::Parser;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPool;
-use xfchat::config::{Cli, Settings};
+use xfchat::config::{Cli, Config, Settings};
 use xfchat::server::{Migrations, Server};
 
 pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
@@ -95,10 +95,20 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_config(tweak, |_| {}).await
+}
+
+/// A server from tweaked settings whose validated [`Config`] is tweaked further (for what only
+/// tests may set, such as injected faults).
+pub async fn spawn_app_config(
+    tweak: impl FnOnce(&mut Settings),
+    tweak_config: impl FnOnce(&mut Config),
+) -> TestApp {
     let db = TestDb::create().await;
     let mut s = settings(&db);
     tweak(&mut s);
-    let config = s.validate().expect("valid test settings");
+    let mut config = s.validate().expect("valid test settings");
+    tweak_config(&mut config);
     let server = Server::start(config, Migrations::Apply)
         .await
         .expect("server starts");

@@ -5,6 +5,7 @@ mod chats;
 mod common;
 mod doctor;
 mod friends;
+mod hardening;
 mod hub;
 mod hub_failures;
 mod hub_limits;

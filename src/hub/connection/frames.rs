@@ -57,6 +57,9 @@ impl Connection {
         if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes) {
             return refuse(e.code(), e.to_string());
         }
+        if self.hub.faults.panics_connection(&body) {
+            panic!("fault injected into a connection task");
+        }
         let request = SendRequest {
             message: NewMessage {
                 chat,
@@ -97,6 +100,9 @@ impl Connection {
             let mut conn = self.hub.db.conn(Op::Sync).await?;
             chats::get(&mut conn, self.user, chat).await?.last_seq
         };
+        // Past the chat's end there is nothing to send: the sync is empty, and the positions
+        // below stay within the chat's seqs, so no arithmetic on a client number can overflow.
+        let after_seq = after_seq.min(last_seq);
         let already = self.written.get(&chat).copied();
         let mut cursor = after_seq;
         while cursor < last_seq && remaining > 0 {
@@ -141,7 +147,9 @@ impl Connection {
     async fn on_read(&mut self, chat: ChatId, seq: i64) -> Result<(), AppError> {
         let members = {
             let mut conn = self.hub.db.conn(Op::Read).await?;
-            chats::mark_read(&mut conn, chat, self.user, seq).await?;
+            if !chats::mark_read(&mut conn, chat, self.user, seq).await? {
+                return Ok(());
+            }
             chats::member_ids(&mut conn, chat).await?
         };
         self.hub.notify(

@@ -5,10 +5,11 @@
 mod frames;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -80,7 +81,16 @@ impl Connection {
     }
 
     pub async fn run(mut self) {
-        let end = self.serve().await;
+        // A panic here is a bug, never client input; it closes this socket with 1011 and
+        // releases its registry slot instead of leaking them with the task.
+        let end = match AssertUnwindSafe(self.serve()).catch_unwind().await {
+            Ok(end) => end,
+            Err(_) => {
+                tracing::error!("connection task panicked; socket closed");
+                metrics::counter!(m::WS_PANICS).increment(1);
+                End::Close(close::INTERNAL, "internal error", reason::ERROR)
+            }
+        };
         let label = match end {
             End::Close(_, _, label) | End::Gone(label) => label,
         };
@@ -184,7 +194,7 @@ impl Connection {
         match out.kind {
             Kind::Message { chat, seq } => match self.written.get_mut(&chat) {
                 Some(w) if (w.lo..=w.hi).contains(&seq) => return None,
-                Some(w) if seq == w.hi + 1 => w.hi = seq,
+                Some(w) if w.hi.checked_add(1) == Some(seq) => w.hi = seq,
                 _ => {
                     self.written.insert(chat, Written { lo: seq, hi: seq });
                 }
