@@ -189,7 +189,8 @@ async fn commit(db: &Db, batch: &[NewMessage]) -> Committed {
         Err(err) => failure = Some(err),
         Ok(mut conn) => {
             // Ranges still to store, the next one last.
-            let mut pending: Vec<std::ops::Range<usize>> = Vec::from([0..batch.len()]);
+            let mut pending = Vec::with_capacity(8);
+            pending.push(0..batch.len());
             let mut retried = false;
             while let Some(range) = pending.pop() {
                 match messages::store_batch(&mut conn, &batch[range.clone()]).await {
