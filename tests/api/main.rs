@@ -10,6 +10,7 @@ mod hub;
 mod hub_failures;
 mod hub_limits;
 mod limits;
+mod memory;
 mod messages;
 mod migrations;
 mod startup;

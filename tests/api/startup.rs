@@ -13,6 +13,32 @@ fn xfchat(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Starts the binary with `args` on an ephemeral port and waits until it is ready; returns the
+/// process and its base URL.
+pub async fn serve_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = args.to_vec();
+    args.extend(["--listen", &listen]);
+    let mut child = xfchat(&args, env).stderr(Stdio::null()).spawn().unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = client.get(format!("http://{listen}/readyz")).send().await;
+        if matches!(ready, Ok(ref r) if r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server never became ready");
+        assert!(child.try_wait().unwrap().is_none(), "server exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, format!("http://{listen}"))
+}
+
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
     let started = Instant::now();
     let out = xfchat(args, env).output().expect("run xfchat");
@@ -118,27 +144,8 @@ async fn no_migrate_refuses_a_database_behind_the_binary_until_migrate_runs_and_
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = xfchat(&["serve", "--no-migrate", "--listen", &listen], &env)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = client.get(format!("http://{listen}/readyz")).send().await;
-        if matches!(ready, Ok(ref r) if r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server never became ready");
-        assert!(child.try_wait().unwrap().is_none(), "server exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (child, _) = serve_binary(&["serve", "--no-migrate"], &env).await;
+    let mut child = child;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
