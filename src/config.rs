@@ -206,6 +206,31 @@ pub struct Settings {
         global = true
     )]
     pub persist_queue: usize,
+    /// Open HTTP connections the server holds; beyond it, it stops accepting until one ends.
+    #[arg(
+        long,
+        env = "XFCHAT_HTTP_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub http_max_connections: usize,
+    /// Time a client has to send a request's headers; an idle keep-alive connection is closed
+    /// after it too.
+    #[arg(
+        long,
+        env = "XFCHAT_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub http_header_timeout_ms: u64,
+    /// Longest a request (not an upgraded socket) may take before it is answered 503 `timeout`.
+    #[arg(
+        long,
+        env = "XFCHAT_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub http_request_timeout_ms: u64,
     /// How long in-flight requests may run after a shutdown signal.
     #[arg(
         long,
@@ -236,6 +261,7 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
+    pub http: HttpConfig,
     pub ws: WsConfig,
     /// Faults the test suite injects to prove that the server contains a bug; never set from
     /// the environment or the command line.
@@ -260,6 +286,14 @@ impl Faults {
         let body = self.persist_panic_body.as_deref();
         body.is_some() && batch.iter().any(|m| Some(m.body.as_str()) == body)
     }
+}
+
+/// Limits of HTTP connections and requests.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 /// Limits of the WebSocket hub.
@@ -370,6 +404,15 @@ impl Settings {
             ("XFCHAT_PERSIST_WORKERS", self.persist_workers),
             ("XFCHAT_PERSIST_BATCH", self.persist_batch),
             ("XFCHAT_PERSIST_QUEUE", self.persist_queue),
+            ("XFCHAT_HTTP_MAX_CONNECTIONS", self.http_max_connections),
+            (
+                "XFCHAT_HTTP_HEADER_TIMEOUT_MS",
+                self.http_header_timeout_ms as usize,
+            ),
+            (
+                "XFCHAT_HTTP_REQUEST_TIMEOUT_MS",
+                self.http_request_timeout_ms as usize,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(format!("{name} must be at least 1")));
@@ -387,6 +430,11 @@ impl Settings {
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            http: HttpConfig {
+                max_connections: self.http_max_connections,
+                header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+                request_timeout: Duration::from_millis(self.http_request_timeout_ms),
+            },
             ws: WsConfig {
                 max_frame_bytes: self.ws_max_frame_bytes,
                 queue_frames: self.ws_queue_frames,

@@ -33,6 +33,8 @@ pub enum AppError {
     Overloaded,
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
+    #[error("the request took longer than the server allows")]
+    Timeout,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -61,7 +63,7 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::RateLimited | Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +84,7 @@ impl AppError {
             Self::TooManyConnections(_) => "too_many_connections",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
             Self::Internal(_) => "internal",
         }
     }

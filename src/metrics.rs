@@ -42,6 +42,7 @@ pub const WS_PANICS: &str = "xfchat_ws_connection_panics_total";
 // HTTP and process.
 pub const HTTP_REQUESTS: &str = "xfchat_http_requests_total";
 pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
+pub const HTTP_CONNECTIONS: &str = "xfchat_http_connections";
 pub const BUILD_INFO: &str = "xfchat_build_info";
 
 /// Latency buckets for everything measured in seconds: 100 µs to 10 s, about three per decade.
@@ -173,6 +174,10 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests by route template and status class"
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "Open HTTP connections (upgraded sockets leave this count at the upgrade)"
     );
     describe_histogram!(
         HTTP_DURATION,

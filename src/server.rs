@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,28 +58,19 @@ impl Server {
             state.config.db_permits,
             shutdown.clone(),
         ));
+        let limits = state.config.http.clone();
         let app = http::router(state);
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            // Frames are small and latency matters: no Nagle delay on accepted sockets.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let serve =
-                axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-            let serving = tokio::spawn(async move { serve.await });
-            stop.cancelled().await;
             // In-flight requests and sends get `grace` to finish; then the rest are cut off.
             // Upgraded sockets are not tracked by the HTTP server, so the hub closes them itself.
-            let abort = serving.abort_handle();
-            let (http, ()) = tokio::join!(
-                tokio::time::timeout(grace, serving),
-                hub.close_connections(grace)
+            tokio::join!(
+                http::serve(listener, app, limits, stop.clone(), grace),
+                async {
+                    stop.cancelled().await;
+                    hub.close_connections(grace).await
+                }
             );
-            if http.is_err() {
-                tracing::warn!("shutdown grace period passed; closing remaining connections");
-                abort.abort();
-            }
             pool.close().await;
             Ok(())
         });

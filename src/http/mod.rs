@@ -6,14 +6,16 @@ mod extract;
 mod friends;
 pub mod handshake;
 mod health;
+mod serve;
 mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -27,6 +29,7 @@ use crate::hub::Hub;
 use crate::metrics as m;
 
 pub use extract::Json;
+pub use serve::{serve, PeerAddr};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -67,13 +70,25 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.http.request_timeout,
+            deadline,
+        ))
         .layer(axum::middleware::from_fn(track))
         .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(AppError::Internal(anyhow::anyhow!(
-                "handler panicked"
-            )))
+            AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .with_state(state)
+}
+
+/// Answers 503 `timeout` when a handler runs past the request timeout, so no request holds its
+/// connection (and whatever it took from the pool guard) for ever. An upgrade's handler only
+/// prepares the 101 answer; the socket it leads to is the hub's and has its own limits.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Timeout.into_response(),
+    }
 }
 
 /// Counts and times every request by its route template (never the raw path, which holds ids).

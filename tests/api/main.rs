@@ -6,6 +6,7 @@ mod common;
 mod doctor;
 mod friends;
 mod hardening;
+mod http_limits;
 mod hub;
 mod hub_failures;
 mod hub_limits;
