@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 use sqlx::postgres::PgConnectOptions;
 
 /// The `xfchat` command line.
@@ -134,14 +135,51 @@ pub struct Settings {
         global = true
     )]
     pub ws_queue_frames: usize,
-    /// Sends a socket may make per second (token bucket; the burst is twice this).
+    /// Sends, syncs and read markers one user may make per second over all their sockets and
+    /// HTTP (burst twice this; 0: no limit).
+    #[arg(long, env = "XFCHAT_USER_RATE", default_value_t = 100, global = true)]
+    pub user_rate: u32,
+    /// Login attempts per minute for one account, whoever makes them (0: no limit).
     #[arg(
         long,
-        env = "XFCHAT_WS_SEND_RATE",
-        default_value_t = 100,
+        env = "XFCHAT_LOGIN_ACCOUNT_RATE_PER_MIN",
+        default_value_t = 5,
         global = true
     )]
-    pub ws_send_rate: u32,
+    pub login_account_rate_per_min: u32,
+    /// Login attempts one account may take at once before the per-minute rate applies.
+    #[arg(
+        long,
+        env = "XFCHAT_LOGIN_ACCOUNT_BURST",
+        default_value_t = 10,
+        global = true
+    )]
+    pub login_account_burst: u32,
+    /// Login attempts per minute from one client address (0: no limit).
+    #[arg(
+        long,
+        env = "XFCHAT_LOGIN_IP_RATE_PER_MIN",
+        default_value_t = 30,
+        global = true
+    )]
+    pub login_ip_rate_per_min: u32,
+    /// Signups per minute from one client address (0: no limit).
+    #[arg(
+        long,
+        env = "XFCHAT_SIGNUP_RATE_PER_MIN",
+        default_value_t = 20,
+        global = true
+    )]
+    pub signup_rate_per_min: u32,
+    /// Proxies (addresses or CIDR ranges, comma separated) whose X-Forwarded-For names the
+    /// client; from anyone else the header is ignored.
+    #[arg(
+        long,
+        env = "XFCHAT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Typing indicators a socket may send per second (burst twice this).
     #[arg(
         long,
@@ -182,6 +220,14 @@ pub struct Settings {
         global = true
     )]
     pub ws_max_per_user: usize,
+    /// Open sockets from one client address; beyond it upgrades get 429.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_MAX_PER_IP",
+        default_value_t = 256,
+        global = true
+    )]
+    pub ws_max_per_ip: usize,
     /// Persist workers; chats are sharded across them, each commits its messages in batches.
     #[arg(
         long,
@@ -262,6 +308,7 @@ pub struct Config {
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
     pub http: HttpConfig,
+    pub throttle: ThrottleConfig,
     pub ws: WsConfig,
     /// Faults the test suite injects to prove that the server contains a bug; never set from
     /// the environment or the command line.
@@ -296,17 +343,29 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
 }
 
+/// Abuse limits; a rate of 0 turns that limit off.
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    pub user_per_sec: u32,
+    pub login_account_per_min: u32,
+    pub login_account_burst: u32,
+    pub login_ip_per_min: u32,
+    pub signup_ip_per_min: u32,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
 /// Limits of the WebSocket hub.
 #[derive(Debug, Clone)]
 pub struct WsConfig {
     pub max_frame_bytes: usize,
     pub queue_frames: usize,
-    pub send_rate: u32,
     pub typing_rate: u32,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub max_connections: usize,
     pub max_per_user: usize,
+    pub max_per_ip: usize,
     pub persist_workers: usize,
     pub persist_batch: usize,
     pub persist_queue: usize,
@@ -389,7 +448,6 @@ impl Settings {
         let positive = [
             ("XFCHAT_WS_MAX_FRAME_BYTES", self.ws_max_frame_bytes),
             ("XFCHAT_WS_QUEUE_FRAMES", self.ws_queue_frames),
-            ("XFCHAT_WS_SEND_RATE", self.ws_send_rate as usize),
             ("XFCHAT_WS_TYPING_RATE", self.ws_typing_rate as usize),
             (
                 "XFCHAT_WS_PING_INTERVAL_MS",
@@ -401,6 +459,7 @@ impl Settings {
             ),
             ("XFCHAT_WS_MAX_CONNECTIONS", self.ws_max_connections),
             ("XFCHAT_WS_MAX_PER_USER", self.ws_max_per_user),
+            ("XFCHAT_WS_MAX_PER_IP", self.ws_max_per_ip),
             ("XFCHAT_PERSIST_WORKERS", self.persist_workers),
             ("XFCHAT_PERSIST_BATCH", self.persist_batch),
             ("XFCHAT_PERSIST_QUEUE", self.persist_queue),
@@ -417,6 +476,21 @@ impl Settings {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(format!("{name} must be at least 1")));
         }
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(format!(
+                            "XFCHAT_TRUSTED_PROXIES: {p:?} is not an address or CIDR range"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             database,
             jwt_secret: Secret(jwt_secret.to_owned()),
@@ -435,15 +509,23 @@ impl Settings {
                 header_timeout: Duration::from_millis(self.http_header_timeout_ms),
                 request_timeout: Duration::from_millis(self.http_request_timeout_ms),
             },
+            throttle: ThrottleConfig {
+                user_per_sec: self.user_rate,
+                login_account_per_min: self.login_account_rate_per_min,
+                login_account_burst: self.login_account_burst,
+                login_ip_per_min: self.login_ip_rate_per_min,
+                signup_ip_per_min: self.signup_rate_per_min,
+                trusted_proxies,
+            },
             ws: WsConfig {
                 max_frame_bytes: self.ws_max_frame_bytes,
                 queue_frames: self.ws_queue_frames,
-                send_rate: self.ws_send_rate,
                 typing_rate: self.ws_typing_rate,
                 ping_interval: Duration::from_millis(self.ws_ping_interval_ms),
                 pong_timeout: Duration::from_millis(self.ws_pong_timeout_ms),
                 max_connections: self.ws_max_connections,
                 max_per_user: self.ws_max_per_user,
+                max_per_ip: self.ws_max_per_ip,
                 persist_workers: self.persist_workers,
                 persist_batch: self.persist_batch,
                 persist_queue: self.persist_queue,

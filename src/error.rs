@@ -25,8 +25,9 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Over a rate limit; the client may try again after the duration.
     #[error("too many requests; slow down")]
-    RateLimited,
+    RateLimited(std::time::Duration),
     #[error("{0}")]
     TooManyConnections(String),
     #[error("the server is overloaded; retry shortly")]
@@ -62,7 +63,7 @@ impl AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::RateLimited | Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Unavailable | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -80,7 +81,7 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict { code, .. } => code,
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited(_) => "rate_limited",
             Self::TooManyConnections(_) => "too_many_connections",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
@@ -152,10 +153,16 @@ impl IntoResponse for AppError {
         let status = self.status();
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, Self::Overloaded | Self::Unavailable) {
+        let retry_after = match self {
+            Self::Overloaded | Self::Unavailable => Some(1),
+            // Whole seconds, rounded up: a client that waits that long finds budget again.
+            Self::RateLimited(wait) => Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }

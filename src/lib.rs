@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod throttle;
 pub mod validate;
 
 pub use server::{run, Server};

@@ -39,6 +39,8 @@ pub const WS_QUEUE: &str = "xfchat_ws_outbound_queue_frames";
 pub const WS_ERROR_FRAMES: &str = "xfchat_ws_error_frames_total";
 pub const WS_RATE_LIMITED: &str = "xfchat_ws_rate_limited_total";
 pub const WS_PANICS: &str = "xfchat_ws_connection_panics_total";
+// Abuse limits.
+pub const RATE_LIMITED: &str = "xfchat_rate_limited_total";
 // HTTP and process.
 pub const HTTP_REQUESTS: &str = "xfchat_http_requests_total";
 pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
@@ -161,7 +163,11 @@ fn describe() {
     describe_counter!(WS_ERROR_FRAMES, "Error frames sent, by code");
     describe_counter!(
         WS_RATE_LIMITED,
-        "Frames refused by a rate limit, by kind (send, typing)"
+        "Socket frames refused by a rate limit, by kind (send, sync, read, typing)"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests and frames refused by an abuse limit, by limit (login_account, login_ip, signup_ip, user)"
     );
     describe_counter!(
         WS_PANICS,

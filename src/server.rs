@@ -13,6 +13,7 @@ use crate::config::{Cli, Command, Config};
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
+use crate::throttle::Throttles;
 
 /// Whether startup applies migrations or only checks that the schema is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +44,14 @@ impl Server {
         let database = config.database_display();
         let prometheus = crate::metrics::install();
         let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
-        let hub = Hub::new(db.clone(), &config);
+        let throttles = Throttles::new(&config.throttle);
+        let hub = Hub::new(db.clone(), &config, throttles.clone());
         let state = AppState {
             hub: hub.clone(),
             db: db.clone(),
             metrics: prometheus,
             tokens: Tokens::new(config.jwt_secret.expose(), config.token_ttl),
+            throttles: throttles.clone(),
             config: Arc::new(config),
         };
         let grace = state.config.shutdown_grace;
@@ -58,6 +61,7 @@ impl Server {
             state.config.db_permits,
             shutdown.clone(),
         ));
+        tokio::spawn(throttles.sweep(shutdown.clone()));
         let limits = state.config.http.clone();
         let app = http::router(state);
         let stop = shutdown.clone();

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{AppState, Json};
+use super::{AppState, ClientIp, Json};
 use crate::auth::{hash_password, verify_password, AuthUser};
 use crate::db::users;
 use crate::db::Op;
@@ -40,8 +40,10 @@ fn validate_username(username: &str) -> AppResult<()> {
 
 pub async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<Signup>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    state.throttles.signup(ip)?;
     validate_username(&req.username)?;
     if !(8..=128).contains(&req.password.len()) {
         return Err(AppError::invalid("password: 8 to 128 bytes"));
@@ -65,9 +67,15 @@ pub async fn signup(
 
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<Login>,
 ) -> AppResult<axum::Json<Value>> {
     crate::validate::text("username", &req.username)?;
+    state.throttles.login(ip, &req.username)?;
+    // No account can have a name outside the signup rules; answer without hashing.
+    if validate_username(&req.username).is_err() {
+        return Err(AppError::InvalidCredentials);
+    }
     let mut conn = state.db.conn(Op::Accounts).await?;
     let found = users::find_for_login(&mut conn, &req.username).await?;
     drop(conn);

@@ -138,6 +138,7 @@ pub async fn send(
     Path((id, client_msg_id)): Path<(ChatId, Uuid)>,
     Json(req): Json<SendBody>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    state.throttles.user_action(me)?;
     messages::check_body(&req.body, state.config.message_max_bytes)?;
     let sent = NewMessage {
         chat: id,
@@ -158,6 +159,7 @@ pub async fn read(
     Path(id): Path<ChatId>,
     Json(req): Json<ReadBody>,
 ) -> AppResult<StatusCode> {
+    state.throttles.user_action(me)?;
     let mut conn = state.db.conn(Op::Chats).await?;
     if !chats::mark_read(&mut conn, id, me, req.seq).await? {
         return Ok(StatusCode::NO_CONTENT);

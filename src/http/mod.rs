@@ -2,6 +2,7 @@
 
 mod accounts;
 mod chats;
+mod client_ip;
 mod extract;
 mod friends;
 pub mod handshake;
@@ -27,7 +28,9 @@ use crate::db::Db;
 use crate::error::AppError;
 use crate::hub::Hub;
 use crate::metrics as m;
+use crate::throttle::Throttles;
 
+pub use client_ip::ClientIp;
 pub use extract::Json;
 pub use serve::{serve, PeerAddr};
 
@@ -39,6 +42,7 @@ pub struct AppState {
     pub tokens: Tokens,
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
+    pub throttles: Arc<Throttles>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use super::extract::Query;
 use super::handshake::{self, Handshake};
-use super::AppState;
+use super::{AppState, ClientIp};
 use crate::auth::bearer_token;
 use crate::error::{AppError, AppResult};
-use crate::hub::registry::Refused;
+use crate::hub::registry::{Caps, Refused};
 use crate::hub::Connection;
 
 #[derive(Deserialize)]
@@ -25,6 +25,7 @@ fn refused(reason: &'static str) {
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Query(query): Query<WsQuery>,
     req: Request,
 ) -> AppResult<Response> {
@@ -52,14 +53,25 @@ pub async fn upgrade(
         .registry
         .register(
             user,
+            ip,
             hub.ws.queue_frames,
-            hub.ws.max_connections,
-            hub.ws.max_per_user,
+            Caps {
+                total: hub.ws.max_connections,
+                per_user: hub.ws.max_per_user,
+                per_ip: hub.ws.max_per_ip,
+            },
         )
         .map_err(|why| match why {
             Refused::ServerFull => {
                 refused("server_full");
                 AppError::Overloaded
+            }
+            Refused::AddressFull => {
+                refused("address_full");
+                AppError::TooManyConnections(format!(
+                    "at most {} open sockets per client address",
+                    hub.ws.max_per_ip
+                ))
             }
             Refused::UserFull => {
                 refused("user_full");
@@ -80,7 +92,7 @@ pub async fn upgrade(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
-                task_hub.registry.unregister(user, inbox.id);
+                task_hub.registry.unregister(user, inbox.ip, inbox.id);
             }
         }
     });

@@ -3,7 +3,6 @@
 
 mod connection;
 pub mod persist;
-mod rate;
 pub mod registry;
 
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use crate::error::{AppError, AppResult};
 use crate::ids::UserId;
 use crate::metrics::HubMetrics;
 use crate::protocol::{Encoded, ServerFrame};
+use crate::throttle::Throttles;
 
 pub struct Hub {
     pub registry: Arc<Registry>,
@@ -33,13 +33,14 @@ pub struct Hub {
     pub ws: WsConfig,
     pub message_max_bytes: usize,
     pub faults: Faults,
+    pub throttles: Arc<Throttles>,
     /// Cancelled at shutdown: connections stop reading, finish their sends, close with 1001.
     pub shutdown: CancellationToken,
     pub connections: TaskTracker,
 }
 
 impl Hub {
-    pub fn new(db: Db, config: &Config) -> Arc<Hub> {
+    pub fn new(db: Db, config: &Config, throttles: Arc<Throttles>) -> Arc<Hub> {
         let registry = Arc::new(Registry::default());
         let metrics = HubMetrics::new();
         let persister = Persister::start(
@@ -59,6 +60,7 @@ impl Hub {
             ws: config.ws.clone(),
             message_max_bytes: config.message_max_bytes,
             faults: config.faults.clone(),
+            throttles,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
         })

@@ -2,6 +2,7 @@
 //! queue while holding a map guard: nothing here awaits, so no guard is held across `.await`.
 //! A connection whose queue is full is cut off as a slow consumer; it recovers with `sync`.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -52,6 +53,8 @@ impl ConnHandle {
 /// The connection's side: its queue, and how it learns it was cut off.
 pub struct ConnInbox {
     pub id: u64,
+    /// The client address the socket counts against.
+    pub ip: IpAddr,
     pub rx: mpsc::Receiver<Outbound>,
     pub kick: CancellationToken,
     pub slow: Arc<AtomicBool>,
@@ -62,11 +65,21 @@ pub struct ConnInbox {
 pub enum Refused {
     ServerFull,
     UserFull,
+    AddressFull,
+}
+
+/// Caps on open sockets: for the server, per user and per client address.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub total: usize,
+    pub per_user: usize,
+    pub per_ip: usize,
 }
 
 #[derive(Default)]
 pub struct Registry {
     by_user: DashMap<UserId, Vec<ConnHandle>>,
+    by_ip: DashMap<IpAddr, usize>,
     open: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -76,17 +89,28 @@ impl Registry {
     pub fn register(
         &self,
         user: UserId,
+        ip: IpAddr,
         queue: usize,
-        max_total: usize,
-        max_per_user: usize,
+        caps: Caps,
     ) -> Result<ConnInbox, Refused> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= max_total {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= caps.total {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::ServerFull);
         }
+        {
+            let mut from_ip = self.by_ip.entry(ip).or_default();
+            if *from_ip >= caps.per_ip {
+                drop(from_ip);
+                self.release_ip(ip);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refused::AddressFull);
+            }
+            *from_ip += 1;
+        }
         let mut conns = self.by_user.entry(user).or_default();
-        if conns.len() >= max_per_user {
+        if conns.len() >= caps.per_user {
             drop(conns);
+            self.release_ip(ip);
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::UserFull);
         }
@@ -102,13 +126,23 @@ impl Registry {
         metrics::counter!(m::WS_CONNECTS).increment(1);
         Ok(ConnInbox {
             id: handle.id,
+            ip,
             rx,
             kick: handle.kick,
             slow: handle.slow,
         })
     }
 
-    pub fn unregister(&self, user: UserId, id: u64) {
+    /// Gives back one socket of `ip`; the entry goes with the address's last socket.
+    fn release_ip(&self, ip: IpAddr) {
+        self.by_ip.remove_if_mut(&ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    pub fn unregister(&self, user: UserId, ip: IpAddr, id: u64) {
+        self.release_ip(ip);
         // The closure drops our handle; the entry goes when it was the user's last connection.
         self.by_user.remove_if_mut(&user, |_, conns| {
             conns.retain(|c| c.id != id);

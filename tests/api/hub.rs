@@ -206,7 +206,7 @@ async fn twenty_concurrent_senders_of_fifty_messages_reach_every_member_in_seq_o
 
 #[tokio::test]
 async fn sync_racing_live_traffic_loses_and_duplicates_nothing() {
-    let app = spawn_app_with(|s| s.ws_send_rate = 10_000).await;
+    let app = spawn_app_with(|s| s.user_rate = 10_000).await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let chat = app.group(&alice, &[&bob]).await;
     let mut a = app.ws(&alice).await;

@@ -125,7 +125,7 @@ async fn a_frame_over_the_limit_closes_the_socket_with_1009() {
 #[tokio::test]
 async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_and_never_stored() {
     let app = spawn_app_with(|s| {
-        s.ws_send_rate = 5;
+        s.user_rate = 5;
         s.ws_typing_rate = 1;
     })
     .await;
@@ -183,7 +183,7 @@ async fn a_client_that_never_reads_is_cut_off_while_another_keeps_receiving() {
     let app = spawn_app_with(|s| {
         s.ws_queue_frames = 16;
         s.message_max_bytes = 32 * 1024;
-        s.ws_send_rate = 10_000;
+        s.user_rate = 10_000;
     })
     .await;
     let (alice, bob, carol) = (

@@ -1,5 +1,6 @@
 //! Black-box tests of the server through HTTP, each against its own fresh database.
 
+mod abuse;
 mod accounts;
 mod chats;
 mod common;

@@ -1,6 +1,8 @@
 //! What a connection does with each client frame: sends go to the persister, syncs page
 //! through history, read markers and typing are checked and announced.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -50,9 +52,8 @@ impl Connection {
     fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
         let refuse =
             |code: &str, text: String| Some(ServerFrame::error(code, text, Some(client_msg_id)));
-        if !self.sends.allow() {
-            metrics::counter!(m::WS_RATE_LIMITED, "kind" => "send").increment(1);
-            return refuse("rate_limited", "too many sends; slow down".into());
+        if let Err(e) = self.budget("send") {
+            return refuse(e.code(), "too many sends; slow down".into());
         }
         if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes) {
             return refuse(e.code(), e.to_string());
@@ -95,6 +96,7 @@ impl Connection {
         if after_seq < 0 || limit.is_some_and(|l| l < 1) {
             return Err(AppError::invalid("after_seq must be >= 0 and limit >= 1"));
         }
+        self.budget("sync")?;
         let mut remaining = limit.unwrap_or(i64::MAX);
         let last_seq = {
             let mut conn = self.hub.db.conn(Op::Sync).await?;
@@ -145,6 +147,7 @@ impl Connection {
     }
 
     async fn on_read(&mut self, chat: ChatId, seq: i64) -> Result<(), AppError> {
+        self.budget("read")?;
         let members = {
             let mut conn = self.hub.db.conn(Op::Read).await?;
             if !chats::mark_read(&mut conn, chat, self.user, seq).await? {
@@ -165,9 +168,9 @@ impl Connection {
     }
 
     async fn on_typing(&mut self, chat: ChatId) -> Result<(), AppError> {
-        if !self.typing.allow() {
+        if self.typing.check().is_err() {
             metrics::counter!(m::WS_RATE_LIMITED, "kind" => "typing").increment(1);
-            return Err(AppError::RateLimited);
+            return Err(AppError::RateLimited(Duration::from_millis(500)));
         }
         let members = {
             let mut conn = self.hub.db.conn(Op::Typing).await?;
@@ -182,6 +185,16 @@ impl Connection {
         };
         self.hub.notify(&members, Some(self.inbox.id), frame);
         Ok(())
+    }
+}
+
+impl Connection {
+    /// Takes one unit of the user's budget for sends, syncs and read markers, which all their
+    /// sockets and HTTP share; counts a refusal by frame kind.
+    fn budget(&self, kind: &'static str) -> Result<(), AppError> {
+        self.hub.throttles.user_action(self.user).inspect_err(|_| {
+            metrics::counter!(m::WS_RATE_LIMITED, "kind" => kind).increment(1);
+        })
     }
 }
 

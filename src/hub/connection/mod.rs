@@ -19,7 +19,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
-use super::rate::TokenBucket;
 use super::registry::{ConnInbox, Kind, Outbound};
 use super::Hub;
 use crate::ids::{ChatId, UserId};
@@ -27,6 +26,9 @@ use crate::metrics::{self as m, reason};
 use crate::protocol::{close, ClientFrame, Codec, ServerFrame};
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A socket's own limit on typing indicators, apart from the user's budget.
+type Typing = governor::DefaultDirectRateLimiter;
 
 /// Messages of one chat already written to this socket: the seqs `lo..=hi`.
 #[derive(Clone, Copy)]
@@ -44,8 +46,7 @@ pub struct Connection {
     codec: Codec,
     socket: Socket,
     inbox: ConnInbox,
-    sends: TokenBucket,
-    typing: TokenBucket,
+    typing: Typing,
     written: HashMap<ChatId, Written>,
     /// Sends handed to the persister and not yet answered.
     in_flight: usize,
@@ -65,15 +66,13 @@ impl Connection {
         socket: Socket,
         inbox: ConnInbox,
     ) -> Self {
-        let sends = TokenBucket::new(hub.ws.send_rate);
-        let typing = TokenBucket::new(hub.ws.typing_rate);
+        let typing = crate::throttle::per_socket(hub.ws.typing_rate);
         Self {
             hub,
             user,
             codec,
             socket,
             inbox,
-            sends,
             typing,
             written: HashMap::new(),
             in_flight: 0,
@@ -107,7 +106,9 @@ impl Connection {
             )
             .await;
         }
-        self.hub.registry.unregister(self.user, self.inbox.id);
+        self.hub
+            .registry
+            .unregister(self.user, self.inbox.ip, self.inbox.id);
     }
 
     async fn serve(&mut self) -> End {

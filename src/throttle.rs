@@ -1,0 +1,143 @@
+//! Abuse limits: how often one client address may sign up or try to log in, how often one
+//! account may be tried, and the budget each user's sends, syncs and read markers share over
+//! all their sockets and HTTP. Each limit is a keyed GCRA limiter (`governor`); a refusal says
+//! when to come back, and is counted by limit.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ThrottleConfig;
+use crate::error::{AppError, AppResult};
+use crate::ids::UserId;
+use crate::metrics as m;
+
+/// One keyed limit; `None` when configured off (a rate of 0).
+struct Limit<K: Hash + Eq + Clone> {
+    name: &'static str,
+    limiter: Option<DefaultKeyedRateLimiter<K>>,
+}
+
+impl<K: Hash + Eq + Clone> Limit<K> {
+    fn new(name: &'static str, quota: Option<Quota>) -> Self {
+        metrics::counter!(m::RATE_LIMITED, "limit" => name).increment(0);
+        Self {
+            name,
+            limiter: quota.map(RateLimiter::keyed),
+        }
+    }
+
+    /// Takes one unit of `key`'s budget, or says how long until there is one.
+    fn check(&self, key: &K) -> AppResult<()> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| {
+            metrics::counter!(m::RATE_LIMITED, "limit" => self.name).increment(1);
+            AppError::RateLimited(not_until.wait_time_from(DefaultClock::default().now()))
+        })
+    }
+
+    /// Forgets keys whose budget is full again, so the map holds only recent clients.
+    fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Every abuse limit of the server.
+pub struct Throttles {
+    login_account: Limit<String>,
+    login_ip: Limit<IpAddr>,
+    signup_ip: Limit<IpAddr>,
+    user: Limit<UserId>,
+}
+
+/// `per` units per `period` with bursts of `burst`; `None` for a rate of 0 (no limit).
+fn quota(per: u32, period: Duration, burst: u32) -> Option<Quota> {
+    let per = NonZeroU32::new(per)?;
+    let quota = Quota::with_period(period / per.get())?;
+    Some(quota.allow_burst(NonZeroU32::new(burst).unwrap_or(per)))
+}
+
+/// A limiter of `per_sec` a second with bursts of twice that, for one socket's own use.
+pub fn per_socket(per_sec: u32) -> governor::DefaultDirectRateLimiter {
+    let per = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(
+        Quota::per_second(per)
+            .allow_burst(per.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"))),
+    )
+}
+
+impl Throttles {
+    pub fn new(config: &ThrottleConfig) -> Arc<Self> {
+        let minute = Duration::from_secs(60);
+        let second = Duration::from_secs(1);
+        Arc::new(Self {
+            login_account: Limit::new(
+                "login_account",
+                quota(
+                    config.login_account_per_min,
+                    minute,
+                    config.login_account_burst,
+                ),
+            ),
+            login_ip: Limit::new(
+                "login_ip",
+                quota(config.login_ip_per_min, minute, config.login_ip_per_min),
+            ),
+            signup_ip: Limit::new(
+                "signup_ip",
+                quota(config.signup_ip_per_min, minute, config.signup_ip_per_min),
+            ),
+            user: Limit::new(
+                "user",
+                quota(
+                    config.user_per_sec,
+                    second,
+                    config.user_per_sec.saturating_mul(2),
+                ),
+            ),
+        })
+    }
+
+    /// A login attempt for `username` from `ip`; runs before the password is checked, so a
+    /// right password past the limit waits like a wrong one.
+    pub fn login(&self, ip: IpAddr, username: &str) -> AppResult<()> {
+        self.login_ip.check(&ip)?;
+        self.login_account.check(&username.to_lowercase())
+    }
+
+    pub fn signup(&self, ip: IpAddr) -> AppResult<()> {
+        self.signup_ip.check(&ip)
+    }
+
+    /// One send, sync or read marker of `user`, over any socket or HTTP.
+    pub fn user_action(&self, user: UserId) -> AppResult<()> {
+        self.user.check(&user)
+    }
+
+    /// Forgets idle keys every minute until `stop`.
+    pub async fn sweep(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {
+                    self.login_account.forget_idle();
+                    self.login_ip.forget_idle();
+                    self.signup_ip.forget_idle();
+                    self.user.forget_idle();
+                }
+            }
+        }
+    }
+}
