@@ -63,6 +63,8 @@ pub mod reason {
     pub const SLOW_CONSUMER: &str = "slow_consumer";
     pub const HEARTBEAT: &str = "heartbeat";
     pub const SHUTDOWN: &str = "shutdown";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const REVOKED: &str = "token_revoked";
     pub const ERROR: &str = "error";
 }
 

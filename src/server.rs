@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
 use crate::config::{Cli, Command, Config};
-use crate::db::{self, Db};
+use crate::db::{self, Db, Op};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::throttle::Throttles;
@@ -46,22 +46,42 @@ impl Server {
         let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
         let throttles = Throttles::new(&config.throttle);
         let hub = Hub::new(db.clone(), &config, throttles.clone());
+        let tokens = Tokens::new(config.jwt_secret.expose(), config.token_ttl);
+        // Revocations made before this server started apply from its first request.
+        {
+            let mut conn = db.conn(Op::Accounts).await.context("read revoked tokens")?;
+            tokens
+                .revoked()
+                .refresh(&mut conn)
+                .await
+                .context("read revoked tokens")?;
+        }
         let state = AppState {
             hub: hub.clone(),
             db: db.clone(),
             metrics: prometheus,
-            tokens: Tokens::new(config.jwt_secret.expose(), config.token_ttl),
+            tokens: tokens.clone(),
             throttles: throttles.clone(),
             config: Arc::new(config),
         };
         let grace = state.config.shutdown_grace;
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::telemetry::watch_database(
-            db,
+            db.clone(),
             state.config.db_permits,
             shutdown.clone(),
         ));
         tokio::spawn(throttles.sweep(shutdown.clone()));
+        // Logouts on other servers close this server's sockets of those tokens too.
+        tokio::spawn({
+            let (db, stop, hub) = (db.clone(), shutdown.clone(), hub.clone());
+            async move {
+                let revoked = tokens.revoked();
+                revoked
+                    .follow(db, stop, |r| hub.registry.revoke(r.user_id, r.jti))
+                    .await
+            }
+        });
         let limits = state.config.http.clone();
         let app = http::router(state);
         let stop = shutdown.clone();

@@ -2,6 +2,7 @@
 //! into the caller's [`UserId`].
 
 mod password;
+pub mod revoked;
 mod token;
 
 use axum::extract::FromRequestParts;
@@ -9,7 +10,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 pub use password::{hash_password, verify_password};
-pub use token::Tokens;
+pub use token::{Session, Tokens};
 
 use crate::error::AppError;
 use crate::http::AppState;
@@ -26,11 +27,21 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl FromRequestParts<AppState> for Session {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer_token(parts).ok_or(AppError::Unauthorized("missing bearer token"))?;
-        state.tokens.verify(token).map(AuthUser)
+        state.tokens.verify(token)
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Session::from_request_parts(parts, state)
+            .await
+            .map(|s| AuthUser(s.user))
     }
 }

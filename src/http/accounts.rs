@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{AppState, ClientIp, Json};
-use crate::auth::{hash_password, verify_password, AuthUser};
+use crate::auth::{hash_password, verify_password, AuthUser, Session};
 use crate::db::users;
 use crate::db::Op;
 use crate::error::{AppError, AppResult};
@@ -91,6 +91,18 @@ pub async fn login(
         }
         _ => Err(AppError::InvalidCredentials),
     }
+}
+
+/// Revokes the token this request carries, and closes the sockets opened with it.
+pub async fn logout(State(state): State<AppState>, session: Session) -> AppResult<StatusCode> {
+    let mut conn = state.db.conn(Op::Accounts).await?;
+    state
+        .tokens
+        .revoked()
+        .revoke(&mut conn, session.user, session.jti, session.expires_at())
+        .await?;
+    state.hub.registry.revoke(session.user, session.jti);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn me(

@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/signup", post(accounts::signup))
         .route("/auth/login", post(accounts::login))
         .route("/auth/me", get(accounts::me))
+        .route("/auth/logout", post(accounts::logout))
         .route("/friends", get(friends::list))
         .route("/friends/{user_id}", delete(friends::remove))
         .route(

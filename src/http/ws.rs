@@ -35,7 +35,7 @@ pub async fn upgrade(
         .or(query.token)
         .ok_or(AppError::Unauthorized("missing bearer token"))
         .inspect_err(|_| refused("unauthorized"))?;
-    let user = state
+    let session = state
         .tokens
         .verify(&token)
         .inspect_err(|_| refused("unauthorized"))?;
@@ -52,7 +52,7 @@ pub async fn upgrade(
     let inbox = hub
         .registry
         .register(
-            user,
+            session,
             ip,
             hub.ws.queue_frames,
             Caps {
@@ -86,13 +86,15 @@ pub async fn upgrade(
     hub.connections.spawn(async move {
         match handshake::socket(on_upgrade, max_frame).await {
             Ok(socket) => {
-                Connection::new(task_hub, user, codec, socket, inbox)
+                Connection::new(task_hub, session, codec, socket, inbox)
                     .run()
                     .await
             }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
-                task_hub.registry.unregister(user, inbox.ip, inbox.id);
+                task_hub
+                    .registry
+                    .unregister(session.user, inbox.ip, inbox.id);
             }
         }
     });

@@ -3,13 +3,16 @@
 //! A connection whose queue is full is cut off as a slow consumer; it recovers with `sync`.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use uuid::Uuid;
+
+use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics as m;
 use crate::protocol::Encoded;
@@ -32,21 +35,55 @@ pub struct Outbound {
     pub frame: Arc<Encoded>,
 }
 
+/// Why the hub cut a connection off; the connection closes with the matching code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kick {
+    /// Not cut off (or gone for its own reasons).
+    None = 0,
+    /// Its queue was full.
+    SlowConsumer = 1,
+    /// The token it authenticated with was revoked (logout).
+    Revoked = 2,
+}
+
+/// The reason a connection was cut off, shared by the hub's and the connection's sides.
+#[derive(Default)]
+pub struct KickReason(AtomicU8);
+
+impl KickReason {
+    pub fn get(&self) -> Kick {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Kick::SlowConsumer,
+            2 => Kick::Revoked,
+            _ => Kick::None,
+        }
+    }
+}
+
 /// The hub's side of one connection.
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: u64,
+    jti: Uuid,
     tx: mpsc::Sender<Outbound>,
     kick: CancellationToken,
-    slow: Arc<AtomicBool>,
+    why: Arc<KickReason>,
 }
 
 impl ConnHandle {
     fn push(&self, out: Outbound) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
-            self.slow.store(true, Ordering::Relaxed);
-            self.kick.cancel();
+            self.cut_off(Kick::SlowConsumer);
         }
+    }
+
+    fn cut_off(&self, why: Kick) {
+        let _ = self
+            .why
+            .0
+            .compare_exchange(0, why as u8, Ordering::Relaxed, Ordering::Relaxed);
+        self.kick.cancel();
     }
 }
 
@@ -57,7 +94,7 @@ pub struct ConnInbox {
     pub ip: IpAddr,
     pub rx: mpsc::Receiver<Outbound>,
     pub kick: CancellationToken,
-    pub slow: Arc<AtomicBool>,
+    pub why: Arc<KickReason>,
 }
 
 /// Why a connection was refused before the upgrade.
@@ -88,7 +125,7 @@ impl Registry {
     /// Registers a connection of `user` within the limits. It receives frames from now on.
     pub fn register(
         &self,
-        user: UserId,
+        session: Session,
         ip: IpAddr,
         queue: usize,
         caps: Caps,
@@ -107,7 +144,7 @@ impl Registry {
             }
             *from_ip += 1;
         }
-        let mut conns = self.by_user.entry(user).or_default();
+        let mut conns = self.by_user.entry(session.user).or_default();
         if conns.len() >= caps.per_user {
             drop(conns);
             self.release_ip(ip);
@@ -117,9 +154,10 @@ impl Registry {
         let (tx, rx) = mpsc::channel(queue);
         let handle = ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            jti: session.jti,
             tx,
             kick: CancellationToken::new(),
-            slow: Arc::new(AtomicBool::new(false)),
+            why: Arc::default(),
         };
         conns.push(handle.clone());
         metrics::gauge!(m::WS_CONNECTIONS).increment(1.0);
@@ -129,7 +167,7 @@ impl Registry {
             ip,
             rx,
             kick: handle.kick,
-            slow: handle.slow,
+            why: handle.why,
         })
     }
 
@@ -169,6 +207,15 @@ impl Registry {
             }
         }
         queued
+    }
+
+    /// Cuts off every connection of `user` that authenticated with token `jti`.
+    pub fn revoke(&self, user: UserId, jti: Uuid) {
+        if let Some(conns) = self.by_user.get(&user) {
+            for conn in conns.iter().filter(|c| c.jti == jti) {
+                conn.cut_off(Kick::Revoked);
+            }
+        }
     }
 
     /// Queues `out` for one connection, if it is still open.

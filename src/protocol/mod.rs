@@ -132,6 +132,10 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// The server hit a bug while serving this socket; reconnect and `sync`.
     pub const INTERNAL: u16 = 1011;
+    /// The token the socket authenticated with expired; reconnect with a fresh one.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The token the socket authenticated with was revoked (logout).
+    pub const TOKEN_REVOKED: u16 = 4002;
     pub const SLOW_CONSUMER: &str = "slow consumer";
     pub const HEARTBEAT: &str = "heartbeat timeout";
 }

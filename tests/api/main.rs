@@ -15,5 +15,6 @@ mod limits;
 mod memory;
 mod messages;
 mod migrations;
+mod sessions;
 mod startup;
 mod ws;

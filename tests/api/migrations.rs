@@ -21,11 +21,13 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
     assert_eq!(
         all,
         [
+            "blocks",
             "conversation_members",
             "conversations",
             "friend_requests",
             "friendships",
             "messages",
+            "revoked_tokens",
             "users"
         ]
     );

@@ -6,7 +6,6 @@ mod frames;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -19,8 +18,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
-use super::registry::{ConnInbox, Kind, Outbound};
+use super::registry::{ConnInbox, Kick, Kind, Outbound};
 use super::Hub;
+use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics::{self as m, reason};
 use crate::protocol::{close, ClientFrame, Codec, ServerFrame};
@@ -43,6 +43,8 @@ const WRITE_BATCH: usize = 64;
 pub struct Connection {
     hub: Arc<Hub>,
     user: UserId,
+    /// The token the socket authenticated with: it closes when that token expires.
+    session: Session,
     codec: Codec,
     socket: Socket,
     inbox: ConnInbox,
@@ -61,7 +63,7 @@ enum End {
 impl Connection {
     pub fn new(
         hub: Arc<Hub>,
-        user: UserId,
+        session: Session,
         codec: Codec,
         socket: Socket,
         inbox: ConnInbox,
@@ -69,7 +71,8 @@ impl Connection {
         let typing = crate::throttle::per_socket(hub.ws.typing_rate);
         Self {
             hub,
-            user,
+            user: session.user,
+            session,
             codec,
             socket,
             inbox,
@@ -119,6 +122,8 @@ impl Connection {
         let mut draining = false;
         let shutdown = self.hub.shutdown.clone();
         let kick = self.inbox.kick.clone();
+        let expiry = tokio::time::sleep(self.session.remaining());
+        tokio::pin!(expiry);
         loop {
             if draining && self.in_flight == 0 && self.inbox.rx.is_empty() {
                 return End::Close(close::GOING_AWAY, "server shutting down", reason::SHUTDOWN);
@@ -127,6 +132,9 @@ impl Connection {
                 biased;
                 _ = kick.cancelled() => return self.kicked(),
                 _ = shutdown.cancelled(), if !draining => draining = true,
+                _ = &mut expiry => {
+                    return End::Close(close::TOKEN_EXPIRED, "token expired", reason::TOKEN_EXPIRED);
+                }
                 out = self.inbox.rx.recv() => match out {
                     Some(out) => if !self.write_queued(out).await { return self.kicked() },
                     None => return End::Gone(reason::ERROR),
@@ -160,10 +168,12 @@ impl Connection {
     }
 
     fn kicked(&self) -> End {
-        if self.inbox.slow.load(Ordering::Relaxed) {
-            End::Close(close::POLICY, close::SLOW_CONSUMER, reason::SLOW_CONSUMER)
-        } else {
-            End::Gone(reason::ERROR)
+        match self.inbox.why.get() {
+            Kick::SlowConsumer => {
+                End::Close(close::POLICY, close::SLOW_CONSUMER, reason::SLOW_CONSUMER)
+            }
+            Kick::Revoked => End::Close(close::TOKEN_REVOKED, "token revoked", reason::REVOKED),
+            Kick::None => End::Gone(reason::ERROR),
         }
     }
 

@@ -1,0 +1,108 @@
+//! Tokens revoked before they expire. PostgreSQL holds the list (so every server learns of a
+//! logout); each server mirrors it in memory, so checking a token costs a map lookup, and reads
+//! the rows added since its last look every few seconds.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::{Db, Op};
+use crate::error::AppResult;
+use crate::ids::UserId;
+
+/// How often a server reads the revocations other servers made.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// One revocation: whose token, and until when it would have been valid.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Revocation {
+    pub id: i64,
+    pub jti: Uuid,
+    pub user_id: UserId,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct Revoked {
+    jtis: DashMap<Uuid, DateTime<Utc>>,
+    /// The newest row read, so the next read takes only what came after.
+    seen: std::sync::atomic::AtomicI64,
+}
+
+impl Revoked {
+    pub fn contains(&self, jti: &Uuid) -> bool {
+        self.jtis.contains_key(jti)
+    }
+
+    fn learn(&self, r: &Revocation) {
+        self.jtis.insert(r.jti, r.expires_at);
+        self.seen
+            .fetch_max(r.id, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records a revocation in the database and here.
+    pub async fn revoke(
+        &self,
+        conn: &mut PgConnection,
+        user: UserId,
+        jti: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> AppResult<()> {
+        self.jtis.insert(jti, expires_at);
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(user)
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads revocations newer than the last read; returns them, so their sockets can close.
+    pub async fn refresh(&self, conn: &mut PgConnection) -> AppResult<Vec<Revocation>> {
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+        let rows: Vec<Revocation> = sqlx::query_as(
+            "SELECT id, jti, user_id, expires_at FROM revoked_tokens \
+             WHERE id > $1 AND expires_at > now() ORDER BY id LIMIT 10000",
+        )
+        .bind(seen)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &rows {
+            self.learn(r);
+        }
+        let now = Utc::now();
+        self.jtis.retain(|_, expires| *expires > now);
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < now()")
+            .execute(conn)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Keeps the mirror current until `stop`; `on_new` hears of each revocation read.
+    pub async fn follow(&self, db: Db, stop: CancellationToken, on_new: impl Fn(&Revocation)) {
+        let mut every = tokio::time::interval(REFRESH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let read = match db.conn(Op::Accounts).await {
+                Ok(mut conn) => self.refresh(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(rows) => rows.iter().for_each(&on_new),
+                Err(e) => tracing::warn!(error = %e, "could not read revoked tokens"),
+            }
+        }
+    }
+}
