@@ -213,7 +213,7 @@ pub struct HubMetrics {
 }
 
 /// Every server frame `type`, so their counters can be registered up front.
-const FRAME_KINDS: [&str; 9] = [
+const FRAME_KINDS: [&str; 10] = [
     "ack",
     "message",
     "synced",
@@ -221,6 +221,7 @@ const FRAME_KINDS: [&str; 9] = [
     "typing",
     "friend_request",
     "chat",
+    "chat_removed",
     "pong",
     "error",
 ];

@@ -92,6 +92,11 @@ pub async fn send_request(
     if from == to {
         return Err(AppError::invalid("username: you cannot befriend yourself"));
     }
+    if super::blocks::any_between(conn, from, &[to.0]).await? {
+        return Err(AppError::Forbidden(
+            "you cannot send a friend request to this user".into(),
+        ));
+    }
     if are_friends(conn, from, to).await? {
         return Err(AppError::conflict(
             "already_friends",

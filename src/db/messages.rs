@@ -2,7 +2,7 @@
 //! it, so seqs are gapless and strictly increasing per chat. Sends are stored in batches (group
 //! commit) by the hub's persist workers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,14 +87,26 @@ fn reused() -> AppError {
     )
 }
 
-/// Stores a batch of sends in one transaction: one query for members, one for earlier tries,
-/// one to take each chat's seqs, one insert. Sends to one chat get seqs in batch order.
+/// Stores a batch of sends in one transaction: one statement to lock the batch's chats, one
+/// query for members, one for earlier tries, one to take each chat's seqs, one insert. Sends to
+/// one chat get seqs in batch order.
 pub async fn store_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
 ) -> Result<Committed, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let chat_ids: Vec<i64> = batch.iter().map(|m| m.chat.0).collect();
+    // The chat rows are locked first, as membership changes lock them: the members read next
+    // are those after any change committed before this batch, so nobody removed hears of it.
+    let blocked: HashSet<ChatId> = sqlx::query_as::<_, (ChatId, bool)>(
+        "SELECT c.id, c.kind = 'direct' AND EXISTS (SELECT 1 FROM blocks b              WHERE (b.blocker_id = c.direct_low AND b.blocked_id = c.direct_high)                 OR (b.blocker_id = c.direct_high AND b.blocked_id = c.direct_low))          FROM conversations c WHERE c.id = ANY($1) ORDER BY c.id FOR NO KEY UPDATE OF c",
+    )
+    .bind(&chat_ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .filter_map(|(chat, blocked)| blocked.then_some(chat))
+    .collect();
     let rows: Vec<(ChatId, UserId)> = sqlx::query_as(
         "SELECT conversation_id, user_id FROM conversation_members WHERE conversation_id = ANY($1)",
     )
@@ -134,6 +146,10 @@ pub async fn store_batch(
             .is_some_and(|ms| ms.contains(&m.sender));
         let decided = if !is_member {
             Some(Outcome::Rejected(AppError::NotFound))
+        } else if blocked.contains(&m.chat) {
+            Some(Outcome::Rejected(AppError::Forbidden(
+                "one of you blocked the other in this direct chat".into(),
+            )))
         } else if stored.contains_key(&key) || first_try.contains_key(&key) {
             None
         } else {

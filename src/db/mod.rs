@@ -1,9 +1,11 @@
 //! Everything that touches PostgreSQL: connecting at startup, migrations, the pool guard every
 //! query passes through, and one module of queries per table family.
 
+pub mod blocks;
 pub mod chats;
 pub mod friends;
 mod guard;
+pub mod members;
 pub mod messages;
 pub mod users;
 

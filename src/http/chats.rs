@@ -179,7 +179,7 @@ pub async fn read(
 
 /// Tells every member of a new chat about it, as each of them sees it. Best effort: the chat is
 /// committed, and a member who misses this finds it in `GET /api/chats`.
-async fn announce(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
+pub(super) async fn announce(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
     for member in &chat.members {
         match chats::get(conn, member.id, chat.id).await {
             Ok(view) => state

@@ -10,8 +10,8 @@ use super::extract::Path;
 use super::{AppState, Json};
 use crate::auth::AuthUser;
 use crate::db::friends::{self, Response};
-use crate::db::users;
 use crate::db::Op;
+use crate::db::{blocks, users};
 use crate::error::{AppError, AppResult};
 use crate::ids::{RequestId, UserId};
 use crate::protocol::ServerFrame;
@@ -105,6 +105,30 @@ pub async fn list(
     let mut conn = state.db.conn(Op::Friends).await?;
     let friends = friends::list(&mut conn, me).await?;
     Ok(axum::Json(json!({ "friends": friends })))
+}
+
+/// Blocks a user: ends the friendship and pending requests, and keeps them from befriending
+/// you, starting a direct chat or sending in the one you share.
+pub async fn block(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(other): Path<UserId>,
+) -> AppResult<StatusCode> {
+    let mut conn = state.db.conn(Op::Friends).await?;
+    let mut tx = conn.begin().await?;
+    blocks::block(&mut tx, me, other).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unblock(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(other): Path<UserId>,
+) -> AppResult<StatusCode> {
+    let mut conn = state.db.conn(Op::Friends).await?;
+    blocks::unblock(&mut conn, me, other).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn remove(

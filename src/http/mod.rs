@@ -7,6 +7,7 @@ mod extract;
 mod friends;
 pub mod handshake;
 mod health;
+mod members;
 mod serve;
 mod ws;
 
@@ -65,7 +66,14 @@ pub fn router(state: AppState) -> Router {
         .route("/chats/{id}", get(chats::get))
         .route("/chats/{id}/messages", get(chats::history))
         .route("/chats/{id}/messages/{client_msg_id}", put(chats::send))
-        .route("/chats/{id}/read", post(chats::read));
+        .route("/chats/{id}/read", post(chats::read))
+        .route("/chats/{id}/leave", post(members::leave))
+        .route("/chats/{id}/members", post(members::add))
+        .route("/chats/{id}/members/{user_id}", delete(members::remove))
+        .route(
+            "/users/{id}/block",
+            post(friends::block).delete(friends::unblock),
+        );
     Router::new()
         .nest("/api", api)
         .route("/ws", get(ws::upgrade))

@@ -86,6 +86,10 @@ pub enum ServerFrame {
     Chat {
         chat: Chat,
     },
+    /// The receiver left the chat or was removed from it: nothing more of it will come.
+    ChatRemoved {
+        chat_id: ChatId,
+    },
     Pong {
         nonce: Value,
     },
@@ -108,6 +112,7 @@ impl ServerFrame {
             Self::Typing { .. } => "typing",
             Self::FriendRequest { .. } => "friend_request",
             Self::Chat { .. } => "chat",
+            Self::ChatRemoved { .. } => "chat_removed",
             Self::Pong { .. } => "pong",
             Self::Error { .. } => "error",
         }

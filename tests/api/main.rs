@@ -12,6 +12,7 @@ mod hub;
 mod hub_failures;
 mod hub_limits;
 mod limits;
+mod membership;
 mod memory;
 mod messages;
 mod migrations;

@@ -135,7 +135,10 @@ pub async fn read_seqs(ws: &mut Ws, want: usize) -> Vec<i64> {
     while seqs.len() < want {
         match ws.next().await {
             ServerFrame::Message { message } => seqs.push(message.seq),
-            ServerFrame::Synced { .. } | ServerFrame::Typing { .. } | ServerFrame::Read { .. } => {}
+            ServerFrame::Synced { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::Read { .. }
+            | ServerFrame::Chat { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }

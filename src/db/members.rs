@@ -1,0 +1,100 @@
+//! Changes to who is in a group chat: joining (added by a member), leaving and removal by the
+//! chat's creator. Each change first locks the chat's row, the lock every group commit of that
+//! chat takes before it reads the members, so a message committed after a change is fanned out
+//! to the members after it, never to someone already removed.
+
+use sqlx::PgConnection;
+
+use super::chats::ChatKind;
+use super::{blocks, friends};
+use crate::error::{AppError, AppResult};
+use crate::ids::{ChatId, UserId};
+
+/// Locks `chat` for a membership change, checking that `user` is a member of this group chat.
+/// Returns the chat's creator. Run it in a transaction.
+async fn lock_group(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<UserId> {
+    let row: Option<(ChatKind, UserId, bool)> = sqlx::query_as(
+        "SELECT c.kind, c.created_by, EXISTS (SELECT 1 FROM conversation_members m \
+             WHERE m.conversation_id = c.id AND m.user_id = $2) \
+         FROM conversations c WHERE c.id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(chat)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some((ChatKind::Group, creator, true)) => Ok(creator),
+        Some((ChatKind::Direct, _, true)) => Err(AppError::conflict(
+            "not_a_group",
+            "a direct chat has no membership to change",
+        )),
+        _ => Err(AppError::NotFound),
+    }
+}
+
+/// `user` leaves `chat`. Run it in a transaction.
+pub async fn leave(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<()> {
+    lock_group(conn, chat, user).await?;
+    delete(conn, chat, user).await
+}
+
+/// The creator of `chat` removes `user` from it. Run it in a transaction.
+pub async fn remove(
+    conn: &mut PgConnection,
+    chat: ChatId,
+    by: UserId,
+    user: UserId,
+) -> AppResult<()> {
+    let creator = lock_group(conn, chat, by).await?;
+    if creator != by {
+        return Err(AppError::Forbidden(
+            "only the chat's creator can remove members".into(),
+        ));
+    }
+    delete(conn, chat, user).await
+}
+
+async fn delete(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<()> {
+    let gone =
+        sqlx::query("DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2")
+            .bind(chat)
+            .bind(user)
+            .execute(conn)
+            .await?;
+    if gone.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    Ok(())
+}
+
+/// A member of `chat` adds `users`, each of whom must be their friend; those already in it are
+/// left as they are. Returns the users added. Run it in a transaction.
+pub async fn add(
+    conn: &mut PgConnection,
+    chat: ChatId,
+    by: UserId,
+    users: &[UserId],
+) -> AppResult<Vec<UserId>> {
+    lock_group(conn, chat, by).await?;
+    let mut ids: Vec<i64> = users.iter().map(|u| u.0).filter(|&u| u != by.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if friends::count_friends_among(conn, by, &ids).await? != ids.len() as i64 {
+        return Err(AppError::Forbidden(
+            "user_ids: every new member must be your friend".into(),
+        ));
+    }
+    if blocks::any_between(conn, by, &ids).await? {
+        return Err(AppError::Forbidden(
+            "user_ids: a block stands between you".into(),
+        ));
+    }
+    Ok(sqlx::query_scalar(
+        "INSERT INTO conversation_members (conversation_id, user_id) \
+         SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING RETURNING user_id",
+    )
+    .bind(chat)
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?)
+}

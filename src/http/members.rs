@@ -1,0 +1,85 @@
+//! Who is in a group chat: adding friends, leaving, and removal by the chat's creator. Every
+//! remaining member hears a `chat` event with the new member list; whoever left or was removed
+//! hears `chat_removed` and from then on gets nothing of the chat, its history included.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Acquire;
+
+use super::chats::announce;
+use super::extract::Path;
+use super::{AppState, Json};
+use crate::auth::AuthUser;
+use crate::db::{chats, members, Op};
+use crate::error::{AppError, AppResult};
+use crate::ids::{ChatId, UserId};
+use crate::protocol::ServerFrame;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMembers {
+    user_ids: Vec<UserId>,
+}
+
+pub async fn add(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<ChatId>,
+    Json(req): Json<NewMembers>,
+) -> AppResult<axum::Json<Value>> {
+    if req.user_ids.is_empty() || req.user_ids.len() > 1000 {
+        return Err(AppError::invalid("user_ids: 1 to 1000 users"));
+    }
+    let mut conn = state.db.conn(Op::Chats).await?;
+    let mut tx = conn.begin().await?;
+    let added = members::add(&mut tx, id, me, &req.user_ids).await?;
+    tx.commit().await?;
+    let chat = chats::get(&mut conn, me, id).await?;
+    if !added.is_empty() {
+        announce(&state, &mut conn, &chat).await;
+    }
+    Ok(axum::Json(json!({ "chat": chat })))
+}
+
+pub async fn leave(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<ChatId>,
+) -> AppResult<StatusCode> {
+    gone(&state, id, me, None).await
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((id, user)): Path<(ChatId, UserId)>,
+) -> AppResult<StatusCode> {
+    gone(&state, id, user, Some(me)).await
+}
+
+/// Takes `user` out of `chat` (by the creator `by`, or by themselves), then tells everyone.
+async fn gone(
+    state: &AppState,
+    chat: ChatId,
+    user: UserId,
+    by: Option<UserId>,
+) -> AppResult<StatusCode> {
+    let mut conn = state.db.conn(Op::Chats).await?;
+    let mut tx = conn.begin().await?;
+    match by {
+        Some(by) if by != user => members::remove(&mut tx, chat, by, user).await?,
+        _ => members::leave(&mut tx, chat, user).await?,
+    }
+    tx.commit().await?;
+    state
+        .hub
+        .notify(&[user], None, ServerFrame::ChatRemoved { chat_id: chat });
+    let remaining = chats::member_ids(&mut conn, chat).await?;
+    if let Some(&anyone) = remaining.first() {
+        let view = chats::get(&mut conn, anyone, chat).await?;
+        announce(state, &mut conn, &view).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
