@@ -60,12 +60,18 @@ impl Codec {
             }
             WsMessage::Binary(bytes) => {
                 let mut de = rmp_serde::Deserializer::new(&bytes[..]).with_human_readable();
+                // rmp-serde allows 1,024 levels, enough to overflow a thread's stack while
+                // decoding one small frame; frames nest three levels at most.
+                de.set_max_depth(MAX_DEPTH);
                 T::deserialize(&mut de).map_err(|e| DecodeError(e.to_string()))
             }
             _ => Err(DecodeError("not a data frame".into())),
         }
     }
 }
+
+/// The deepest nesting a MessagePack frame may have.
+const MAX_DEPTH: usize = 16;
 
 /// MessagePack with field names, and ids and times written as in JSON (strings), so both codecs
 /// carry the same values.

@@ -6,6 +6,7 @@ mod chats;
 mod common;
 mod doctor;
 mod friends;
+mod fuzz;
 mod hardening;
 mod http_limits;
 mod hub;
