@@ -47,8 +47,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Raw settings as given; [`Settings::validate`] turns them into a [`Config`].
-#[derive(Debug, Clone, Args)]
+/// Raw settings as given; [`Settings::validate`] turns them into a [`Config`]. Its `Debug`
+/// hides the database URL's password and the JWT secret.
+#[derive(Clone, Args)]
 pub struct Settings {
     /// PostgreSQL URL (required).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
@@ -56,6 +57,10 @@ pub struct Settings {
     /// Secret that signs access tokens, at least 32 bytes (required).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
+    /// A second address that serves only /metrics, /healthz and /readyz; when set, /metrics is
+    /// not served on the public address.
+    #[arg(long, env = "XFCHAT_ADMIN_LISTEN", global = true)]
+    pub admin_listen: Option<String>,
     /// Address for HTTP and WebSocket.
     #[arg(
         long,
@@ -292,12 +297,14 @@ pub struct Settings {
 #[error("{0}")]
 pub struct ConfigError(String);
 
-/// The validated configuration every part of the server reads.
-#[derive(Debug, Clone)]
+/// The validated configuration every part of the server reads. Its `Debug` names the database
+/// by host, port and name only.
+#[derive(Clone)]
 pub struct Config {
     pub database: PgConnectOptions,
     pub jwt_secret: Secret,
     pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub db_max_connections: u32,
     pub db_permits: u32,
@@ -422,6 +429,17 @@ impl Settings {
                 self.listen
             ))
         })?;
+        let admin_listen = self
+            .admin_listen
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    invalid(format!(
+                        "XFCHAT_ADMIN_LISTEN must be an address like 127.0.0.1:9090, got {a:?}"
+                    ))
+                })
+            })
+            .transpose()?;
         if self.db_max_connections < 2 {
             return Err(invalid(
                 "XFCHAT_DB_MAX_CONNECTIONS must be at least 2 (one connection is kept for readiness checks)",
@@ -495,6 +513,7 @@ impl Settings {
             database,
             jwt_secret: Secret(jwt_secret.to_owned()),
             listen,
+            admin_listen,
             log_format: self.log_format,
             db_max_connections: self.db_max_connections,
             db_permits,
@@ -544,5 +563,60 @@ impl Config {
             self.database.get_port(),
             self.database.get_database().unwrap_or("(default)")
         )
+    }
+}
+
+/// `database_url` with its password replaced, for `Debug`.
+fn redacted_url(url: &Option<String>) -> Option<String> {
+    url.as_deref().map(|u| match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparsable, hidden)".to_owned(),
+    })
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Everything but the two secrets, which only say whether they are set.
+        let Settings {
+            database_url,
+            jwt_secret,
+            listen,
+            admin_listen,
+            ..
+        } = self;
+        f.debug_struct("Settings")
+            .field("database_url", &redacted_url(database_url))
+            .field("jwt_secret", &jwt_secret.as_ref().map(|_| "REDACTED"))
+            .field("listen", listen)
+            .field("admin_listen", admin_listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database", &self.database_display())
+            .field("jwt_secret", &self.jwt_secret)
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("log_format", &self.log_format)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_permits", &self.db_permits)
+            .field("db_permit_timeout", &self.db_permit_timeout)
+            .field("db_connect_timeout", &self.db_connect_timeout)
+            .field("token_ttl", &self.token_ttl)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("message_max_bytes", &self.message_max_bytes)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("http", &self.http)
+            .field("throttle", &self.throttle)
+            .field("ws", &self.ws)
+            .field("faults", &self.faults)
+            .finish()
     }
 }

@@ -82,12 +82,50 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the only metrics recorder in this process");
             describe();
+            register_at_zero();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("XFCHAT_GIT_SHA"))
                 .set(1.0);
             handle
         })
         .clone()
 }
+
+/// Registers the counters that alerts and panels read, so a healthy server shows 0 rather than
+/// "No data" before the first failure.
+fn register_at_zero() {
+    metrics::counter!(DB_PERMIT_TIMEOUTS).increment(0);
+    metrics::counter!(PERSIST_RESTARTS).increment(0);
+    metrics::counter!(WS_PANICS).increment(0);
+    for kind in ["timeout", "connection", "query", "data"] {
+        metrics::counter!(DB_ERRORS, "kind" => kind).increment(0);
+    }
+    for code in ["overloaded", "persist_failed"] {
+        metrics::counter!(PERSIST_FAILURES, "code" => code).increment(0);
+    }
+    for code in ERROR_FRAME_CODES {
+        metrics::counter!(WS_ERROR_FRAMES, "code" => *code).increment(0);
+    }
+    for kind in ["send", "sync", "read", "typing"] {
+        metrics::counter!(WS_RATE_LIMITED, "kind" => kind).increment(0);
+    }
+    for reason in ["unauthorized", "server_full", "user_full", "address_full"] {
+        metrics::counter!(WS_REFUSED, "reason" => reason).increment(0);
+    }
+}
+
+/// Codes an `error` frame carries.
+const ERROR_FRAME_CODES: &[&str] = &[
+    "bad_frame",
+    "invalid_input",
+    "not_found",
+    "forbidden",
+    "rate_limited",
+    "overloaded",
+    "persist_failed",
+    "client_msg_id_reused",
+    "unavailable",
+    "internal",
+];
 
 fn describe() {
     describe_gauge!(

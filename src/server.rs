@@ -25,6 +25,7 @@ pub enum Migrations {
 /// A running server: its address, and the handle that stops it.
 pub struct Server {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -41,6 +42,15 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let admin = match config.admin_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen on {at} (XFCHAT_ADMIN_LISTEN)"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let database = config.database_display();
         let prometheus = crate::metrics::install();
         let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
@@ -83,13 +93,19 @@ impl Server {
             }
         });
         let limits = state.config.http.clone();
+        let admin = admin.map(|l| (l, http::admin_router(state.clone())));
         let app = http::router(state);
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             // In-flight requests and sends get `grace` to finish; then the rest are cut off.
             // Upgraded sockets are not tracked by the HTTP server, so the hub closes them itself.
             tokio::join!(
-                http::serve(listener, app, limits, stop.clone(), grace),
+                http::serve(listener, app, limits.clone(), stop.clone(), grace),
+                async {
+                    if let Some((listener, admin)) = admin {
+                        http::serve(listener, admin, limits, stop.clone(), grace).await
+                    }
+                },
                 async {
                     stop.cancelled().await;
                     hub.close_connections(grace).await
@@ -98,9 +114,10 @@ impl Server {
             pool.close().await;
             Ok(())
         });
-        tracing::info!(%addr, %database, "xfchat serving");
+        tracing::info!(%addr, ?admin_addr, %database, "xfchat serving");
         Ok(Server {
             addr,
+            admin_addr,
             shutdown,
             task,
         })
@@ -108,6 +125,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where /metrics is served apart from the public address, when XFCHAT_ADMIN_LISTEN is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, closes the pool.

@@ -74,12 +74,32 @@ pub fn router(state: AppState) -> Router {
             "/users/{id}/block",
             post(friends::block).delete(friends::unblock),
         );
-    Router::new()
+    let public = Router::new()
         .nest("/api", api)
         .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    let public = if state.config.admin_listen.is_some() {
+        public
+    } else {
+        public.route("/metrics", get(health::metrics))
+    };
+    finish(public, state)
+}
+
+/// The admin address's routes (XFCHAT_ADMIN_LISTEN): metrics and health, nothing of the API.
+pub fn admin_router(state: AppState) -> Router {
+    let admin = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    finish(admin, state)
+}
+
+/// The layers every router gets: the error shape for unknown routes, body limit, deadline,
+/// metrics and panic containment.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))

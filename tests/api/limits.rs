@@ -81,3 +81,73 @@ async fn metrics_are_exported_in_prometheus_format_without_id_labels() {
     }
     assert!(!text.contains("12345"), "a raw id leaked into a label");
 }
+
+#[tokio::test]
+async fn counters_that_alerts_read_are_exported_from_startup() {
+    let app = spawn_app_with(|_| {}).await;
+    let text = app.get_raw("/metrics").await.text().await.unwrap();
+    for name in [
+        "xfchat_db_permit_timeouts_total",
+        "xfchat_persist_failures_total{code=\"persist_failed\"}",
+        "xfchat_persist_failures_total{code=\"overloaded\"}",
+        "xfchat_ws_error_frames_total{code=\"overloaded\"}",
+        "xfchat_ws_rate_limited_total{kind=\"send\"}",
+        "xfchat_rate_limited_total{limit=\"login_account\"}",
+        "xfchat_ws_upgrades_refused_total{reason=\"server_full\"}",
+        "xfchat_persist_worker_restarts_total",
+        "xfchat_ws_connection_panics_total",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_an_admin_address_metrics_are_served_there_and_not_on_the_public_one() {
+    let app = spawn_app_with(|s| s.admin_listen = Some("127.0.0.1:0".into())).await;
+    let admin = app
+        .server
+        .as_ref()
+        .unwrap()
+        .admin_addr()
+        .expect("admin address");
+    let public = app.get_raw("/metrics").await;
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let scraped = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(scraped.text().await.unwrap().contains("xfchat_db_up"));
+    let api = reqwest::get(format!("http://{admin}/api/chats"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        StatusCode::NOT_FOUND,
+        "no API on the admin address"
+    );
+}
+
+#[test]
+fn debug_output_of_the_command_line_settings_and_config_hides_secrets() {
+    use clap::Parser;
+    let cli = xfchat::config::Cli::parse_from([
+        "xfchat",
+        "--database-url",
+        "postgres://app:hunter2-password@db.internal:5432/chat",
+        "--jwt-secret",
+        "a-jwt-secret-that-is-long-enough-to-pass",
+    ]);
+    let config = cli.settings.validate().unwrap();
+    for shown in [
+        format!("{cli:?}"),
+        format!("{:?}", cli.settings),
+        format!("{config:?}"),
+    ] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("a-jwt-secret"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
+    }
+}
