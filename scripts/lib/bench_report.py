@@ -23,6 +23,7 @@ def main(work, out, mode):
     room_hub = load(os.path.join(work, "hub-room-burst.json"))
     room_base = load(os.path.join(work, "baseline-room-burst.json"))
     idle = load(os.path.join(work, "hub-idle.json"))
+    storm = json.load(open(os.path.join(work, "password-storm.json")))
     cpu = {"cpu_seconds": half["result"]["server_cpu_seconds"], "acked": half["result"]["figures"]["acked"]}
 
     hub_k, half_f = knee(hub), half["result"]["figures"]
@@ -65,6 +66,7 @@ def main(work, out, mode):
             "baseline_deliveries_per_sec": room_base_k["deliveries_per_sec"],
         },
         "idle": idle["idle"],
+        "password_storm": storm,
         "cpu": cpu,
         "ratios": ratios,
         "exact": exact,
@@ -91,6 +93,10 @@ def main(work, out, mode):
         ("RATIO hub acked/s / pgbench tps", fmt(ratios["hub_acked_per_sec_over_pgbench_tps"], ".2f")),
         ("RATIO hub deliveries/s / baseline deliveries/s", fmt(ratios["hub_deliveries_over_baseline_deliveries"], ".2f")),
         ("Server bytes per idle connection", fmt(ratios["bytes_per_idle_connection"])),
+        (
+            "Resident memory after %d signups + %d logins, over idle (MiB)" % (storm["accounts"], storm["accounts"]),
+            fmt(storm["grown_bytes"] / (1024 * 1024), ".1f"),
+        ),
         ("Server CPU microseconds per acked message", fmt(ratios["cpu_us_per_acked_message"], ".1f")),
         ("Exactness (every harness run)", "OK" if exact else "FAILED"),
     ]
