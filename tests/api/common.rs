@@ -193,15 +193,24 @@ impl TestApp {
     }
 
     pub async fn signup(&self, username: &str) -> User {
+        self.account("signup", username, StatusCode::CREATED).await
+    }
+
+    /// Logs in as a signed-up user: another token of the same account.
+    pub async fn login(&self, username: &str) -> User {
+        self.account("login", username, StatusCode::OK).await
+    }
+
+    async fn account(&self, action: &str, username: &str, expected: StatusCode) -> User {
         let (status, body) = self
             .call(
                 Method::POST,
-                "/api/auth/signup",
+                &format!("/api/auth/{action}"),
                 None,
                 Some(json!({ "username": username, "password": "correct horse" })),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "signup {username}: {body}");
+        assert_eq!(status, expected, "{action} {username}: {body}");
         User {
             id: body["user"]["id"].as_i64().unwrap(),
             username: username.to_owned(),

@@ -5,28 +5,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use xfchat::server::{Migrations, Server};
 
-use crate::common::{error_code, settings, spawn_app, spawn_app_with, TestApp, User};
+use crate::common::{error_code, settings, spawn_app, spawn_app_with, TestApp};
 use crate::ws::WAIT;
 
 fn close_code(close: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Option<u16> {
     close.map(|c| u16::from(c.code))
-}
-
-async fn login(app: &TestApp, username: &str) -> User {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({ "username": username, "password": "correct horse" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    User {
-        id: body["user"]["id"].as_i64().unwrap(),
-        username: username.to_owned(),
-        token: body["token"].as_str().unwrap().to_owned(),
-    }
 }
 
 #[tokio::test]
@@ -42,7 +25,7 @@ async fn a_socket_is_closed_with_4001_when_its_token_expires() {
 async fn logout_revokes_only_the_token_in_use_and_closes_its_sockets_with_4002() {
     let app = spawn_app().await;
     let alice = app.signup("alice").await;
-    let other = login(&app, "alice").await;
+    let other = app.login("alice").await;
     let mut revoked_ws = app.ws(&alice).await;
     let mut kept_ws = app.ws(&other).await;
     let (status, _) = app
