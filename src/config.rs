@@ -132,7 +132,8 @@ pub struct Settings {
     /// Largest WebSocket frame a client may send; larger ones close the socket with 1009.
     #[arg(long, env = "XFCHAT_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024, global = true)]
     pub ws_max_frame_bytes: usize,
-    /// Frames queued for one socket before it is cut off as a slow consumer.
+    /// Chat messages queued for one socket; past it (or past the byte cap) the socket falls
+    /// behind and catches up from the database once it has read its queue.
     #[arg(
         long,
         env = "XFCHAT_WS_QUEUE_FRAMES",
@@ -140,6 +141,23 @@ pub struct Settings {
         global = true
     )]
     pub ws_queue_frames: usize,
+    /// Bytes of chat messages queued for one socket (see XFCHAT_WS_QUEUE_FRAMES).
+    #[arg(
+        long,
+        env = "XFCHAT_WS_QUEUE_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub ws_queue_bytes: usize,
+    /// A socket whose writes make no progress this long (its client reads nothing) is closed
+    /// with 4004.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_STALL_TIMEOUT_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub ws_stall_timeout_ms: u64,
     /// Sends, syncs and read markers one user may make per second over all their sockets and
     /// HTTP (burst twice this; 0: no limit).
     #[arg(long, env = "XFCHAT_USER_RATE", default_value_t = 100, global = true)]
@@ -322,18 +340,24 @@ pub struct Config {
     pub faults: Faults,
 }
 
-/// Panics on demand, for tests of panic containment: a send whose body equals one of these
-/// makes the connection task (`connection_panic_body`) or the persist worker that takes it
-/// (`persist_panic_body`) panic. Empty in every server started from the command line.
+/// Faults on demand, for tests: a send whose body equals one of these makes the connection
+/// task (`connection_panic_body`) or the persist worker that takes it (`persist_panic_body`)
+/// panic, or is stored but not fanned out (`lost_fanout_body`), as if the live path had
+/// dropped it. Empty in every server started from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     pub connection_panic_body: Option<String>,
     pub persist_panic_body: Option<String>,
+    pub lost_fanout_body: Option<String>,
 }
 
 impl Faults {
     pub fn panics_connection(&self, body: &str) -> bool {
         self.connection_panic_body.as_deref() == Some(body)
+    }
+
+    pub fn loses_fanout(&self, body: &str) -> bool {
+        self.lost_fanout_body.as_deref() == Some(body)
     }
 
     pub fn panics_persist(&self, batch: &[crate::db::messages::NewMessage]) -> bool {
@@ -367,6 +391,8 @@ pub struct ThrottleConfig {
 pub struct WsConfig {
     pub max_frame_bytes: usize,
     pub queue_frames: usize,
+    pub queue_bytes: usize,
+    pub stall_timeout: Duration,
     pub typing_rate: u32,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
@@ -466,6 +492,11 @@ impl Settings {
         let positive = [
             ("XFCHAT_WS_MAX_FRAME_BYTES", self.ws_max_frame_bytes),
             ("XFCHAT_WS_QUEUE_FRAMES", self.ws_queue_frames),
+            ("XFCHAT_WS_QUEUE_BYTES", self.ws_queue_bytes),
+            (
+                "XFCHAT_WS_STALL_TIMEOUT_MS",
+                self.ws_stall_timeout_ms as usize,
+            ),
             ("XFCHAT_WS_TYPING_RATE", self.ws_typing_rate as usize),
             (
                 "XFCHAT_WS_PING_INTERVAL_MS",
@@ -539,6 +570,8 @@ impl Settings {
             ws: WsConfig {
                 max_frame_bytes: self.ws_max_frame_bytes,
                 queue_frames: self.ws_queue_frames,
+                queue_bytes: self.ws_queue_bytes,
+                stall_timeout: Duration::from_millis(self.ws_stall_timeout_ms),
                 typing_rate: self.ws_typing_rate,
                 ping_interval: Duration::from_millis(self.ws_ping_interval_ms),
                 pong_timeout: Duration::from_millis(self.ws_pong_timeout_ms),

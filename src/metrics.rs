@@ -36,6 +36,8 @@ pub const WS_REFUSED: &str = "xfchat_ws_upgrades_refused_total";
 pub const WS_FRAMES_IN: &str = "xfchat_ws_frames_received_total";
 pub const WS_FRAMES_OUT: &str = "xfchat_ws_frames_sent_total";
 pub const WS_QUEUE: &str = "xfchat_ws_outbound_queue_frames";
+pub const WS_QUEUE_BYTES: &str = "xfchat_ws_outbound_queue_bytes";
+pub const WS_CATCHUPS: &str = "xfchat_ws_catchup_messages_total";
 pub const WS_ERROR_FRAMES: &str = "xfchat_ws_error_frames_total";
 pub const WS_RATE_LIMITED: &str = "xfchat_ws_rate_limited_total";
 pub const WS_PANICS: &str = "xfchat_ws_connection_panics_total";
@@ -54,13 +56,17 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 ];
 /// Messages per group commit: 1 to the largest batch.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// Bytes waiting in a socket's queue when one is written: 1 KiB to 16 MiB.
+pub const QUEUE_BYTES_BUCKETS: &[f64] = &[
+    1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
 /// Frames waiting in a socket's queue when one is written.
 pub const QUEUE_BUCKETS: &[f64] = &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
 
 /// Why a socket ended; the `reason` label of [`WS_DISCONNECTS`].
 pub mod reason {
     pub const NORMAL: &str = "normal";
-    pub const SLOW_CONSUMER: &str = "slow_consumer";
+    pub const STALLED: &str = "stalled";
     pub const HEARTBEAT: &str = "heartbeat";
     pub const SHUTDOWN: &str = "shutdown";
     pub const TOKEN_EXPIRED: &str = "token_expired";
@@ -78,6 +84,7 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WS_QUEUE.into()), QUEUE_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WS_QUEUE_BYTES.into()), QUEUE_BYTES_BUCKETS))
                 .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("the only metrics recorder in this process");
@@ -201,6 +208,14 @@ fn describe() {
         "Frames waiting in a socket's queue when one is written"
     );
     describe_counter!(WS_ERROR_FRAMES, "Error frames sent, by code");
+    describe_histogram!(
+        WS_QUEUE_BYTES,
+        "Bytes of chat messages waiting in a socket's queue when one is written"
+    );
+    describe_counter!(
+        WS_CATCHUPS,
+        "Messages sockets read from the database rather than the live fan-out (sync, resume, gap repair, catch-up)"
+    );
     describe_counter!(
         WS_RATE_LIMITED,
         "Socket frames refused by a rate limit, by kind (send, sync, read, typing)"
@@ -247,6 +262,8 @@ pub struct HubMetrics {
     pub deliveries: Counter,
     pub replays: Counter,
     pub queue_depth: Histogram,
+    pub queue_bytes: Histogram,
+    pub from_database: Counter,
     frames_out: [Counter; FRAME_KINDS.len()],
 }
 
@@ -275,6 +292,8 @@ impl HubMetrics {
             deliveries: metrics::counter!(DELIVERIES),
             replays: metrics::counter!(REPLAYS),
             queue_depth: metrics::histogram!(WS_QUEUE),
+            queue_bytes: metrics::histogram!(WS_QUEUE_BYTES),
+            from_database: metrics::counter!(WS_CATCHUPS),
             frames_out: FRAME_KINDS.map(|kind| metrics::counter!(WS_FRAMES_OUT, "type" => kind)),
         }
     }

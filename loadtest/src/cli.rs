@@ -126,8 +126,9 @@ pub struct Args {
     /// `burst`: the most steps to run.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
-    /// Extra members of the first chat that connect and never read: the server must cut them
-    /// off as slow consumers without hurting anyone else. Not part of the exactness check.
+    /// Extra members of the first chat that connect and never read: the server must close
+    /// them as stalled (after XFCHAT_WS_STALL_TIMEOUT_MS) without hurting anyone else. Not part
+    /// of the exactness check.
     #[arg(long, default_value_t = 0)]
     pub slow_consumers: usize,
     /// Set-up requests in flight at once.

@@ -71,7 +71,7 @@ pub struct Figures {
     pub delivery_latency: Percentiles,
     pub errors: BTreeMap<String, u64>,
     pub closes: BTreeMap<String, u64>,
-    pub slow_consumer_closes: u64,
+    pub stalled_closes: u64,
     /// Base64 HDR V2 encodings (µs) of send->ack and send->delivery.
     pub ack_histogram: String,
     pub delivery_histogram: String,
@@ -92,7 +92,7 @@ pub struct Recorded {
     pub delivery_us: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
     pub closes: BTreeMap<String, u64>,
-    pub slow_consumer_closes: u64,
+    pub stalled_closes: u64,
 }
 
 impl From<Recorded> for Figures {
@@ -118,7 +118,7 @@ impl From<Recorded> for Figures {
             delivery_latency: (&r.delivery_us).into(),
             errors: r.errors,
             closes: r.closes,
-            slow_consumer_closes: r.slow_consumer_closes,
+            stalled_closes: r.stalled_closes,
             ack_histogram: encode(&r.ack_us),
             delivery_histogram: encode(&r.delivery_us),
         }
@@ -159,7 +159,7 @@ impl Figures {
             delivery_latency: (&delivery).into(),
             errors,
             closes,
-            slow_consumer_closes: sum(|p| p.slow_consumer_closes),
+            stalled_closes: sum(|p| p.stalled_closes),
             ack_histogram: encode(&ack),
             delivery_histogram: encode(&delivery),
         })
@@ -189,7 +189,7 @@ mod tests {
             ack_us: ack,
             errors: BTreeMap::from([("rate_limited".to_owned(), 1)]),
             closes: BTreeMap::new(),
-            slow_consumer_closes: 0,
+            stalled_closes: 0,
         }
     }
 

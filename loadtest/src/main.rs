@@ -151,12 +151,12 @@ async fn step(
     }
     for reason in driven.slow_closes.iter().flatten() {
         *closes
-            .entry(format!("{reason} (slow consumer socket)"))
+            .entry(format!("{reason} (non-reading socket)"))
             .or_insert(0) += 1;
     }
-    let slow_consumer_closes = closes
+    let stalled_closes = closes
         .iter()
-        .filter(|(reason, _)| reason.starts_with("slow consumer"))
+        .filter(|(reason, _)| reason.starts_with("stalled"))
         .map(|(_, n)| n)
         .sum();
     let (after, checked_against, _) = stored(&args, layout).await?;
@@ -183,7 +183,7 @@ async fn step(
         delivery_us,
         errors,
         closes,
-        slow_consumer_closes,
+        stalled_closes,
     });
     let exactness = Exactness {
         ok: problems.is_empty() && driven.failures == 0,

@@ -119,8 +119,8 @@ impl Step {
         println!("errors                 {:?}", f.errors);
         println!("connection failures    {}", f.connection_failures);
         println!(
-            "closes                 {:?} (slow consumer: {})",
-            f.closes, f.slow_consumer_closes
+            "closes                 {:?} (stalled: {})",
+            f.closes, f.stalled_closes
         );
         let e = &self.exactness;
         if e.ok {

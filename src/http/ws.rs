@@ -11,7 +11,7 @@ use super::handshake::{self, Handshake};
 use super::{AppState, ClientIp};
 use crate::auth::bearer_token;
 use crate::error::{AppError, AppResult};
-use crate::hub::registry::{Caps, Refused};
+use crate::hub::registry::{Caps, QueueCaps, Refused};
 use crate::hub::Connection;
 
 #[derive(Deserialize)]
@@ -54,7 +54,11 @@ pub async fn upgrade(
         .register(
             session,
             ip,
-            hub.ws.queue_frames,
+            codec,
+            QueueCaps {
+                frames: hub.ws.queue_frames,
+                bytes: hub.ws.queue_bytes,
+            },
             Caps {
                 total: hub.ws.max_connections,
                 per_user: hub.ws.max_per_user,

@@ -1,6 +1,7 @@
 //! The realtime hub: the registry of online connections, the connection tasks, and the persist
 //! path that commits messages before anyone hears of them.
 
+mod backlog;
 mod connection;
 pub mod persist;
 pub mod registry;
@@ -8,7 +9,7 @@ pub mod registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +38,9 @@ pub struct Hub {
     /// Cancelled at shutdown: connections stop reading, finish their sends, close with 1001.
     pub shutdown: CancellationToken,
     pub connections: TaskTracker,
+    /// Database reads for syncs, gap repairs and catch-ups: half the pool guard's permits, so a
+    /// reconnect storm leaves the other half to sends.
+    pub catchups: Semaphore,
 }
 
 impl Hub {
@@ -63,6 +67,7 @@ impl Hub {
             throttles,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            catchups: Semaphore::new((config.db_permits as usize / 2).max(1)),
         })
     }
 

@@ -160,9 +160,11 @@ async fn handle_batch(
                     })),
                 };
                 let members = &members[&message.chat_id];
-                metrics
-                    .deliveries
-                    .increment(registry.deliver(members, except, &out));
+                if !faults.loses_fanout(&message.body) {
+                    metrics
+                        .deliveries
+                        .increment(registry.deliver(members, except, &out));
+                }
                 metrics.fanout.record(fanning.elapsed());
             }
             Outcome::Replay(_) => metrics.replays.increment(1),
@@ -258,20 +260,24 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
             },
             outcome,
         ) => {
-            let (frame, since) = match outcome {
-                Outcome::New(message) | Outcome::Replay(message) => (
-                    ServerFrame::Ack {
+            let out = match outcome {
+                Outcome::New(message) | Outcome::Replay(message) => Outbound {
+                    kind: Kind::Reply {
+                        since: Some(received),
+                        acked: Some((message.chat_id, message.seq)),
+                    },
+                    frame: Arc::new(Encoded::new(ServerFrame::Ack {
                         client_msg_id: message.client_msg_id,
                         message,
-                    },
-                    Some(received),
-                ),
-                Outcome::Rejected(e) | Outcome::Failed(e) => (
-                    ServerFrame::error(e.code(), e.to_string(), Some(sent.client_msg_id)),
-                    None,
-                ),
+                    })),
+                },
+                Outcome::Rejected(e) | Outcome::Failed(e) => reply_frame(ServerFrame::error(
+                    e.code(),
+                    e.to_string(),
+                    Some(sent.client_msg_id),
+                )),
             };
-            registry.deliver_to(user, conn, reply_frame(frame, since));
+            registry.deliver_to(user, conn, out);
         }
     }
 }
@@ -297,14 +303,18 @@ fn fail(registry: &Registry, reply: ReplyTo, message: &NewMessage, err: &AppErro
                 "the message was not stored; it is safe to send it again",
                 Some(message.client_msg_id),
             );
-            registry.deliver_to(user, conn, reply_frame(frame, None));
+            registry.deliver_to(user, conn, reply_frame(frame));
         }
     }
 }
 
-fn reply_frame(frame: ServerFrame, since: Option<Instant>) -> Outbound {
+/// An error answering one of a socket's sends.
+fn reply_frame(frame: ServerFrame) -> Outbound {
     Outbound {
-        kind: Kind::Reply { since },
+        kind: Kind::Reply {
+            since: None,
+            acked: None,
+        },
         frame: Arc::new(Encoded::new(frame)),
     }
 }

@@ -1,6 +1,7 @@
 //! Online connections, keyed by user. Delivery only ever `try_send`s into a connection's bounded
 //! queue while holding a map guard: nothing here awaits, so no guard is held across `.await`.
-//! A connection whose queue is full is cut off as a slow consumer; it recovers with `sync`.
+//! A connection whose queue is full falls behind (see [`Backlog`]) and catches up from the
+//! database; it is not cut off.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -12,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use uuid::Uuid;
 
+pub use super::backlog::Caps as QueueCaps;
+use super::backlog::{Backlog, CONTROL_HEADROOM};
 use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics as m;
-use crate::protocol::Encoded;
+use crate::protocol::{Codec, Encoded};
 
 /// What a frame in a connection's queue is, so the connection can keep its promises.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +26,12 @@ pub enum Kind {
     /// A chat message: delivered once per connection, in seq order.
     Message { chat: ChatId, seq: i64 },
     /// The answer (ack or error) to one of this connection's sends; `since` is when the send
-    /// frame arrived, for the ack latency.
-    Reply { since: Option<tokio::time::Instant> },
+    /// frame arrived, for the ack latency; `acked` the chat and seq an ack stands for, since
+    /// an ack delivers its message to the sending socket.
+    Reply {
+        since: Option<tokio::time::Instant>,
+        acked: Option<(ChatId, i64)>,
+    },
     /// Anything else: typing, read markers, new chats and friend requests.
     Event,
 }
@@ -41,10 +48,10 @@ pub struct Outbound {
 pub enum Kick {
     /// Not cut off (or gone for its own reasons).
     None = 0,
-    /// Its queue was full.
-    SlowConsumer = 1,
     /// The token it authenticated with was revoked (logout).
     Revoked = 2,
+    /// Its acks and events filled the queue's headroom: it has read nothing for a long time.
+    Stalled = 3,
 }
 
 /// The reason a connection was cut off, shared by the hub's and the connection's sides.
@@ -54,8 +61,8 @@ pub struct KickReason(AtomicU8);
 impl KickReason {
     pub fn get(&self) -> Kick {
         match self.0.load(Ordering::Relaxed) {
-            1 => Kick::SlowConsumer,
             2 => Kick::Revoked,
+            3 => Kick::Stalled,
             _ => Kick::None,
         }
     }
@@ -66,15 +73,27 @@ impl KickReason {
 pub struct ConnHandle {
     pub id: u64,
     jti: Uuid,
+    codec: Codec,
+    queue: QueueCaps,
     tx: mpsc::Sender<Outbound>,
+    backlog: Arc<Backlog>,
     kick: CancellationToken,
     why: Arc<KickReason>,
 }
 
 impl ConnHandle {
     fn push(&self, out: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
-            self.cut_off(Kick::SlowConsumer);
+        if let Kind::Message { chat, seq } = out.kind {
+            let len = out.frame.encoded_len(self.codec);
+            let queued = self.tx.max_capacity() - self.tx.capacity();
+            if self.backlog.admit(chat, seq, len, queued, self.queue) {
+                if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
+                    self.backlog.taken(len);
+                    self.backlog.miss(chat, seq);
+                }
+            }
+        } else if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out) {
+            self.cut_off(Kick::Stalled);
         }
     }
 
@@ -95,6 +114,7 @@ pub struct ConnInbox {
     pub rx: mpsc::Receiver<Outbound>,
     pub kick: CancellationToken,
     pub why: Arc<KickReason>,
+    pub backlog: Arc<Backlog>,
 }
 
 /// Why a connection was refused before the upgrade.
@@ -127,7 +147,8 @@ impl Registry {
         &self,
         session: Session,
         ip: IpAddr,
-        queue: usize,
+        codec: Codec,
+        queue: QueueCaps,
         caps: Caps,
     ) -> Result<ConnInbox, Refused> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= caps.total {
@@ -151,11 +172,14 @@ impl Registry {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::UserFull);
         }
-        let (tx, rx) = mpsc::channel(queue);
+        let (tx, rx) = mpsc::channel(queue.frames + CONTROL_HEADROOM);
         let handle = ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             jti: session.jti,
+            codec,
+            queue,
             tx,
+            backlog: Arc::default(),
             kick: CancellationToken::new(),
             why: Arc::default(),
         };
@@ -168,6 +192,7 @@ impl Registry {
             rx,
             kick: handle.kick,
             why: handle.why,
+            backlog: handle.backlog,
         })
     }
 

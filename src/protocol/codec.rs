@@ -107,20 +107,28 @@ impl Encoded {
 
     pub fn message(&self, codec: Codec) -> WsMessage {
         match codec {
-            Codec::Json => WsMessage::Text(
-                self.json
-                    .get_or_init(|| {
-                        serde_json::to_string(&self.frame)
-                            .expect("frames always serialise")
-                            .into()
-                    })
-                    .clone(),
-            ),
-            Codec::MsgPack => WsMessage::Binary(
-                self.msgpack
-                    .get_or_init(|| msgpack(&self.frame).into())
-                    .clone(),
-            ),
+            Codec::Json => WsMessage::Text(self.json().clone()),
+            Codec::MsgPack => WsMessage::Binary(self.msgpack().clone()),
         }
+    }
+
+    /// The size of the frame in `codec`, encoding it if that has not happened yet.
+    pub fn encoded_len(&self, codec: Codec) -> usize {
+        match codec {
+            Codec::Json => self.json().len(),
+            Codec::MsgPack => self.msgpack().len(),
+        }
+    }
+
+    fn json(&self) -> &Utf8Bytes {
+        self.json.get_or_init(|| {
+            serde_json::to_string(&self.frame)
+                .expect("frames always serialise")
+                .into()
+        })
+    }
+
+    fn msgpack(&self) -> &Bytes {
+        self.msgpack.get_or_init(|| msgpack(&self.frame).into())
     }
 }

@@ -3,6 +3,8 @@
 
 mod codec;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -28,6 +30,11 @@ pub enum ClientFrame {
         after_seq: i64,
         limit: Option<i64>,
     },
+    /// A sync for many chats at once: the last seq the client has of each.
+    Resume {
+        #[serde(deserialize_with = "positions")]
+        positions: BTreeMap<ChatId, i64>,
+    },
     Read {
         chat_id: ChatId,
         seq: i64,
@@ -40,12 +47,36 @@ pub enum ClientFrame {
     },
 }
 
+/// Reads `resume` positions whose chat ids are map keys: strings in JSON (`{"12": 40}`),
+/// integers or strings in MessagePack.
+fn positions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<ChatId, i64>, D::Error> {
+    #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+    #[serde(untagged)]
+    enum Key {
+        Number(i64),
+        Text(String),
+    }
+    let raw = BTreeMap::<Key, i64>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(key, seq)| {
+            let id = match key {
+                Key::Number(n) => n,
+                Key::Text(t) => t.parse().map_err(|_| {
+                    serde::de::Error::custom(format!("chat id {t:?} is not a number"))
+                })?,
+            };
+            Ok((ChatId(id), seq))
+        })
+        .collect()
+}
+
 impl ClientFrame {
     /// The frame's `type`, for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Send { .. } => "send",
             Self::Sync { .. } => "sync",
+            Self::Resume { .. } => "resume",
             Self::Read { .. } => "read",
             Self::Typing { .. } => "typing",
             Self::Ping { .. } => "ping",
@@ -127,20 +158,25 @@ impl ServerFrame {
     }
 }
 
-/// Close codes and reasons the server uses.
+/// Close codes the server uses, one per reason, so that clients can act on them. The reason
+/// text beside each code is for people.
 pub mod close {
-    /// The server is shutting down; reconnect and `sync`.
+    /// The server is shutting down; reconnect (to another instance) and `resume`.
     pub const GOING_AWAY: u16 = 1001;
-    /// The client broke a rule: did not answer pings, or did not read its frames.
-    pub const POLICY: u16 = 1008;
+    /// The client broke the WebSocket protocol (reserved bits or opcodes, bad continuation).
+    pub const PROTOCOL: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
-    /// The server hit a bug while serving this socket; reconnect and `sync`.
+    /// The server hit a bug while serving this socket; reconnect and `resume`.
     pub const INTERNAL: u16 = 1011;
     /// The token the socket authenticated with expired; reconnect with a fresh one.
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The token the socket authenticated with was revoked (logout).
     pub const TOKEN_REVOKED: u16 = 4002;
-    pub const SLOW_CONSUMER: &str = "slow consumer";
-    pub const HEARTBEAT: &str = "heartbeat timeout";
+    /// The client did not answer the server's pings.
+    pub const HEARTBEAT: u16 = 4003;
+    /// The client read nothing for the stall timeout.
+    pub const STALLED: u16 = 4004;
 }

@@ -131,8 +131,9 @@ async fn reconnect_and_sync_return_exactly_the_missed_seqs() {
             last_seq: 8
         }
     );
-    // Seqs this socket already had are not written twice.
-    b.send(&sync(chat, 3)).await;
+    // A sync from a lower seq is an explicit request to replay from there.
+    b.send(&sync(chat, 6)).await;
+    assert_eq!(read_seqs(&mut b, 2).await, [7, 8]);
     assert_eq!(
         b.next().await,
         ServerFrame::Synced {

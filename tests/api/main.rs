@@ -19,4 +19,5 @@ mod messages;
 mod migrations;
 mod sessions;
 mod startup;
+mod stream;
 mod ws;

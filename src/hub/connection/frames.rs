@@ -1,28 +1,32 @@
-//! What a connection does with each client frame: sends go to the persister, syncs page
-//! through history, read markers and typing are checked and announced.
+//! What a connection does with each client frame: sends go to the persister, syncs and resumes
+//! stream from the database into the socket's ordered stream, read markers and typing are
+//! checked and announced.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::Connection;
+use super::stream::Stop;
+use super::{Connection, End};
 use crate::db::messages::{self, NewMessage};
 use crate::db::{chats, Op};
 use crate::error::AppError;
 use crate::hub::persist::{ReplyTo, SendRequest};
 use crate::ids::ChatId;
 use crate::metrics as m;
-use crate::protocol::{ClientFrame, Encoded, ServerFrame};
+use crate::protocol::{ClientFrame, ServerFrame};
 
-use super::Written;
-
-const SYNC_PAGE: i64 = 200;
+/// Most chats one `resume` may name.
+pub const RESUME_MAX_CHATS: usize = 1000;
 
 impl Connection {
     /// Handles one client frame; returns the frame to answer with, if any.
-    pub(super) async fn on_frame(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
-        match frame {
+    pub(super) async fn on_frame(
+        &mut self,
+        frame: ClientFrame,
+    ) -> Result<Option<ServerFrame>, End> {
+        let answer = match frame {
             ClientFrame::Send {
                 chat_id,
                 client_msg_id,
@@ -32,11 +36,33 @@ impl Connection {
                 chat_id,
                 after_seq,
                 limit,
-            } => self
-                .on_sync(chat_id, after_seq, limit)
-                .await
-                .err()
-                .map(|e| error_frame(&e)),
+            } => {
+                if after_seq < 0 || limit.is_some_and(|l| l < 1) {
+                    let e = AppError::invalid("after_seq must be >= 0 and limit >= 1");
+                    return Ok(Some(error_frame(&e)));
+                }
+                if let Err(e) = self.budget("sync") {
+                    return Ok(Some(error_frame(&e)));
+                }
+                self.on_sync(chat_id, after_seq, limit).await?
+            }
+            ClientFrame::Resume { positions } => {
+                if positions.len() > RESUME_MAX_CHATS || positions.values().any(|&p| p < 0) {
+                    let e = AppError::invalid(format!(
+                        "positions: at most {RESUME_MAX_CHATS} chats, each at a seq >= 0"
+                    ));
+                    return Ok(Some(error_frame(&e)));
+                }
+                if let Err(e) = self.budget("sync") {
+                    return Ok(Some(error_frame(&e)));
+                }
+                for (chat, after_seq) in positions {
+                    if let Some(frame) = self.on_sync(chat, after_seq, None).await? {
+                        self.reply(frame).await?;
+                    }
+                }
+                None
+            }
             ClientFrame::Read { chat_id, seq } => self
                 .on_read(chat_id, seq)
                 .await
@@ -46,7 +72,8 @@ impl Connection {
                 self.on_typing(chat_id).await.err().map(|e| error_frame(&e))
             }
             ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
-        }
+        };
+        Ok(answer)
     }
 
     fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
@@ -84,66 +111,40 @@ impl Connection {
         None
     }
 
-    /// Writes every stored message after `after_seq` (up to `limit`) that this socket has not
-    /// had yet, then `synced`. Live messages queued meanwhile are written after, skipping those
-    /// the sync covered.
+    /// Sets the chat's cursor to `after_seq` (clamped to the chat's end) and streams every
+    /// stored message after it (up to `limit`), then `synced`: live messages of the chat come
+    /// after it, in order, from where the stream stopped. Returns the error to answer with.
     async fn on_sync(
         &mut self,
         chat: ChatId,
         after_seq: i64,
         limit: Option<i64>,
-    ) -> Result<(), AppError> {
-        if after_seq < 0 || limit.is_some_and(|l| l < 1) {
-            return Err(AppError::invalid("after_seq must be >= 0 and limit >= 1"));
-        }
-        self.budget("sync")?;
-        let mut remaining = limit.unwrap_or(i64::MAX);
+    ) -> Result<Option<ServerFrame>, End> {
         let last_seq = {
-            let mut conn = self.hub.db.conn(Op::Sync).await?;
-            chats::get(&mut conn, self.user, chat).await?.last_seq
+            let found = match self.hub.db.conn(Op::Sync).await {
+                Ok(mut conn) => chats::get(&mut conn, self.user, chat).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(view) => view.last_seq,
+                Err(e) => return Ok(Some(error_frame(&e))),
+            }
         };
         // Past the chat's end there is nothing to send: the sync is empty, and the positions
-        // below stay within the chat's seqs, so no arithmetic on a client number can overflow.
+        // stay within the chat's seqs, so no arithmetic on a client number can overflow.
         let after_seq = after_seq.min(last_seq);
-        let already = self.written.get(&chat).copied();
-        let mut cursor = after_seq;
-        while cursor < last_seq && remaining > 0 {
-            let page = {
-                let mut conn = self.hub.db.conn(Op::Sync).await?;
-                messages::page(
-                    &mut conn,
-                    chat,
-                    Some(cursor),
-                    Some(last_seq + 1),
-                    SYNC_PAGE.min(remaining),
-                )
-                .await?
-            };
-            let Some(last) = page.last() else { break };
-            cursor = last.seq;
-            for message in page {
-                remaining -= 1;
-                if already.is_some_and(|w| (w.lo..=w.hi).contains(&message.seq)) {
-                    continue;
-                }
-                let frame = Encoded::new(ServerFrame::Message { message });
-                if !self.write(frame.message(self.codec)).await {
-                    return Ok(());
-                }
-            }
-        }
-        let written = self.written.entry(chat).or_insert(Written {
-            lo: after_seq + 1,
-            hi: cursor,
-        });
-        written.lo = written.lo.min(after_seq + 1);
-        written.hi = written.hi.max(cursor);
+        let limit = limit.unwrap_or(i64::MAX);
+        let reached = match self.stream(chat, after_seq, None, limit).await {
+            Ok(reached) => reached,
+            Err(Stop::End(end)) => return Err(end),
+            Err(Stop::Db(e)) => return Ok(Some(error_frame(&e))),
+        };
         self.reply(ServerFrame::Synced {
             chat_id: chat,
-            last_seq: cursor,
+            last_seq: reached,
         })
-        .await;
-        Ok(())
+        .await?;
+        Ok(None)
     }
 
     async fn on_read(&mut self, chat: ChatId, seq: i64) -> Result<(), AppError> {

@@ -1,12 +1,16 @@
 //! One task per socket. It reads client frames, writes its queue, pings, and keeps the
-//! per-connection promises: each chat's messages in seq order and never twice, a sync that races
-//! live traffic loses nothing, and a shutdown closes only after every in-flight send is answered.
+//! per-connection promises: each chat's messages in seq order, each once, with no gap (see
+//! [`stream`]); a slow reader is caught up from the database, not cut off; a shutdown closes
+//! only after every in-flight send is answered; and every close is a WebSocket closing
+//! handshake with a code from [`close`].
 
 mod frames;
+mod stream;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -18,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
-use super::registry::{ConnInbox, Kick, Kind, Outbound};
+use super::registry::{ConnInbox, Kick};
 use super::Hub;
 use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
@@ -30,16 +34,6 @@ pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// A socket's own limit on typing indicators, apart from the user's budget.
 type Typing = governor::DefaultDirectRateLimiter;
 
-/// Messages of one chat already written to this socket: the seqs `lo..=hi`.
-#[derive(Clone, Copy)]
-struct Written {
-    lo: i64,
-    hi: i64,
-}
-
-/// Most queued frames written before one flush.
-const WRITE_BATCH: usize = 64;
-
 pub struct Connection {
     hub: Arc<Hub>,
     user: UserId,
@@ -49,10 +43,22 @@ pub struct Connection {
     socket: Socket,
     inbox: ConnInbox,
     typing: Typing,
-    written: HashMap<ChatId, Written>,
+    /// Per chat, the last seq written to this socket.
+    cursors: HashMap<ChatId, i64>,
     /// Sends handed to the persister and not yet answered.
     in_flight: usize,
+    /// When a catch-up that failed on the database may try again.
+    retry_at: Option<Instant>,
+    /// Until the client's first frame (or [`GREETING`] at most), live messages of chats
+    /// without a cursor are held, so that a `resume` or `sync` sent first starts the stream
+    /// exactly where the client asked.
+    greeting_until: Option<Instant>,
+    /// Per chat, the first and last seq held back during the greeting.
+    held: HashMap<ChatId, (i64, i64)>,
 }
+
+/// The longest a new socket holds live messages waiting for the client's first frame.
+const GREETING: Duration = Duration::from_secs(1);
 
 /// How a connection ended: the close frame to send, if any, and the `reason` label.
 enum End {
@@ -77,8 +83,11 @@ impl Connection {
             socket,
             inbox,
             typing,
-            written: HashMap::new(),
+            cursors: HashMap::new(),
             in_flight: 0,
+            retry_at: None,
+            greeting_until: Some(Instant::now() + GREETING),
+            held: HashMap::new(),
         }
     }
 
@@ -97,24 +106,31 @@ impl Connection {
             End::Close(_, _, label) | End::Gone(label) => label,
         };
         metrics::counter!(m::WS_DISCONNECTS, "reason" => label).increment(1);
+        // The socket leaves the registry (and frees its slot) before the closing handshake,
+        // which may take a moment with a client that is slow to answer.
+        self.hub
+            .registry
+            .unregister(self.user, self.inbox.ip, self.inbox.id);
         if let End::Close(code, reason, _) = end {
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
             };
-            // A slow consumer may never read its close frame; do not wait on it for long.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                self.socket.close(Some(frame)),
-            )
-            .await;
+            // Our Close, then the client's answer, then the TCP close (RFC 6455 5.5.1). A
+            // stalled client may never read ours: neither step waits for long.
+            let _ = tokio::time::timeout(CLOSING, self.socket.close(Some(frame))).await;
+            self.await_close().await;
         }
-        self.hub
-            .registry
-            .unregister(self.user, self.inbox.ip, self.inbox.id);
     }
 
     async fn serve(&mut self) -> End {
+        match self.serve_until_end().await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    async fn serve_until_end(&mut self) -> Result<std::convert::Infallible, End> {
         let mut ping = interval(self.hub.ws.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.tick().await;
@@ -122,45 +138,46 @@ impl Connection {
         let mut draining = false;
         let shutdown = self.hub.shutdown.clone();
         let kick = self.inbox.kick.clone();
+        let backlog = self.inbox.backlog.clone();
         let expiry = tokio::time::sleep(self.session.remaining());
         tokio::pin!(expiry);
         loop {
             if draining && self.in_flight == 0 && self.inbox.rx.is_empty() {
-                return End::Close(close::GOING_AWAY, "server shutting down", reason::SHUTDOWN);
+                return Err(End::Close(
+                    close::GOING_AWAY,
+                    "server shutting down",
+                    reason::SHUTDOWN,
+                ));
             }
+            let (retry_at, greeting_until) = (self.retry_at, self.greeting_until);
             tokio::select! {
                 biased;
-                _ = kick.cancelled() => return self.kicked(),
+                _ = kick.cancelled() => return Err(self.kicked()),
                 _ = shutdown.cancelled(), if !draining => draining = true,
                 _ = &mut expiry => {
-                    return End::Close(close::TOKEN_EXPIRED, "token expired", reason::TOKEN_EXPIRED);
+                    return Err(End::Close(close::TOKEN_EXPIRED, "token expired", reason::TOKEN_EXPIRED));
                 }
                 out = self.inbox.rx.recv() => match out {
-                    Some(out) => if !self.write_queued(out).await { return self.kicked() },
-                    None => return End::Gone(reason::ERROR),
+                    Some(out) => self.drain(out).await?,
+                    None => return Err(End::Gone(reason::ERROR)),
                 },
+                _ = backlog.fell_behind() => self.drain_ready().await?,
+                _ = sleep_until_some(retry_at) => self.drain_ready().await?,
+                _ = sleep_until_some(greeting_until) => self.end_greeting().await?,
                 incoming = self.socket.next(), if !draining => match incoming {
-                    Some(Ok(msg)) => {
-                        if let Some(end) = self.on_message(msg, &mut awaiting_pong).await {
-                            return end;
-                        }
-                    }
-                    Some(Err(WsError::Capacity(_))) => {
-                        return End::Close(close::TOO_BIG, "frame too large", reason::ERROR);
-                    }
-                    Some(Err(_)) => return End::Gone(reason::ERROR),
-                    None => return End::Gone(reason::NORMAL),
+                    Some(Ok(msg)) => self.on_message(msg, &mut awaiting_pong).await?,
+                    Some(Err(e)) => return Err(read_failed(e)),
+                    None => return Err(End::Gone(reason::NORMAL)),
                 },
                 _ = ping.tick() => {
                     if let Some(sent) = awaiting_pong {
                         if sent.elapsed() >= self.hub.ws.pong_timeout {
-                            return End::Close(close::POLICY, close::HEARTBEAT, reason::HEARTBEAT);
+                            return Err(End::Close(close::HEARTBEAT, "heartbeat timeout", reason::HEARTBEAT));
                         }
                     } else {
                         awaiting_pong = Some(Instant::now());
-                        if !self.write(WsMessage::Ping(Default::default())).await {
-                            return self.kicked();
-                        }
+                        self.feed(WsMessage::Ping(Default::default())).await?;
+                        self.flush().await?;
                     }
                 }
             }
@@ -169,108 +186,48 @@ impl Connection {
 
     fn kicked(&self) -> End {
         match self.inbox.why.get() {
-            Kick::SlowConsumer => {
-                End::Close(close::POLICY, close::SLOW_CONSUMER, reason::SLOW_CONSUMER)
-            }
+            Kick::Stalled => End::Close(
+                close::STALLED,
+                "stalled: the client read nothing",
+                reason::STALLED,
+            ),
             Kick::Revoked => End::Close(close::TOKEN_REVOKED, "token revoked", reason::REVOKED),
             Kick::None => End::Gone(reason::ERROR),
         }
     }
 
-    /// Writes one frame, giving up if the connection is cut off meanwhile. False when the
-    /// socket is no longer usable.
-    async fn write(&mut self, msg: WsMessage) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.inbox.kick.cancelled() => false,
-            sent = self.socket.send(msg) => sent.is_ok(),
-        }
-    }
-
-    async fn reply(&mut self, frame: ServerFrame) -> bool {
-        self.count_out(&frame);
-        let msg = self.codec.encode(&frame);
-        self.write(msg).await
-    }
-
-    fn count_out(&self, frame: &ServerFrame) {
-        self.hub.metrics.frame_out(frame.kind());
-        if let ServerFrame::Error { code, .. } = frame {
-            metrics::counter!(m::WS_ERROR_FRAMES, "code" => code.clone()).increment(1);
-        }
-    }
-
-    /// Does the bookkeeping for a queued frame; None when this socket already has it.
-    fn prepare(&mut self, out: Outbound) -> Option<WsMessage> {
-        match out.kind {
-            Kind::Message { chat, seq } => match self.written.get_mut(&chat) {
-                Some(w) if (w.lo..=w.hi).contains(&seq) => return None,
-                Some(w) if w.hi.checked_add(1) == Some(seq) => w.hi = seq,
-                _ => {
-                    self.written.insert(chat, Written { lo: seq, hi: seq });
-                }
-            },
-            Kind::Reply { since } => {
-                self.in_flight = self.in_flight.saturating_sub(1);
-                if let Some(since) = since {
-                    self.hub.metrics.ack_latency.record(since.elapsed());
+    /// After our Close: reads until the client's Close (or the end of the stream), briefly.
+    async fn await_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSING, async {
+            while let Some(Ok(msg)) = self.socket.next().await {
+                if msg.is_close() {
+                    break;
                 }
             }
-            Kind::Event => {}
-        }
-        self.hub
-            .metrics
-            .queue_depth
-            .record(self.inbox.rx.len() as f64);
-        self.count_out(&out.frame.frame);
-        Some(out.frame.message(self.codec))
-    }
-
-    /// Writes a queued frame and what else is already waiting (up to a batch) with one flush,
-    /// so a busy socket costs one write call per batch rather than per frame.
-    async fn write_queued(&mut self, first: Outbound) -> bool {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(out) = next.take() {
-            if let Some(msg) = self.prepare(out) {
-                let fed = tokio::select! {
-                    biased;
-                    _ = self.inbox.kick.cancelled() => false,
-                    fed = self.socket.feed(msg) => fed.is_ok(),
-                };
-                if !fed {
-                    return false;
-                }
-            }
-            written += 1;
-            if written < WRITE_BATCH {
-                next = self.inbox.rx.try_recv().ok();
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = self.inbox.kick.cancelled() => false,
-            flushed = self.socket.flush() => flushed.is_ok(),
-        }
+        })
+        .await;
     }
 
     async fn on_message(
         &mut self,
         msg: WsMessage,
         awaiting_pong: &mut Option<Instant>,
-    ) -> Option<End> {
+    ) -> Result<(), End> {
         match msg {
             WsMessage::Text(_) | WsMessage::Binary(_) => {}
             WsMessage::Pong(_) => {
                 *awaiting_pong = None;
-                return None;
+                return Ok(());
             }
             // tungstenite queued the pong; flushing sends it.
-            WsMessage::Ping(_) => {
-                return (self.socket.flush().await.is_err()).then_some(End::Gone(reason::ERROR))
+            WsMessage::Ping(_) => return self.flush().await,
+            // tungstenite queued the answering Close (echoing the code); flushing sends it, and
+            // then the TCP connection may end.
+            WsMessage::Close(_) => {
+                let _ = tokio::time::timeout(CLOSING, self.socket.flush()).await;
+                return Err(End::Gone(reason::NORMAL));
             }
-            WsMessage::Close(_) => return Some(End::Gone(reason::NORMAL)),
-            WsMessage::Frame(_) => return None,
+            WsMessage::Frame(_) => return Ok(()),
         }
         let frame = match Codec::decode::<ClientFrame>(&msg) {
             Ok(frame) => {
@@ -284,13 +241,34 @@ impl Connection {
                     .and_then(|v| v.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok());
                 let frame =
                     ServerFrame::error("bad_frame", format!("unreadable frame: {e}"), reference);
-                return (!self.reply(frame).await).then_some(End::Gone(reason::ERROR));
+                return self.reply(frame).await;
             }
         };
-        let answer = self.on_frame(frame).await;
-        match answer {
-            Some(frame) => (!self.reply(frame).await).then_some(End::Gone(reason::ERROR)),
-            None => None,
+        if let Some(frame) = self.on_frame(frame).await? {
+            self.reply(frame).await?;
         }
+        self.end_greeting().await
+    }
+}
+
+/// How long each step of a closing handshake may take.
+const CLOSING: Duration = Duration::from_secs(1);
+
+/// The end for a read error: violations of the WebSocket protocol close with the code RFC 6455
+/// gives them; a broken connection just ends.
+fn read_failed(e: WsError) -> End {
+    match e {
+        WsError::Capacity(_) => End::Close(close::TOO_BIG, "frame too large", reason::ERROR),
+        WsError::Protocol(_) => End::Close(close::PROTOCOL, "protocol error", reason::ERROR),
+        WsError::Utf8 => End::Close(close::INVALID_DATA, "invalid UTF-8", reason::ERROR),
+        _ => End::Gone(reason::ERROR),
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,233 @@
+//! The stream guarantee: on one socket, each chat's messages arrive in seq order, each once,
+//! with no gap from the position the client asked for, however far behind it is. Every test
+//! reads the raw frame order, with no buffering in the client.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use xfchat::ids::ChatId;
+use xfchat::protocol::{ClientFrame, ServerFrame};
+
+use crate::common::{spawn_app_config, spawn_app_with, TestApp, User};
+use crate::ws::{send, sync, Ws, WAIT};
+
+/// Sends `count` messages to each of `chats` from a new socket of `user`, waiting for every
+/// ack, in a task of its own.
+async fn sender(
+    app: &TestApp,
+    user: &User,
+    chats: Vec<i64>,
+    count: usize,
+) -> tokio::task::JoinHandle<()> {
+    let mut ws = app.ws(user).await;
+    tokio::spawn(async move {
+        for i in 0..count {
+            for &chat in &chats {
+                ws.send(&send(chat, &format!("m{i}")).1).await;
+            }
+        }
+        let mut acks = 0;
+        while acks < count * chats.len() {
+            if let ServerFrame::Ack { .. } = ws.next().await {
+                acks += 1;
+            }
+        }
+    })
+}
+
+/// Reads frames in arrival order until each chat's last seq is `until[chat]`, checking that
+/// every chat's messages are contiguous from `from[chat] + 1`; returns how many `synced` came.
+async fn read_contiguous(ws: &mut Ws, from: &BTreeMap<i64, i64>, until: i64) -> usize {
+    let mut at = from.clone();
+    let mut synced = 0;
+    while at.values().any(|&s| s < until) {
+        match ws.next().await {
+            ServerFrame::Message { message } => {
+                let cursor = at.get_mut(&message.chat_id.0).expect("a chat we asked for");
+                assert_eq!(
+                    message.seq,
+                    *cursor + 1,
+                    "chat {}: gap or repeat",
+                    message.chat_id
+                );
+                *cursor = message.seq;
+            }
+            ServerFrame::Synced { chat_id, last_seq } => {
+                assert_eq!(last_seq, at[&chat_id.0], "synced marks where the stream is");
+                synced += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    synced
+}
+
+#[tokio::test]
+async fn a_fresh_socket_that_syncs_from_n_while_another_client_sends_receives_n_plus_1_onwards_in_order(
+) {
+    let app = spawn_app_with(|s| s.user_rate = 0).await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    sender(&app, &alice, vec![chat], 100).await.await.unwrap();
+    let more = sender(&app, &alice, vec![chat], 400).await;
+    let mut b = app.ws(&bob).await;
+    b.send(&sync(chat, 40)).await;
+    let synced = read_contiguous(&mut b, &BTreeMap::from([(chat, 40)]), 500).await;
+    assert_eq!(synced, 1);
+    more.await.unwrap();
+    b.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn resume_for_50_chats_at_once_under_traffic_keeps_each_chat_contiguous() {
+    let app = spawn_app_with(|s| s.user_rate = 0).await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    app.befriend(&alice, &bob).await;
+    let mut chats = Vec::new();
+    for _ in 0..50 {
+        let (_, body) = app
+            .post(
+                "/api/chats",
+                &alice,
+                serde_json::json!({ "title": "g", "member_ids": [bob.id] }),
+            )
+            .await;
+        chats.push(body["chat"]["id"].as_i64().unwrap());
+    }
+    sender(&app, &alice, chats.clone(), 10).await.await.unwrap();
+    let traffic = sender(&app, &alice, chats.clone(), 20).await;
+    let positions: BTreeMap<i64, i64> = chats.iter().map(|&c| (c, c % 7)).collect();
+    let mut b = app.ws(&bob).await;
+    b.send(&ClientFrame::Resume {
+        positions: positions.iter().map(|(&c, &p)| (ChatId(c), p)).collect(),
+    })
+    .await;
+    let synced = read_contiguous(&mut b, &positions, 30).await;
+    assert_eq!(synced, 50, "one synced per chat");
+    traffic.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_that_pauses_in_a_busy_room_is_caught_up_from_the_database_not_disconnected() {
+    let app = spawn_app_with(|s| {
+        s.ws_queue_frames = 16;
+        s.ws_queue_bytes = 64 * 1024;
+        s.message_max_bytes = 32 * 1024;
+        s.user_rate = 0;
+    })
+    .await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    let mut b = app.ws(&bob).await;
+    b.send(&sync(chat, 0)).await;
+    assert!(matches!(b.next().await, ServerFrame::Synced { .. }));
+    // 24 MiB while Bob reads nothing: far beyond his queue and the kernel's buffers.
+    let mut a = app.ws(&alice).await;
+    let body = "x".repeat(30 * 1024);
+    for _ in 0..800 {
+        a.send(&send(chat, &body).1).await;
+    }
+    let mut acks = 0;
+    while acks < 800 {
+        if let ServerFrame::Ack { .. } = a.next().await {
+            acks += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    read_contiguous(&mut b, &BTreeMap::from([(chat, 0)]), 800).await;
+    b.expect_silence(Duration::from_millis(300)).await;
+    let metrics = app.get_raw("/metrics").await.text().await.unwrap();
+    let caught_up = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("xfchat_ws_catchup_messages_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(caught_up > 0.0, "some of it came from the database");
+}
+
+#[tokio::test]
+async fn a_reader_that_reads_nothing_past_the_stall_timeout_is_closed_with_4004() {
+    let app = spawn_app_with(|s| {
+        s.ws_stall_timeout_ms = 500;
+        s.message_max_bytes = 32 * 1024;
+        s.user_rate = 0;
+    })
+    .await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    let mut stalled = app.ws(&bob).await;
+    let mut a = app.ws(&alice).await;
+    let body = "x".repeat(30 * 1024);
+    for _ in 0..400 {
+        a.send(&send(chat, &body).1).await;
+        assert!(matches!(a.next().await, ServerFrame::Ack { .. }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (close, _) = stalled.until_closed(WAIT).await;
+    if let Some(close) = close {
+        assert_eq!(u16::from(close.code), 4004);
+    }
+    let metrics = app.get_raw("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("xfchat_ws_disconnects_total{reason=\"stalled\"}")),
+        "the stall is counted"
+    );
+}
+
+#[tokio::test]
+async fn a_live_message_that_arrives_after_a_gap_is_preceded_by_the_missing_ones_from_the_database()
+{
+    let app = spawn_app_config(|_| {}, |c| c.faults.lost_fanout_body = Some("lost".into())).await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    let mut b = app.ws(&bob).await;
+    b.send(&sync(chat, 0)).await;
+    assert!(matches!(b.next().await, ServerFrame::Synced { .. }));
+    for body in ["first", "lost", "lost", "after"] {
+        app.send(&alice, chat, uuid::Uuid::new_v4(), body).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match b.next().await {
+            ServerFrame::Message { message } => got.push((message.seq, message.body)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let seqs: Vec<i64> = got.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(got[1].1, "lost", "the missed one came from the database");
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame_before_the_connection_ends() {
+    let app = spawn_app_with(|_| {}).await;
+    let alice = app.signup("alice").await;
+    for frame in [
+        Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }),
+        None,
+    ] {
+        let mut ws = app.ws(&alice).await;
+        let empty = frame.is_none();
+        ws.stream.send(WsMessage::Close(frame)).await.unwrap();
+        let answer = tokio::time::timeout(WAIT, ws.stream.next())
+            .await
+            .expect("an answer in time");
+        match answer {
+            Some(Ok(WsMessage::Close(echo))) => {
+                if !empty {
+                    assert_eq!(echo.map(|f| f.code), Some(CloseCode::Normal));
+                }
+            }
+            other => panic!("expected the server's Close, got {other:?}"),
+        }
+    }
+}
