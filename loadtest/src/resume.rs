@@ -1,7 +1,8 @@
 //! The `reconnect` scenario's client: it drops its socket every few seconds while traffic flows,
-//! reconnects, resends every send it has no answer for (same client_msg_id), and syncs each chat
-//! from the last seq it has, holding that chat's live frames until `synced` as a real client
-//! would. Exactness is still required: every message once, in seq order, nothing lost.
+//! reconnects, sends one `resume` with the last seq it has of each chat, and resends every send
+//! it has no answer for (same client_msg_id). It keeps no reorder buffer: frames are recorded in
+//! the order they arrive, so the exactness check (every message once, in seq order, nothing
+//! lost) checks the server's raw stream.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -30,16 +31,12 @@ struct Client {
     pending: HashMap<Uuid, ClientFrame>,
     answered: HashSet<Uuid>,
     last_seen: HashMap<i64, i64>,
-    /// Chats being synced, with the frames that arrived for them meanwhile.
-    syncing: HashMap<i64, Vec<(i64, Option<u64>)>>,
 }
 
 impl Client {
+    /// Records a message as it arrived. An ack for a message this client already has (a
+    /// resend whose message came back in the resumed stream) is no delivery.
     fn saw(&mut self, chat: i64, seq: i64, at: Option<u64>, now_us: u64, ack: bool) {
-        if let Some(buffer) = self.syncing.get_mut(&chat) {
-            buffer.push((seq, at.filter(|_| !ack)));
-            return;
-        }
         let last = self.last_seen.entry(chat).or_insert(0);
         // An ack for a message this client already has (it came back by sync) is no delivery.
         if ack && seq <= *last {
@@ -49,24 +46,6 @@ impl Client {
         self.r.log.seen.entry(chat).or_default().push(seq);
         if !ack {
             self.r.delivery(at, now_us, self.warmup_us);
-        }
-    }
-
-    fn synced(&mut self, chat: i64, now_us: u64) {
-        let Some(mut buffer) = self.syncing.remove(&chat) else {
-            return;
-        };
-        buffer.sort_by_key(|(seq, _)| *seq);
-        // An own message can come back both as an ack (a resend) and in the sync: one delivery.
-        let as_message: HashSet<i64> = buffer
-            .iter()
-            .filter(|(_, at)| at.is_some())
-            .map(|(seq, _)| *seq)
-            .collect();
-        for (seq, at) in buffer {
-            if at.is_some() || !as_message.contains(&seq) {
-                self.saw(chat, seq, at, now_us, at.is_none());
-            }
         }
     }
 
@@ -102,7 +81,6 @@ impl Client {
                     false,
                 );
             }
-            ServerFrame::Synced { chat_id, .. } => self.synced(chat_id.0, now_us),
             ServerFrame::Error {
                 code, reference, ..
             } => {
@@ -134,7 +112,6 @@ pub async fn client(
         pending: HashMap::new(),
         answered: HashSet::new(),
         last_seen: HashMap::new(),
-        syncing: HashMap::new(),
     };
     let mut schedule =
         (rate > 0.0 && !chats.is_empty()).then(|| Schedule::new(rate, args.arrival, args.total()));
@@ -149,19 +126,12 @@ pub async fn client(
             continue;
         };
         let (mut sink, mut stream) = ws.split();
-        // Resume: sync every chat from what we have, then resend what is unanswered.
-        let mut resume: Vec<ClientFrame> = chats
+        // Resume every chat from what we have in one frame, then resend what is unanswered.
+        let positions = chats
             .iter()
-            .map(|&chat| {
-                c.syncing.insert(chat, Vec::new());
-                let after_seq = c.last_seen.get(&chat).copied().unwrap_or(0);
-                ClientFrame::Sync {
-                    chat_id: ChatId(chat),
-                    after_seq,
-                    limit: None,
-                }
-            })
+            .map(|&chat| (ChatId(chat), c.last_seen.get(&chat).copied().unwrap_or(0)))
             .collect();
+        let mut resume = vec![ClientFrame::Resume { positions }];
         resume.extend(c.pending.values().cloned());
         for frame in &resume {
             if sink.send(c.codec.encode(frame)).await.is_err() {
