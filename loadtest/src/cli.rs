@@ -18,6 +18,9 @@ pub enum Scenario {
     Burst,
     /// The chat mix while clients drop their sockets, reconnect, resend and sync.
     Reconnect,
+    /// The chat mix where a fraction of the readers read in bursts with long pauses: they fall
+    /// behind their queues and must be caught up, exactly, without being cut off.
+    Slow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -117,6 +120,12 @@ pub struct Args {
     /// `burst`: each step's rate is the last one's times this.
     #[arg(long, default_value_t = 1.5)]
     pub burst_step: f64,
+    /// `slow`: the fraction of connections that read slowly.
+    #[arg(long, default_value_t = 0.2)]
+    pub slow_fraction: f64,
+    /// `slow`: a slow reader reads for a second, then reads nothing for this many seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub slow_pause: f64,
     /// `reconnect`: seconds between a client's reconnects (randomised ±50%).
     #[arg(long, default_value_t = 2.0)]
     pub reconnect_every: f64,

@@ -75,7 +75,7 @@ async fn load(args: Args) -> anyhow::Result<bool> {
     };
     match args.scenario {
         Scenario::Idle => report.idle = Some(idle::idle(&args, &layout).await),
-        Scenario::Chat | Scenario::Room | Scenario::Reconnect => {
+        Scenario::Chat | Scenario::Room | Scenario::Reconnect | Scenario::Slow => {
             let (step, _) = step(&args, &layout, args.rate, &Seqs::new()).await?;
             report.exact = step.exactness.ok;
             report.result = Some(step);

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
-use xfchat::protocol::{Codec, ServerFrame};
+use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::cli::{Args, CodecArg, Scenario};
 use crate::figures::histogram;
@@ -173,12 +173,17 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
             .collect()
     } else {
         let rate = args.rate / sockets.len().max(1) as f64;
+        // In the `slow` scenario every n-th socket reads in bursts.
+        let every = (args.scenario == Scenario::Slow && args.slow_fraction > 0.0)
+            .then(|| (1.0 / args.slow_fraction).round().max(1.0) as usize);
         sockets
             .into_iter()
-            .map(|(i, ws)| {
+            .enumerate()
+            .map(|(n, (i, ws))| {
                 let chats = chats_of[i].clone();
                 let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
-                tokio::spawn(connection(args, chats, ws, rate, live, stop))
+                let slow = every.is_some_and(|every| n % every == 0);
+                tokio::spawn(connection(args, chats, ws, rate, slow, live, stop))
             })
             .collect()
     };
@@ -247,11 +252,19 @@ async fn connection(
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     rate: f64,
+    slow: bool,
     live: Arc<Live>,
     stop: CancellationToken,
 ) -> ConnResult {
     let codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
+    // A first frame, as a client that states no positions sends: live delivery starts now.
+    let hello = ClientFrame::Ping {
+        nonce: serde_json::Value::Null,
+    };
+    let _ = sink.send(codec.encode(&hello)).await;
+    let pause = Duration::from_secs_f64(args.slow_pause);
+    let mut reading_until = Instant::now() + Duration::from_secs(1);
     let warmup_us = args.warmup().as_micros() as u64;
     let (body_bytes, schedule) = (
         args.body_bytes,
@@ -277,6 +290,13 @@ async fn connection(
 
     let mut r = ConnResult::new(chats);
     loop {
+        if slow && Instant::now() >= reading_until {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            reading_until = Instant::now() + Duration::from_secs(1);
+        }
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
             msg = stream.next() => msg,
