@@ -5,6 +5,7 @@ mod accounts;
 mod chats;
 mod common;
 mod doctor;
+mod faults;
 mod friends;
 mod fuzz;
 mod hardening;

@@ -21,9 +21,21 @@ pub async fn serve_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process:
         .local_addr()
         .unwrap()
         .port();
-    let listen = format!("127.0.0.1:{port}");
+    serve_with(args, &format!("127.0.0.1:{port}"), env).await
+}
+
+/// `xfchat serve` on `listen`, ready.
+pub async fn serve_binary_at(listen: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    serve_with(&["serve"], listen, env).await
+}
+
+async fn serve_with(
+    args: &[&str],
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let mut args = args.to_vec();
-    args.extend(["--listen", &listen]);
+    args.extend(["--listen", listen]);
     let mut child = xfchat(&args, env).stderr(Stdio::null()).spawn().unwrap();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -1,0 +1,253 @@
+//! Faults under traffic: database backends terminated, the server killed and restarted on the
+//! same port, the database refusing connections for a while, client sockets dropped. Clients
+//! resume from their positions on every reconnect; once the traffic stops, every socket's sync
+//! is answered promptly and the connection gauge counts exactly the open sockets.
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use uuid::Uuid;
+use xfchat::ids::ChatId;
+use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
+
+use crate::common::{admin_url, TestApp, TestDb, User, SECRET};
+use crate::startup::serve_binary_at;
+
+const CLIENTS: usize = 16;
+
+/// One client's state, kept across its sockets.
+#[derive(Default)]
+struct Position {
+    /// The last seq of the chat this client has, contiguously.
+    seq: i64,
+    /// Sends without an answer, to resend after a reconnect.
+    pending: HashMap<Uuid, ClientFrame>,
+}
+
+/// Runs a client until `stop`: connect, resume, resend, send a message every 30 ms, read; on any
+/// failure, reconnect. Records its contiguous position; panics on a gap or a repeat.
+async fn client(
+    base: String,
+    user: User,
+    chat: i64,
+    pos: Arc<Mutex<Position>>,
+    stop: Arc<AtomicBool>,
+) {
+    let url = format!(
+        "{}/ws?token={}",
+        base.replace("http://", "ws://"),
+        user.token
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Ok((ws, _))) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio_tungstenite::connect_async(&url),
+        )
+        .await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (mut sink, mut stream) = ws.split();
+        let mut hello = vec![{
+            let at = pos.lock().await.seq;
+            ClientFrame::Resume {
+                positions: [(ChatId(chat), at)].into(),
+            }
+        }];
+        hello.extend(pos.lock().await.pending.values().cloned());
+        let mut ok = true;
+        for frame in &hello {
+            ok &= sink.send(Codec::Json.encode(frame)).await.is_ok();
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(30));
+        let drop_at = Instant::now() + Duration::from_millis(rand_ms(1500, 4000));
+        while ok && !stop.load(Ordering::Relaxed) && Instant::now() < drop_at {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let id = Uuid::new_v4();
+                    let frame = ClientFrame::Send { chat_id: ChatId(chat), client_msg_id: id, body: "x".into() };
+                    pos.lock().await.pending.insert(id, frame.clone());
+                    ok = sink.send(Codec::Json.encode(&frame)).await.is_ok();
+                }
+                msg = stream.next() => match msg {
+                    Some(Ok(m @ WsMessage::Text(_))) => {
+                        let mut p = pos.lock().await;
+                        match Codec::decode::<ServerFrame>(&m).unwrap() {
+                            ServerFrame::Message { message } => {
+                                assert_eq!(message.seq, p.seq + 1, "{}: gap or repeat", user.username);
+                                p.seq = message.seq;
+                            }
+                            ServerFrame::Ack { client_msg_id, message } => {
+                                p.pending.remove(&client_msg_id);
+                                assert!(message.seq <= p.seq + 1, "{}: ack past a gap", user.username);
+                                p.seq = p.seq.max(message.seq);
+                            }
+                            ServerFrame::Error { reference: Some(_), .. } => {} // resent later
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => ok = false,
+                },
+            }
+        }
+        // Dropped without a goodbye, as a lost network would (or the server went away).
+    }
+}
+
+fn rand_ms(lo: u64, hi: u64) -> u64 {
+    lo + (Uuid::new_v4().as_u128() % u128::from(hi - lo)) as u64
+}
+
+/// Sets whether the test database accepts connections, and ends every backend connected to it.
+async fn database(db: &TestDb, accept: bool) {
+    let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
+    let name = &db.name;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {accept}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+fn kill(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_is_answered_promptly(
+) {
+    let db = TestDb::create().await;
+    let url = db.url.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("DATABASE_URL", url.as_str()),
+        ("XFCHAT_USER_RATE", "0"),
+        ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+        ("XFCHAT_DB_PERMIT_TIMEOUT_MS", "500"),
+    ];
+    let (mut server, base) = serve_binary_at(&listen, &env).await;
+    let app = TestApp {
+        base: base.clone(),
+        client: reqwest::Client::new(),
+        server: None,
+        db,
+    };
+    let mut users = Vec::new();
+    for i in 0..CLIENTS {
+        users.push(app.signup(&format!("user{i}")).await);
+    }
+    let others: Vec<&User> = users[1..].iter().collect();
+    let chat = app.group(&users[0], &others).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let positions: Vec<_> = (0..CLIENTS)
+        .map(|_| Arc::new(Mutex::new(Position::default())))
+        .collect();
+    let tasks: Vec<_> = users
+        .iter()
+        .zip(&positions)
+        .map(|(u, p)| {
+            tokio::spawn(client(
+                base.clone(),
+                u.clone(),
+                chat,
+                p.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    database(&app.db, true).await; // every backend terminated
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kill(&mut server);
+    let (restarted, _) = serve_binary_at(&listen, &env).await;
+    server = restarted;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    database(&app.db, false).await; // an outage: connections refused for two seconds
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    database(&app.db, true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // Quiet now: every client connects and syncs at its position; each answer comes at once.
+    let mut sockets = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut tails = Vec::new();
+    for (user, pos) in users.iter().zip(&positions) {
+        let mut ws = app.ws(user).await;
+        let at = pos.lock().await.seq;
+        let asked = Instant::now();
+        ws.send(&ClientFrame::Sync {
+            chat_id: ChatId(chat),
+            after_seq: at,
+            limit: None,
+        })
+        .await;
+        loop {
+            match ws.next().await {
+                ServerFrame::Synced { last_seq, .. } => {
+                    tails.push(last_seq);
+                    break;
+                }
+                ServerFrame::Message { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The fault left syncs waiting 15 to 25 seconds; one query's time is the bound here,
+        // with room for a loaded machine.
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "{}: sync answered after {took:?}",
+            user.username
+        );
+        slowest = slowest.max(took);
+        sockets.push(ws);
+    }
+    eprintln!("slowest sync after the faults: {slowest:?}; chat at {tails:?}");
+    let pool = app.db.pool().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(stored > 500, "traffic flowed through the faults: {stored}");
+    assert!(
+        tails.iter().all(|&t| t == stored),
+        "every sync reached the end: {tails:?}"
+    );
+    let metrics = app.get_raw("/metrics").await.text().await.unwrap();
+    let open = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("xfchat_ws_connections "))
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert_eq!(
+        open,
+        Some(CLIENTS as f64),
+        "the gauge counts the open sockets"
+    );
+    kill(&mut server);
+}
