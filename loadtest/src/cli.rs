@@ -21,6 +21,9 @@ pub enum Scenario {
     /// The chat mix where a fraction of the readers read in bursts with long pauses: they fall
     /// behind their queues and must be caught up, exactly, without being cut off.
     Slow,
+    /// Every connection reconnects at once, `--storm-behind` messages behind in each chat,
+    /// while `--rate` sends a second keep coming over HTTP.
+    Storm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -120,6 +123,10 @@ pub struct Args {
     /// `burst`: each step's rate is the last one's times this.
     #[arg(long, default_value_t = 1.5)]
     pub burst_step: f64,
+    /// `storm`: messages each chat receives while its members are away, before they all
+    /// reconnect at once.
+    #[arg(long, default_value_t = 500)]
+    pub storm_behind: usize,
     /// `slow`: the fraction of connections that read slowly.
     #[arg(long, default_value_t = 0.2)]
     pub slow_fraction: f64,

@@ -10,6 +10,7 @@ mod resume;
 mod run;
 mod schedule;
 mod setup;
+mod storm;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +72,7 @@ async fn load(args: Args) -> anyhow::Result<bool> {
         steps: Vec::new(),
         knee_rate: None,
         idle: None,
+        storm: None,
         exact: true,
     };
     match args.scenario {
@@ -81,6 +83,11 @@ async fn load(args: Args) -> anyhow::Result<bool> {
             report.result = Some(step);
         }
         Scenario::Burst => burst(&args, &layout, &mut report).await?,
+        Scenario::Storm => {
+            let storm = storm::storm(&args, &layout).await?;
+            report.exact = storm.gapped + storm.short + storm.closed + storm.connect_failures == 0;
+            report.storm = Some(storm);
+        }
     }
     report.print();
     if let Some(path) = &args.report {
@@ -254,6 +261,7 @@ fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<bool> {
         steps: Vec::new(),
         knee_rate: None,
         idle: None,
+        storm: None,
         exact,
     };
     merged.print();

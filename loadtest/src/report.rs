@@ -87,6 +87,8 @@ pub struct Report {
     pub steps: Vec<Step>,
     pub knee_rate: Option<f64>,
     pub idle: Option<Idle>,
+    #[serde(default)]
+    pub storm: Option<crate::storm::Storm>,
     pub exact: bool,
 }
 
@@ -170,6 +172,18 @@ impl Report {
         }
         if let Some(step) = &self.result {
             step.print();
+        }
+        if let Some(s) = &self.storm {
+            println!(
+                "storm                  {} sockets reconnected at once, {} behind per chat",
+                s.sockets, s.behind_per_chat
+            );
+            latency_row("resume -> caught up", &s.caught_up);
+            latency_row("send during storm", &s.send_latency);
+            println!(
+                "storm outcome          {} send errors, {} connect failures, {} closed, {} with a gap or repeat, {} short of the end",
+                s.send_errors, s.connect_failures, s.closed, s.gapped, s.short
+            );
         }
         if let Some(idle) = &self.idle {
             println!(

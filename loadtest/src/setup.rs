@@ -86,7 +86,11 @@ fn plan(args: &Args) -> Vec<Vec<usize>> {
     match layout {
         Scenario::Room => vec![(0..n).collect()],
         Scenario::Idle => Vec::new(),
-        Scenario::Chat | Scenario::Burst | Scenario::Reconnect | Scenario::Slow => {
+        Scenario::Chat
+        | Scenario::Burst
+        | Scenario::Reconnect
+        | Scenario::Slow
+        | Scenario::Storm => {
             let m = args.members_per_chat.clamp(2, n);
             (0..args.chats)
                 .map(|c| (0..m).map(|j| (c * m + j) % n).collect())
