@@ -55,7 +55,9 @@ impl Server {
         let prometheus = crate::metrics::install();
         let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
         let throttles = Throttles::new(&config.throttle);
-        let hub = Hub::new(db.clone(), &config, throttles.clone());
+        // The one cancellation tree: the hub's token is a child of this one.
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(db.clone(), &config, throttles.clone(), &shutdown);
         let tokens = Tokens::new(config.jwt_secret.expose(), config.token_ttl);
         // Revocations made before this server started apply from its first request.
         {
@@ -75,7 +77,6 @@ impl Server {
             config: Arc::new(config),
         };
         let grace = state.config.shutdown_grace;
-        let shutdown = CancellationToken::new();
         tokio::spawn(crate::telemetry::watch_database(
             db.clone(),
             state.config.db_permits,
@@ -88,7 +89,7 @@ impl Server {
             async move {
                 let revoked = tokens.revoked();
                 revoked
-                    .follow(db, stop, |r| hub.registry.revoke(r.user_id, r.jti))
+                    .follow(db, stop, |r| hub.revoke(r.user_id, r.jti))
                     .await
             }
         });

@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use xfchat::db::messages::Message;
-use xfchat::http::handshake::{self, Handshake};
+use xfchat::hub::handshake::{self, Handshake};
 use xfchat::ids::{ChatId, MessageId, UserId};
 use xfchat::protocol::{ClientFrame, Codec, Encoded, ServerFrame};
 

@@ -101,7 +101,7 @@ pub async fn logout(State(state): State<AppState>, session: Session) -> AppResul
         .revoked()
         .revoke(&mut conn, session.user, session.jti, session.expires_at())
         .await?;
-    state.hub.registry.revoke(session.user, session.jti);
+    state.hub.revoke(session.user, session.jti);
     Ok(StatusCode::NO_CONTENT)
 }
 

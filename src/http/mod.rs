@@ -5,7 +5,6 @@ mod chats;
 mod client_ip;
 mod extract;
 mod friends;
-pub mod handshake;
 mod health;
 mod members;
 mod serve;

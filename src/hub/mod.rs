@@ -1,10 +1,12 @@
 //! The realtime hub: the registry of online connections, the connection tasks, and the persist
-//! path that commits messages before anyone hears of them.
+//! path that commits messages before anyone hears of them. The rest of the server reaches it
+//! through a small door: admit and serve a socket, send, notify, revoke, close.
 
 mod backlog;
 mod connection;
+pub mod handshake;
 pub mod persist;
-pub mod registry;
+mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,38 +15,65 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use connection::{Connection, Socket};
-use persist::{Persisted, Persister, ReplyTo, SendRequest};
-use registry::{Kind, Outbound, Registry};
+use std::net::IpAddr;
 
+use hyper::upgrade::OnUpgrade;
+use uuid::Uuid;
+
+use backlog::Caps as QueueCaps;
+use connection::Connection;
+pub use connection::Socket;
+use persist::{Persisted, Persister, ReplyTo, SendRequest};
+pub use registry::ConnId;
+use registry::{Caps, ConnInbox, Kind, Outbound, Refused, Registry};
+
+use crate::auth::Session;
 use crate::config::{Config, Faults, WsConfig};
 use crate::db::messages::NewMessage;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::ids::UserId;
 use crate::metrics::HubMetrics;
-use crate::protocol::{Encoded, ServerFrame};
+use crate::protocol::{Codec, Encoded, ServerFrame};
 use crate::throttle::Throttles;
 
 pub struct Hub {
-    pub registry: Arc<Registry>,
-    pub metrics: HubMetrics,
-    pub persister: Persister,
-    pub db: Db,
-    pub ws: WsConfig,
-    pub message_max_bytes: usize,
-    pub faults: Faults,
-    pub throttles: Arc<Throttles>,
-    /// Cancelled at shutdown: connections stop reading, finish their sends, close with 1001.
-    pub shutdown: CancellationToken,
-    pub connections: TaskTracker,
+    registry: Arc<Registry>,
+    metrics: HubMetrics,
+    persister: Persister,
+    db: Db,
+    ws: WsConfig,
+    message_max_bytes: usize,
+    faults: Faults,
+    throttles: Arc<Throttles>,
+    /// A child of the server's shutdown token: at shutdown, connections stop reading, finish
+    /// their sends and close with 1001.
+    shutdown: CancellationToken,
+    connections: TaskTracker,
     /// Database reads for syncs, gap repairs and catch-ups: half the pool guard's permits, so a
     /// reconnect storm leaves the other half to sends.
-    pub catchups: Semaphore,
+    catchups: Semaphore,
+}
+
+/// A socket the hub has room for, waiting for its upgrade to complete.
+pub struct Admitted {
+    session: Session,
+    codec: Codec,
+    inbox: ConnInbox,
+}
+
+/// Counts an upgrade refused before the handshake, by reason.
+pub fn refused(reason: &'static str) {
+    metrics::counter!(crate::metrics::WS_REFUSED, "reason" => reason).increment(1);
 }
 
 impl Hub {
-    pub fn new(db: Db, config: &Config, throttles: Arc<Throttles>) -> Arc<Hub> {
+    pub fn new(
+        db: Db,
+        config: &Config,
+        throttles: Arc<Throttles>,
+        shutdown: &CancellationToken,
+    ) -> Arc<Hub> {
         let registry = Arc::new(Registry::default());
         let metrics = HubMetrics::new();
         let persister = Persister::start(
@@ -65,10 +94,84 @@ impl Hub {
             message_max_bytes: config.message_max_bytes,
             faults: config.faults.clone(),
             throttles,
-            shutdown: CancellationToken::new(),
+            shutdown: shutdown.child_token(),
             connections: TaskTracker::new(),
             catchups: Semaphore::new((config.db_permits as usize / 2).max(1)),
         })
+    }
+
+    /// Registers a socket of `session` from `ip` within the server's, the user's and the
+    /// address's caps; it receives frames from now on.
+    pub fn admit(&self, session: Session, ip: IpAddr, codec: Codec) -> AppResult<Admitted> {
+        if self.shutdown.is_cancelled() {
+            return Err(AppError::Unavailable);
+        }
+        let queue = QueueCaps {
+            frames: self.ws.queue_frames,
+            bytes: self.ws.queue_bytes,
+        };
+        let caps = Caps {
+            total: self.ws.max_connections,
+            per_user: self.ws.max_per_user,
+            per_ip: self.ws.max_per_ip,
+        };
+        let inbox = self
+            .registry
+            .register(session, ip, codec, queue, caps)
+            .map_err(|why| match why {
+                Refused::Server => {
+                    refused("server_full");
+                    AppError::Overloaded
+                }
+                Refused::Address => {
+                    refused("address_full");
+                    AppError::TooManyConnections(format!(
+                        "at most {} open sockets per client address",
+                        self.ws.max_per_ip
+                    ))
+                }
+                Refused::User => {
+                    refused("user_full");
+                    AppError::TooManyConnections(format!(
+                        "at most {} open sockets per user",
+                        self.ws.max_per_user
+                    ))
+                }
+            })?;
+        Ok(Admitted {
+            session,
+            codec,
+            inbox,
+        })
+    }
+
+    /// Serves an admitted socket once hyper hands over the upgraded connection, in a task of
+    /// its own that shutdown waits for.
+    pub fn serve(self: &Arc<Self>, admitted: Admitted, on_upgrade: OnUpgrade) {
+        let hub = self.clone();
+        self.connections.spawn(async move {
+            let Admitted {
+                session,
+                codec,
+                inbox,
+            } = admitted;
+            match handshake::socket(on_upgrade, hub.ws.max_frame_bytes).await {
+                Ok(socket) => {
+                    Connection::new(hub, session, codec, socket, inbox)
+                        .run()
+                        .await
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    hub.registry.unregister(session.user, inbox.ip, inbox.id);
+                }
+            }
+        });
+    }
+
+    /// Closes every socket of `user` opened with token `jti` (4002).
+    pub fn revoke(&self, user: UserId, jti: Uuid) {
+        self.registry.revoke(user, jti);
     }
 
     /// Stores a message sent over HTTP through the same path as a socket's, fan-out included.
@@ -86,7 +189,7 @@ impl Hub {
 
     /// Queues an event (typing, read marker, new chat, friend request) for every connection of
     /// `users` but `except`.
-    pub fn notify(&self, users: &[UserId], except: Option<u64>, frame: ServerFrame) {
+    pub fn notify(&self, users: &[UserId], except: Option<ConnId>, frame: ServerFrame) {
         let out = Outbound {
             kind: Kind::Event,
             frame: Arc::new(Encoded::new(frame)),
@@ -94,8 +197,8 @@ impl Hub {
         self.registry.deliver(users, except, &out);
     }
 
-    /// Tells every connection to finish its in-flight sends and close with 1001, and waits for
-    /// them at most `grace`.
+    /// Tells every connection to finish its in-flight sends and close with 1001 (the server's
+    /// shutdown has done so already), and waits for them at most `grace`.
     pub async fn close_connections(&self, grace: Duration) {
         self.shutdown.cancel();
         self.connections.close();

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::registry::{Kind, Outbound, Registry};
+use super::registry::{ConnId, Kind, Outbound, Registry};
 use crate::config::Faults;
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, Op};
@@ -25,7 +25,7 @@ pub enum ReplyTo {
     /// A socket: the ack or error is queued to that connection, in order with its other frames.
     Socket {
         user: UserId,
-        conn: u64,
+        conn: ConnId,
         received: Instant,
     },
     /// An HTTP request waiting for the outcome.

@@ -42,6 +42,10 @@ pub struct Outbound {
     pub frame: Arc<Encoded>,
 }
 
+/// One socket, among all of this server's (not stable across restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
 /// Why the hub cut a connection off; the connection closes with the matching code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -71,7 +75,7 @@ impl KickReason {
 /// The hub's side of one connection.
 #[derive(Clone)]
 pub struct ConnHandle {
-    pub id: u64,
+    pub id: ConnId,
     jti: Uuid,
     codec: Codec,
     queue: QueueCaps,
@@ -108,7 +112,7 @@ impl ConnHandle {
 
 /// The connection's side: its queue, and how it learns it was cut off.
 pub struct ConnInbox {
-    pub id: u64,
+    pub id: ConnId,
     /// The client address the socket counts against.
     pub ip: IpAddr,
     pub rx: mpsc::Receiver<Outbound>,
@@ -117,12 +121,15 @@ pub struct ConnInbox {
     pub backlog: Arc<Backlog>,
 }
 
-/// Why a connection was refused before the upgrade.
+/// Why a connection was refused before the upgrade: the cap it would have passed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
-    ServerFull,
-    UserFull,
-    AddressFull,
+    /// The server holds its most sockets.
+    Server,
+    /// The user holds their most sockets.
+    User,
+    /// The client address holds its most sockets.
+    Address,
 }
 
 /// Caps on open sockets: for the server, per user and per client address.
@@ -153,7 +160,7 @@ impl Registry {
     ) -> Result<ConnInbox, Refused> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= caps.total {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refused::ServerFull);
+            return Err(Refused::Server);
         }
         {
             let mut from_ip = self.by_ip.entry(ip).or_default();
@@ -161,7 +168,7 @@ impl Registry {
                 drop(from_ip);
                 self.release_ip(ip);
                 self.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refused::AddressFull);
+                return Err(Refused::Address);
             }
             *from_ip += 1;
         }
@@ -170,11 +177,11 @@ impl Registry {
             drop(conns);
             self.release_ip(ip);
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refused::UserFull);
+            return Err(Refused::User);
         }
         let (tx, rx) = mpsc::channel(queue.frames + CONTROL_HEADROOM);
         let handle = ConnHandle {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: ConnId(self.next_id.fetch_add(1, Ordering::Relaxed)),
             jti: session.jti,
             codec,
             queue,
@@ -204,7 +211,7 @@ impl Registry {
         });
     }
 
-    pub fn unregister(&self, user: UserId, ip: IpAddr, id: u64) {
+    pub fn unregister(&self, user: UserId, ip: IpAddr, id: ConnId) {
         self.release_ip(ip);
         // The closure drops our handle; the entry goes when it was the user's last connection.
         self.by_user.remove_if_mut(&user, |_, conns| {
@@ -221,7 +228,7 @@ impl Registry {
 
     /// Queues `out` for every connection of every user in `users` but `except`; returns how
     /// many connections it was queued for.
-    pub fn deliver(&self, users: &[UserId], except: Option<u64>, out: &Outbound) -> u64 {
+    pub fn deliver(&self, users: &[UserId], except: Option<ConnId>, out: &Outbound) -> u64 {
         let mut queued = 0;
         for user in users {
             if let Some(conns) = self.by_user.get(user) {
@@ -244,7 +251,7 @@ impl Registry {
     }
 
     /// Queues `out` for one connection, if it is still open.
-    pub fn deliver_to(&self, user: UserId, id: u64, out: Outbound) {
+    pub fn deliver_to(&self, user: UserId, id: ConnId, out: Outbound) {
         if let Some(conns) = self.by_user.get(&user) {
             if let Some(conn) = conns.iter().find(|c| c.id == id) {
                 conn.push(out);

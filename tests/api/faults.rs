@@ -192,6 +192,8 @@ async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_i
     for task in tasks {
         task.await.unwrap();
     }
+    // Sends the clients made just before they stopped may still be committing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Quiet now: every client connects and syncs at its position; each answer comes at once.
     let mut sockets = Vec::new();

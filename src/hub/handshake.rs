@@ -11,8 +11,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use super::Socket;
 use crate::error::{AppError, AppResult};
-use crate::hub::Socket;
 use crate::protocol::Codec;
 
 /// An accepted upgrade: the codec, the 101 response to send, and the connection to come.
