@@ -1,47 +1,9 @@
-//! Who is calling: password hashing, access tokens and the extractor that turns a bearer token
-//! into the caller's [`UserId`].
+//! Who is calling: password hashing, access tokens and their revocation. The HTTP extractors
+//! that turn a bearer token into a caller live in `http::auth`.
 
 mod password;
 pub mod revoked;
 mod token;
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
-
 pub use password::{hash_password, verify_password};
 pub use token::{Session, Tokens};
-
-use crate::error::AppError;
-use crate::http::AppState;
-use crate::ids::UserId;
-
-/// The authenticated caller of an HTTP request.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthUser(pub UserId);
-
-/// The token from `Authorization: Bearer <token>`, if the header is there and well formed.
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-impl FromRequestParts<AppState> for Session {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = bearer_token(parts).ok_or(AppError::Unauthorized("missing bearer token"))?;
-        state.tokens.verify(token)
-    }
-}
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        Session::from_request_parts(parts, state)
-            .await
-            .map(|s| AuthUser(s.user))
-    }
-}

@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::AuthUser;
 use super::{AppState, ClientIp, Json};
-use crate::auth::{hash_password, verify_password, AuthUser, Session};
+use crate::auth::{hash_password, verify_password, Session};
 use crate::db::users;
 use crate::db::Op;
 use crate::error::{AppError, AppResult};

@@ -8,9 +8,9 @@ use sqlx::Acquire;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::auth::AuthUser;
 use super::extract::{Path, Query};
 use super::{AppState, Json};
-use crate::auth::AuthUser;
 use crate::db::chats;
 use crate::db::messages::{self, NewMessage};
 use crate::db::Op;

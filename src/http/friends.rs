@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Acquire;
 
+use super::auth::AuthUser;
 use super::extract::Path;
 use super::{AppState, Json};
-use crate::auth::AuthUser;
 use crate::db::friends::{self, Response};
 use crate::db::Op;
 use crate::db::{blocks, users};

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::Acquire;
 
+use super::auth::AuthUser;
 use super::chats::announce;
 use super::extract::Path;
 use super::{AppState, Json};
-use crate::auth::AuthUser;
 use crate::db::{chats, members, Op};
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, UserId};

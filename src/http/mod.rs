@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, the router, and one file per resource.
 
 mod accounts;
+mod auth;
 mod chats;
 mod client_ip;
 mod extract;

@@ -6,9 +6,9 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::auth::bearer_token;
 use super::extract::Query;
 use super::{AppState, ClientIp};
-use crate::auth::bearer_token;
 use crate::error::{AppError, AppResult};
 use crate::hub::handshake::Handshake;
 use crate::hub::refused;
