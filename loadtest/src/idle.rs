@@ -7,8 +7,8 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::cli::Args;
+use crate::client::connect;
 use crate::report::Idle;
-use crate::run::connect;
 use crate::setup::Layout;
 
 /// Opens `connections` sockets (spread over the accounts), keeps them open and reading for the

@@ -3,6 +3,7 @@
 //! reordered, 2 when the run could not be made.
 
 mod cli;
+mod client;
 mod figures;
 mod idle;
 mod report;

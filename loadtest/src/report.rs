@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Args;
+use crate::client::Live;
 use crate::figures::{Figures, Percentiles};
-use crate::run::Live;
 use crate::verify::Problem;
 
 /// Shows acked messages, the rate and the live p99 ack latency while the load runs.

@@ -19,7 +19,7 @@ use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::cli::Args;
-use crate::run::{codec, connect, intended, ConnResult, Live};
+use crate::client::{codec, connect, intended, ConnResult, Live};
 use crate::schedule::{body, Schedule};
 
 struct Client {

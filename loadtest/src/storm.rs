@@ -21,8 +21,8 @@ use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::cli::Args;
+use crate::client::{codec, connect};
 use crate::figures::{histogram, Percentiles};
-use crate::run::{codec, connect};
 use crate::setup::{Api, Layout};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
