@@ -5,6 +5,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::protocol::ErrorCode;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]
@@ -24,7 +26,7 @@ pub enum AppError {
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// Over a rate limit; the client may try again after the duration.
     #[error("too many requests; slow down")]
     RateLimited(std::time::Duration),
@@ -43,7 +45,7 @@ pub enum AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict {
             code,
             message: message.into(),
@@ -70,23 +72,23 @@ impl AppError {
     }
 
     /// The machine-readable code clients branch on; also used in WebSocket `error` frames.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::InvalidInput(_) => "invalid_input",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::Forbidden(_) => "forbidden",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict { code, .. } => code,
-            Self::RateLimited(_) => "rate_limited",
-            Self::TooManyConnections(_) => "too_many_connections",
-            Self::Overloaded => "overloaded",
-            Self::Unavailable => "unavailable",
-            Self::Timeout => "timeout",
-            Self::Internal(_) => "internal",
+            Self::InvalidJson(_) => ErrorCode::InvalidJson,
+            Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Conflict { code, .. } => *code,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::TooManyConnections(_) => ErrorCode::TooManyConnections,
+            Self::Overloaded => ErrorCode::Overloaded,
+            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Timeout => ErrorCode::Timeout,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }

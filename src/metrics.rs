@@ -109,8 +109,8 @@ fn register_at_zero() {
     for code in ["overloaded", "persist_failed"] {
         metrics::counter!(PERSIST_FAILURES, "code" => code).increment(0);
     }
-    for code in ERROR_FRAME_CODES {
-        metrics::counter!(WS_ERROR_FRAMES, "code" => *code).increment(0);
+    for code in crate::protocol::ErrorCode::ALL {
+        metrics::counter!(WS_ERROR_FRAMES, "code" => code.as_str()).increment(0);
     }
     for kind in ["send", "sync", "read", "typing"] {
         metrics::counter!(WS_RATE_LIMITED, "kind" => kind).increment(0);
@@ -119,20 +119,6 @@ fn register_at_zero() {
         metrics::counter!(WS_REFUSED, "reason" => reason).increment(0);
     }
 }
-
-/// Codes an `error` frame carries.
-const ERROR_FRAME_CODES: &[&str] = &[
-    "bad_frame",
-    "invalid_input",
-    "not_found",
-    "forbidden",
-    "rate_limited",
-    "overloaded",
-    "persist_failed",
-    "client_msg_id_reused",
-    "unavailable",
-    "internal",
-];
 
 fn describe() {
     describe_gauge!(

@@ -89,7 +89,7 @@ impl Client {
                         self.live.outstanding.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
-                *self.r.errors.entry(code).or_default() += 1;
+                *self.r.errors.entry(code.to_string()).or_default() += 1;
             }
             _ => {}
         }

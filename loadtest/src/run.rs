@@ -231,7 +231,7 @@ async fn connection(
                 if reference.is_some() {
                     live.outstanding.fetch_sub(1, Ordering::Relaxed);
                 }
-                *r.errors.entry(code).or_default() += 1;
+                *r.errors.entry(code.to_string()).or_default() += 1;
             }
             Ok(_) => {}
             Err(_) => *r.errors.entry("undecodable".into()).or_default() += 1,

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use super::users::User;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{RequestId, UserId};
+use crate::protocol::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "friend_request_status", rename_all = "lowercase")]
@@ -99,7 +100,7 @@ pub async fn send_request(
     }
     if are_friends(conn, from, to).await? {
         return Err(AppError::conflict(
-            "already_friends",
+            ErrorCode::AlreadyFriends,
             "you are already friends",
         ));
     }
@@ -113,7 +114,7 @@ pub async fn send_request(
     .map_err(|err| {
         if is_unique_violation(&err, "friend_requests_one_pending_per_pair") {
             AppError::conflict(
-                "request_pending",
+                ErrorCode::RequestPending,
                 "a friend request between you is already pending",
             )
         } else {
@@ -174,7 +175,7 @@ pub async fn respond(
     }
     if status != RequestStatus::Pending {
         return Err(AppError::conflict(
-            "request_not_pending",
+            ErrorCode::RequestNotPending,
             "the request is no longer pending",
         ));
     }

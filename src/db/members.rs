@@ -9,6 +9,7 @@ use super::chats::ChatKind;
 use super::{blocks, friends};
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, UserId};
+use crate::protocol::ErrorCode;
 
 /// Locks `chat` for a membership change, checking that `user` is a member of this group chat.
 /// Returns the chat's creator. Run it in a transaction.
@@ -25,7 +26,7 @@ async fn lock_group(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppR
     match row {
         Some((ChatKind::Group, creator, true)) => Ok(creator),
         Some((ChatKind::Direct, _, true)) => Err(AppError::conflict(
-            "not_a_group",
+            ErrorCode::NotAGroup,
             "a direct chat has no membership to change",
         )),
         _ => Err(AppError::NotFound),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
+use crate::protocol::ErrorCode;
 
 /// A message as the HTTP API and the WebSocket frames carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -82,7 +83,7 @@ pub fn refusal(err: sqlx::Error) -> AppError {
 
 fn reused() -> AppError {
     AppError::conflict(
-        "client_msg_id_reused",
+        ErrorCode::ClientMsgIdReused,
         "client_msg_id was already used for a message in another chat",
     )
 }

@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::UserId;
+use crate::protocol::ErrorCode;
 
 /// An account as every client sees it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -35,7 +36,7 @@ pub async fn create(
     .await
     .map_err(|err| {
         if is_unique_violation(&err, "users_username_key") {
-            AppError::conflict("username_taken", "that username is taken")
+            AppError::conflict(ErrorCode::UsernameTaken, "that username is taken")
         } else {
             err.into()
         }

@@ -18,7 +18,7 @@ use crate::db::{Db, Op};
 use crate::error::{is_input_error, AppError};
 use crate::ids::UserId;
 use crate::metrics::{self as m, HubMetrics};
-use crate::protocol::{Encoded, ServerFrame};
+use crate::protocol::{Encoded, ErrorCode, ServerFrame};
 
 /// Where the answer to a send goes.
 pub enum ReplyTo {
@@ -286,10 +286,10 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
 /// `persist_failed` otherwise. Either way the client may send it again.
 fn fail(registry: &Registry, reply: ReplyTo, message: &NewMessage, err: &AppError) {
     let code = match err {
-        AppError::Overloaded => "overloaded",
-        _ => "persist_failed",
+        AppError::Overloaded => ErrorCode::Overloaded,
+        _ => ErrorCode::PersistFailed,
     };
-    metrics::counter!(m::PERSIST_FAILURES, "code" => code).increment(1);
+    metrics::counter!(m::PERSIST_FAILURES, "code" => code.as_str()).increment(1);
     match reply {
         ReplyTo::Http(tx) => {
             let _ = tx.send(Err(match err {

@@ -2,6 +2,7 @@
 //! Written once and shared by the hub, the tests and the load harness.
 
 mod codec;
+mod error_code;
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use codec::{Codec, DecodeError, Encoded};
+pub use error_code::ErrorCode;
 
 use crate::db::chats::Chat;
 use crate::db::friends::FriendRequest;
@@ -125,7 +127,7 @@ pub enum ServerFrame {
         nonce: Value,
     },
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
         #[serde(rename = "ref")]
         reference: Option<Uuid>,
@@ -149,9 +151,9 @@ impl ServerFrame {
         }
     }
 
-    pub fn error(code: &str, message: impl Into<String>, reference: Option<Uuid>) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Uuid>) -> Self {
         Self::Error {
-            code: code.to_owned(),
+            code,
             message: message.into(),
             reference,
         }

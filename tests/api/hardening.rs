@@ -32,7 +32,7 @@ async fn answers(
                 code,
                 reference: Some(id),
                 ..
-            } => got.insert(id, Err(code)),
+            } => got.insert(id, Err(code.to_string())),
             ServerFrame::Message { .. } => None,
             other => panic!("unexpected {other:?}"),
         };

@@ -144,7 +144,7 @@ async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_a
     for _ in 0..30 {
         let code = match a.next().await {
             ServerFrame::Ack { .. } => "ack".to_owned(),
-            ServerFrame::Error { code, .. } => code,
+            ServerFrame::Error { code, .. } => code.to_string(),
             other => panic!("{other:?}"),
         };
         *codes.entry(code).or_default() += 1;

@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::hub::persist::{ReplyTo, SendRequest};
 use crate::ids::ChatId;
 use crate::metrics as m;
-use crate::protocol::{ClientFrame, ServerFrame};
+use crate::protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 /// Most chats one `resume` may name.
 pub const RESUME_MAX_CHATS: usize = 1000;
@@ -77,8 +77,9 @@ impl Connection {
     }
 
     fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
-        let refuse =
-            |code: &str, text: String| Some(ServerFrame::error(code, text, Some(client_msg_id)));
+        let refuse = |code: ErrorCode, text: String| {
+            Some(ServerFrame::error(code, text, Some(client_msg_id)))
+        };
         if let Err(e) = self.budget("send") {
             return refuse(e.code(), "too many sends; slow down".into());
         }
@@ -102,10 +103,8 @@ impl Connection {
             },
         };
         if self.hub.persister.submit(request).is_err() {
-            return refuse(
-                "overloaded",
-                "the server is overloaded; retry shortly".into(),
-            );
+            let e = AppError::Overloaded;
+            return refuse(e.code(), e.to_string());
         }
         self.in_flight += 1;
         None

@@ -27,7 +27,7 @@ use super::Hub;
 use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics::{self as m, reason};
-use crate::protocol::{close, ClientFrame, Codec, ServerFrame};
+use crate::protocol::{close, ClientFrame, Codec, ErrorCode, ServerFrame};
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -239,8 +239,11 @@ impl Connection {
                 let reference = Codec::decode::<serde_json::Value>(&msg)
                     .ok()
                     .and_then(|v| v.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok());
-                let frame =
-                    ServerFrame::error("bad_frame", format!("unreadable frame: {e}"), reference);
+                let frame = ServerFrame::error(
+                    ErrorCode::BadFrame,
+                    format!("unreadable frame: {e}"),
+                    reference,
+                );
                 return self.reply(frame).await;
             }
         };

@@ -94,7 +94,8 @@ impl Connection {
     pub(super) fn count_out(&self, frame: &ServerFrame) {
         self.hub.metrics.frame_out(frame.kind());
         if let ServerFrame::Error { code, .. } = frame {
-            metrics::counter!(crate::metrics::WS_ERROR_FRAMES, "code" => code.clone()).increment(1);
+            metrics::counter!(crate::metrics::WS_ERROR_FRAMES, "code" => code.as_str())
+                .increment(1);
         }
     }
 
