@@ -3,46 +3,35 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use super::friends;
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+pub use crate::protocol::wire::{Chat, ChatKind, Member};
+
+/// `conversation_kind` as PostgreSQL stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "conversation_kind", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum ChatKind {
+pub enum Kind {
     Direct,
     Group,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Member {
-    pub id: UserId,
-    pub username: String,
-    pub display_name: String,
-    pub last_read_seq: i64,
-}
-
-/// A chat as one member sees it: `last_read_seq` and `unread` are that member's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chat {
-    pub id: ChatId,
-    pub kind: ChatKind,
-    pub title: Option<String>,
-    pub members: Vec<Member>,
-    pub last_seq: i64,
-    pub last_read_seq: i64,
-    pub unread: i64,
-    pub created_at: DateTime<Utc>,
+impl From<Kind> for ChatKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Direct => ChatKind::Direct,
+            Kind::Group => ChatKind::Group,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
 struct ChatRow {
     id: ChatId,
-    kind: ChatKind,
+    kind: Kind,
     title: Option<String>,
     last_seq: i64,
     last_read_seq: i64,
@@ -122,7 +111,7 @@ async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> Ap
             members: by_chat.remove(&r.id).unwrap_or_default(),
             unread: r.last_seq - r.last_read_seq,
             id: r.id,
-            kind: r.kind,
+            kind: r.kind.into(),
             title: r.title,
             last_seq: r.last_seq,
             last_read_seq: r.last_read_seq,

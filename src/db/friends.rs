@@ -1,7 +1,6 @@
 //! Friend requests and friendships. A friendship is stored once, smaller user id first.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use super::users::User;
@@ -9,26 +8,49 @@ use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{RequestId, UserId};
 use crate::protocol::ErrorCode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+pub use crate::protocol::wire::{FriendRequest, RequestStatus};
+
+/// `friend_request_status` as PostgreSQL stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "friend_request_status", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum RequestStatus {
+enum Status {
     Pending,
     Accepted,
     Declined,
     Cancelled,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct FriendRequest {
-    pub id: RequestId,
-    pub from_user_id: UserId,
-    pub from_username: String,
-    pub to_user_id: UserId,
-    pub to_username: String,
-    pub status: RequestStatus,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+/// A friend request row, as the queries read it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: RequestId,
+    from_user_id: UserId,
+    from_username: String,
+    to_user_id: UserId,
+    to_username: String,
+    status: Status,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Row> for FriendRequest {
+    fn from(r: Row) -> Self {
+        FriendRequest {
+            id: r.id,
+            from_user_id: r.from_user_id,
+            from_username: r.from_username,
+            to_user_id: r.to_user_id,
+            to_username: r.to_username,
+            status: match r.status {
+                Status::Pending => RequestStatus::Pending,
+                Status::Accepted => RequestStatus::Accepted,
+                Status::Declined => RequestStatus::Declined,
+                Status::Cancelled => RequestStatus::Cancelled,
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 /// What the recipient or the sender does with a pending request.
@@ -79,10 +101,11 @@ pub async fn count_friends_among(
 }
 
 async fn request_by_id(conn: &mut PgConnection, id: RequestId) -> AppResult<FriendRequest> {
-    Ok(sqlx::query_as(&format!("{REQUEST_SELECT} WHERE r.id = $1"))
+    let row: Row = sqlx::query_as(&format!("{REQUEST_SELECT} WHERE r.id = $1"))
         .bind(id)
         .fetch_one(conn)
-        .await?)
+        .await?;
+    Ok(row.into())
 }
 
 pub async fn send_request(
@@ -129,19 +152,20 @@ pub async fn pending(
     conn: &mut PgConnection,
     user: UserId,
 ) -> AppResult<(Vec<FriendRequest>, Vec<FriendRequest>)> {
-    let incoming = sqlx::query_as(&format!(
+    let incoming: Vec<Row> = sqlx::query_as(&format!(
         "{REQUEST_SELECT} WHERE r.to_user_id = $1 AND r.status = 'pending' ORDER BY r.id"
     ))
     .bind(user)
     .fetch_all(&mut *conn)
     .await?;
-    let outgoing = sqlx::query_as(&format!(
+    let outgoing: Vec<Row> = sqlx::query_as(&format!(
         "{REQUEST_SELECT} WHERE r.from_user_id = $1 AND r.status = 'pending' ORDER BY r.id"
     ))
     .bind(user)
     .fetch_all(conn)
     .await?;
-    Ok((incoming, outgoing))
+    let wire = |rows: Vec<Row>| rows.into_iter().map(FriendRequest::from).collect();
+    Ok((wire(incoming), wire(outgoing)))
 }
 
 /// Accepts, declines or cancels a pending request. Only the recipient accepts or declines and
@@ -153,7 +177,7 @@ pub async fn respond(
     id: RequestId,
     response: Response,
 ) -> AppResult<FriendRequest> {
-    let row: Option<(UserId, UserId, RequestStatus)> = sqlx::query_as(
+    let row: Option<(UserId, UserId, Status)> = sqlx::query_as(
         "SELECT from_user_id, to_user_id, status FROM friend_requests WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
@@ -173,16 +197,16 @@ pub async fn respond(
             AppError::NotFound
         });
     }
-    if status != RequestStatus::Pending {
+    if status != Status::Pending {
         return Err(AppError::conflict(
             ErrorCode::RequestNotPending,
             "the request is no longer pending",
         ));
     }
     let new_status = match response {
-        Response::Accept => RequestStatus::Accepted,
-        Response::Decline => RequestStatus::Declined,
-        Response::Cancel => RequestStatus::Cancelled,
+        Response::Accept => Status::Accepted,
+        Response::Decline => Status::Declined,
+        Response::Cancel => Status::Cancelled,
     };
     sqlx::query("UPDATE friend_requests SET status = $2, updated_at = now() WHERE id = $1")
         .bind(id)

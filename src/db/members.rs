@@ -5,7 +5,7 @@
 
 use sqlx::PgConnection;
 
-use super::chats::ChatKind;
+use super::chats::Kind;
 use super::{blocks, friends};
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, UserId};
@@ -14,7 +14,7 @@ use crate::protocol::ErrorCode;
 /// Locks `chat` for a membership change, checking that `user` is a member of this group chat.
 /// Returns the chat's creator. Run it in a transaction.
 async fn lock_group(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<UserId> {
-    let row: Option<(ChatKind, UserId, bool)> = sqlx::query_as(
+    let row: Option<(Kind, UserId, bool)> = sqlx::query_as(
         "SELECT c.kind, c.created_by, EXISTS (SELECT 1 FROM conversation_members m \
              WHERE m.conversation_id = c.id AND m.user_id = $2) \
          FROM conversations c WHERE c.id = $1 FOR NO KEY UPDATE",
@@ -24,8 +24,8 @@ async fn lock_group(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppR
     .fetch_optional(&mut *conn)
     .await?;
     match row {
-        Some((ChatKind::Group, creator, true)) => Ok(creator),
-        Some((ChatKind::Direct, _, true)) => Err(AppError::conflict(
+        Some((Kind::Group, creator, true)) => Ok(creator),
+        Some((Kind::Direct, _, true)) => Err(AppError::conflict(
             ErrorCode::NotAGroup,
             "a direct chat has no membership to change",
         )),

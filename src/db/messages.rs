@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
@@ -13,16 +12,32 @@ use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
 use crate::protocol::ErrorCode;
 
-/// A message as the HTTP API and the WebSocket frames carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Message {
-    pub id: MessageId,
-    pub chat_id: ChatId,
-    pub seq: i64,
-    pub sender_id: UserId,
-    pub client_msg_id: Uuid,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
+pub use crate::protocol::Message;
+
+/// A `messages` row, as the queries read it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: MessageId,
+    chat_id: ChatId,
+    seq: i64,
+    sender_id: UserId,
+    client_msg_id: Uuid,
+    body: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Row> for Message {
+    fn from(r: Row) -> Self {
+        Message {
+            id: r.id,
+            chat_id: r.chat_id,
+            seq: r.seq,
+            sender_id: r.sender_id,
+            client_msg_id: r.client_msg_id,
+            body: r.body,
+            created_at: r.created_at,
+        }
+    }
 }
 
 const MESSAGE_COLUMNS: &str =
@@ -121,7 +136,7 @@ pub async fn store_batch(
 
     let senders: Vec<i64> = batch.iter().map(|m| m.sender.0).collect();
     let client_ids: Vec<Uuid> = batch.iter().map(|m| m.client_msg_id).collect();
-    let earlier: Vec<Message> = sqlx::query_as(&format!(
+    let earlier: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m \
          JOIN unnest($1::bigint[], $2::uuid[]) AS k(sender, cmid) \
          ON m.sender_id = k.sender AND m.client_msg_id = k.cmid"
@@ -132,7 +147,7 @@ pub async fn store_batch(
     .await?;
     let mut stored: HashMap<(UserId, Uuid), Message> = earlier
         .into_iter()
-        .map(|m| ((m.sender_id, m.client_msg_id), m))
+        .map(|r| ((r.sender_id, r.client_msg_id), Message::from(r)))
         .collect();
 
     // Decide each send; `fresh` holds the indexes that get a new row. A repeat of a send within
@@ -191,7 +206,7 @@ pub async fn store_batch(
             seqs.push(*seq);
             *seq += 1;
         }
-        let inserted: Vec<Message> = sqlx::query_as(&format!(
+        let inserted: Vec<Row> = sqlx::query_as(&format!(
             "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body) \
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[]) \
              RETURNING {MESSAGE_COLUMNS}"
@@ -203,7 +218,7 @@ pub async fn store_batch(
         .bind(fresh.iter().map(|&i| batch[i].body.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
-        for m in inserted {
+        for m in inserted.into_iter().map(Message::from) {
             let i = first_try[&(m.sender_id, m.client_msg_id)];
             stored.insert((m.sender_id, m.client_msg_id), m.clone());
             outcomes[i] = Some(Outcome::New(m));
@@ -233,7 +248,7 @@ pub async fn page(
     limit: i64,
 ) -> AppResult<Vec<Message>> {
     let newest_first = before_seq.is_some() && after_seq.is_none();
-    let mut messages: Vec<Message> = sqlx::query_as(&format!(
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
          AND seq > $2 AND seq < $3 ORDER BY seq {} LIMIT $4",
         if newest_first { "DESC" } else { "ASC" }
@@ -244,6 +259,7 @@ pub async fn page(
     .bind(limit)
     .fetch_all(conn)
     .await?;
+    let mut messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
     if newest_first {
         messages.reverse();
     }

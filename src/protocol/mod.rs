@@ -3,6 +3,7 @@
 
 mod codec;
 mod error_code;
+pub mod wire;
 
 use std::collections::BTreeMap;
 
@@ -13,10 +14,8 @@ use uuid::Uuid;
 pub use codec::{Codec, DecodeError, Encoded};
 pub use error_code::ErrorCode;
 
-use crate::db::chats::Chat;
-use crate::db::friends::FriendRequest;
-use crate::db::messages::Message;
 use crate::ids::{ChatId, UserId};
+pub use wire::{Chat, FriendRequest, Message};
 
 /// A frame a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
