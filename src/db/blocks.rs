@@ -52,7 +52,11 @@ pub async fn unblock(conn: &mut PgConnection, blocker: UserId, blocked: UserId) 
 }
 
 /// True when `user` blocked any of `others` or any of them blocked `user`.
-pub async fn any_between(conn: &mut PgConnection, user: UserId, others: &[i64]) -> AppResult<bool> {
+pub async fn any_between(
+    conn: &mut PgConnection,
+    user: UserId,
+    others: &[UserId],
+) -> AppResult<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = ANY($2)) \
          OR (blocked_id = $1 AND blocker_id = ANY($2)))",

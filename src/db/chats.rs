@@ -78,7 +78,7 @@ async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> Ap
     .bind(only)
     .fetch_all(&mut *conn)
     .await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id.0).collect();
+    let ids: Vec<ChatId> = rows.iter().map(|r| r.id).collect();
     let members: Vec<(ChatId, Member)> =
         sqlx::query_as::<_, (ChatId, UserId, String, String, i64)>(
             "SELECT m.conversation_id, u.id, u.username, u.display_name, m.last_read_seq \
@@ -164,7 +164,7 @@ pub async fn get_or_create_direct(
     .await?;
     let id = match created {
         Some(id) => {
-            add_members(conn, id, &[low.0, high.0]).await?;
+            add_members(conn, id, &[low, high]).await?;
             id
         }
         None => {
@@ -188,11 +188,7 @@ pub async fn create_group(
     title: &str,
     members: &[UserId],
 ) -> AppResult<Chat> {
-    let mut others: Vec<i64> = members
-        .iter()
-        .map(|m| m.0)
-        .filter(|&m| m != creator.0)
-        .collect();
+    let mut others: Vec<UserId> = members.iter().copied().filter(|&m| m != creator).collect();
     others.sort_unstable();
     others.dedup();
     if friends::count_friends_among(conn, creator, &others).await? != others.len() as i64 {
@@ -207,12 +203,12 @@ pub async fn create_group(
     .bind(creator)
     .fetch_one(&mut *conn)
     .await?;
-    others.push(creator.0);
+    others.push(creator);
     add_members(conn, id, &others).await?;
     get(conn, creator, id).await
 }
 
-async fn add_members(conn: &mut PgConnection, chat: ChatId, users: &[i64]) -> AppResult<()> {
+async fn add_members(conn: &mut PgConnection, chat: ChatId, users: &[UserId]) -> AppResult<()> {
     sqlx::query(
         "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])",
     )

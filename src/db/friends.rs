@@ -88,7 +88,7 @@ pub async fn are_friends(conn: &mut PgConnection, a: UserId, b: UserId) -> AppRe
 pub async fn count_friends_among(
     conn: &mut PgConnection,
     user: UserId,
-    others: &[i64],
+    others: &[UserId],
 ) -> AppResult<i64> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM friendships \
@@ -116,7 +116,7 @@ pub async fn send_request(
     if from == to {
         return Err(AppError::invalid("username: you cannot befriend yourself"));
     }
-    if super::blocks::any_between(conn, from, &[to.0]).await? {
+    if super::blocks::any_between(conn, from, &[to]).await? {
         return Err(AppError::Forbidden(
             "you cannot send a friend request to this user".into(),
         ));

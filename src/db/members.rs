@@ -77,7 +77,7 @@ pub async fn add(
     users: &[UserId],
 ) -> AppResult<Vec<UserId>> {
     lock_group(conn, chat, by).await?;
-    let mut ids: Vec<i64> = users.iter().map(|u| u.0).filter(|&u| u != by.0).collect();
+    let mut ids: Vec<UserId> = users.iter().copied().filter(|&u| u != by).collect();
     ids.sort_unstable();
     ids.dedup();
     if friends::count_friends_among(conn, by, &ids).await? != ids.len() as i64 {

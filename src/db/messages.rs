@@ -111,7 +111,7 @@ pub async fn store_batch(
     batch: &[NewMessage],
 ) -> Result<Committed, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    let chat_ids: Vec<i64> = batch.iter().map(|m| m.chat.0).collect();
+    let chat_ids: Vec<ChatId> = batch.iter().map(|m| m.chat).collect();
     // The chat rows are locked first, as membership changes lock them: the members read next
     // are those after any change committed before this batch, so nobody removed hears of it.
     let blocked: HashSet<ChatId> = sqlx::query_as::<_, (ChatId, bool)>(
@@ -134,7 +134,7 @@ pub async fn store_batch(
         members.entry(chat).or_default().push(user);
     }
 
-    let senders: Vec<i64> = batch.iter().map(|m| m.sender.0).collect();
+    let senders: Vec<UserId> = batch.iter().map(|m| m.sender).collect();
     let client_ids: Vec<Uuid> = batch.iter().map(|m| m.client_msg_id).collect();
     let earlier: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m \
@@ -181,9 +181,9 @@ pub async fn store_batch(
         for &i in &fresh {
             *counts.entry(batch[i].chat).or_default() += 1;
         }
-        let mut chats: Vec<(i64, i64)> = counts.iter().map(|(c, n)| (c.0, *n)).collect();
+        let mut chats: Vec<(ChatId, i64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
         chats.sort_unstable();
-        let (ids, ns): (Vec<i64>, Vec<i64>) = chats.into_iter().unzip();
+        let (ids, ns): (Vec<ChatId>, Vec<i64>) = chats.into_iter().unzip();
         let lasts: Vec<(ChatId, i64)> = sqlx::query_as(
             "UPDATE conversations c SET last_seq = c.last_seq + v.n \
              FROM unnest($1::bigint[], $2::bigint[]) AS v(id, n) WHERE c.id = v.id \
@@ -211,9 +211,9 @@ pub async fn store_batch(
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[]) \
              RETURNING {MESSAGE_COLUMNS}"
         ))
-        .bind(fresh.iter().map(|&i| batch[i].chat.0).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|&i| batch[i].chat).collect::<Vec<_>>())
         .bind(&seqs)
-        .bind(fresh.iter().map(|&i| batch[i].sender.0).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|&i| batch[i].sender).collect::<Vec<_>>())
         .bind(fresh.iter().map(|&i| batch[i].client_msg_id).collect::<Vec<_>>())
         .bind(fresh.iter().map(|&i| batch[i].body.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
