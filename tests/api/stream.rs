@@ -231,3 +231,76 @@ async fn a_client_close_is_answered_with_a_close_frame_before_the_connection_end
         }
     }
 }
+
+#[tokio::test]
+async fn a_reconnect_storm_far_behind_catches_up_exactly_while_sends_keep_being_acked() {
+    const USERS: usize = 20;
+    const SOCKETS_PER_USER: usize = 10;
+    const BEHIND: usize = 500;
+    let app = spawn_app_with(|s| {
+        s.user_rate = 0;
+        s.ws_max_per_ip = 1000;
+    })
+    .await;
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(app.signup(&format!("user{i}")).await);
+    }
+    // Four chats of five members; every message a chat gets while nobody reads is missed.
+    let mut chats = Vec::new();
+    for group in users.chunks(5) {
+        let others: Vec<&User> = group[1..].iter().collect();
+        chats.push((app.group(&group[0], &others).await, group.to_vec()));
+    }
+    for (chat, members) in &chats {
+        sender(&app, &members[0], vec![*chat], BEHIND)
+            .await
+            .await
+            .unwrap();
+    }
+    // Everyone reconnects at once from position 0 while the first member keeps sending.
+    let traffic: Vec<_> = {
+        let mut t = Vec::new();
+        for (chat, members) in &chats {
+            t.push(sender(&app, &members[0], vec![*chat], 50).await);
+        }
+        t
+    };
+    let mut readers = Vec::new();
+    for (chat, members) in &chats {
+        for user in members {
+            for _ in 0..SOCKETS_PER_USER {
+                let mut ws = app.ws(user).await;
+                let chat = *chat;
+                readers.push(tokio::spawn(async move {
+                    ws.send(&ClientFrame::Resume {
+                        positions: [(ChatId(chat), 0)].into(),
+                    })
+                    .await;
+                    let mut at = 0;
+                    // Own acks come as acks, and stand for their messages.
+                    while at < (BEHIND + 50) as i64 {
+                        match ws.next().await {
+                            ServerFrame::Message { message } => {
+                                assert_eq!(message.seq, at + 1, "gap or repeat");
+                                at = message.seq;
+                            }
+                            ServerFrame::Ack { message, .. } => {
+                                assert!(message.seq <= at + 1, "an ack past a gap");
+                                at = at.max(message.seq);
+                            }
+                            ServerFrame::Synced { .. } => {}
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    for t in traffic {
+        t.await.unwrap();
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+}
