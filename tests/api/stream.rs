@@ -304,3 +304,26 @@ async fn a_reconnect_storm_far_behind_catches_up_exactly_while_sends_keep_being_
         r.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::MaybeTlsStream;
+    let app = spawn_app_with(|_| {}).await;
+    let alice = app.signup("alice").await;
+    // Client frames are masked (key 0: the payload goes as it is). The first sets a reserved
+    // bit; the second is a text frame that is not UTF-8.
+    let frames: [(&[u8], u16); 2] = [
+        (&[0xC1, 0x80, 0, 0, 0, 0], 1002),
+        (&[0x81, 0x82, 0, 0, 0, 0, 0xFF, 0xFE], 1007),
+    ];
+    for (bytes, code) in frames {
+        let mut ws = app.ws(&alice).await;
+        let MaybeTlsStream::Plain(tcp) = ws.stream.get_mut() else {
+            panic!("a plain TCP stream")
+        };
+        tcp.write_all(bytes).await.unwrap();
+        let (close, _) = ws.until_closed(WAIT).await;
+        assert_eq!(close.map(|c| u16::from(c.code)), Some(code), "{bytes:x?}");
+    }
+}
