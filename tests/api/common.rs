@@ -40,6 +40,23 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// Sets whether the database accepts connections, and ends every backend connected to it:
+    /// to the server, the database went away (or came back, on a reconnect).
+    pub async fn accept_connections(&self, accept: bool) {
+        let admin = PgPool::connect(&admin_url()).await.unwrap();
+        let name = &self.name;
+        sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {accept}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+    }
+
     pub async fn pool(&self) -> PgPool {
         PgPool::connect(&self.url)
             .await

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
-use crate::common::{admin_url, TestApp, TestDb, User, SECRET};
+use crate::common::{TestApp, TestDb, User, SECRET};
 use crate::startup::serve_binary_at;
 
 const CLIENTS: usize = 16;
@@ -107,22 +107,6 @@ fn rand_ms(lo: u64, hi: u64) -> u64 {
     lo + (Uuid::new_v4().as_u128() % u128::from(hi - lo)) as u64
 }
 
-/// Sets whether the test database accepts connections, and ends every backend connected to it.
-async fn database(db: &TestDb, accept: bool) {
-    let admin = sqlx::PgPool::connect(&admin_url()).await.unwrap();
-    let name = &db.name;
-    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {accept}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(name)
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-}
-
 fn kill(child: &mut Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -178,15 +162,15 @@ async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_i
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    database(&app.db, true).await; // every backend terminated
+    app.db.accept_connections(true).await; // every backend terminated
     tokio::time::sleep(Duration::from_secs(3)).await;
     kill(&mut server);
     let (restarted, _) = serve_binary_at(&listen, &env).await;
     server = restarted;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    database(&app.db, false).await; // an outage: connections refused for two seconds
+    app.db.accept_connections(false).await; // an outage: connections refused for two seconds
     tokio::time::sleep(Duration::from_secs(2)).await;
-    database(&app.db, true).await;
+    app.db.accept_connections(true).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {

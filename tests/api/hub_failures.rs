@@ -16,19 +16,7 @@ async fn losing_the_database_yields_error_frames_and_no_acks_and_sends_work_agai
     let chat = app.group(&alice, &[&bob]).await;
     let mut a = app.ws(&alice).await;
     let mut b = app.ws(&bob).await;
-    let admin = sqlx::PgPool::connect(&crate::common::admin_url())
-        .await
-        .unwrap();
-    let name = &app.db.name;
-    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(name)
-        .execute(&admin)
-        .await
-        .unwrap();
+    app.db.accept_connections(false).await;
     let mut failed = Vec::new();
     for i in 0..3 {
         let (id, frame) = send(chat, &format!("lost {i}"));
@@ -44,10 +32,7 @@ async fn losing_the_database_yields_error_frames_and_no_acks_and_sends_work_agai
         failed.push(frame);
     }
     b.expect_silence(Duration::from_millis(300)).await;
-    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    app.db.accept_connections(true).await;
     // Retrying the same sends is safe and now succeeds.
     for frame in &failed {
         a.send(frame).await;
