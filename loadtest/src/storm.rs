@@ -94,14 +94,13 @@ pub async fn storm(args: &Args, layout: &Layout) -> anyhow::Result<Storm> {
         sends.clone(),
         stop_sending.clone(),
     ));
-    let start = Instant::now();
     let readers: Vec<_> = layout
         .accounts
         .iter()
         .zip(chats_of)
         .map(|(account, chats)| {
             let (args, token, stop) = (args.clone(), account.token.clone(), stop_reading.clone());
-            tokio::spawn(async move { read(&args, &token, chats, start, stop).await })
+            tokio::spawn(async move { read(&args, &token, chats, stop).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -202,7 +201,6 @@ async fn read(
     args: &Args,
     token: &str,
     chats: Vec<i64>,
-    start: Instant,
     stop: tokio_util::sync::CancellationToken,
 ) -> Option<Seen> {
     let ws = connect(args, token).await.ok()?;
@@ -220,7 +218,6 @@ async fn read(
         cursors: chats.iter().map(|&c| (c, 0)).collect(),
     };
     let mut synced = 0;
-    let _ = start;
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => break,
