@@ -48,6 +48,7 @@ pub const HTTP_REQUESTS: &str = "xfchat_http_requests_total";
 pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
 pub const HTTP_CONNECTIONS: &str = "xfchat_http_connections";
 pub const BUILD_INFO: &str = "xfchat_build_info";
+pub const LOG_LINES_DROPPED: &str = "xfchat_log_lines_dropped_total";
 
 /// Latency buckets for everything measured in seconds: 100 µs to 10 s, about three per decade.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -103,6 +104,7 @@ fn register_at_zero() {
     metrics::counter!(DB_PERMIT_TIMEOUTS).increment(0);
     metrics::counter!(PERSIST_RESTARTS).increment(0);
     metrics::counter!(WS_PANICS).increment(0);
+    metrics::counter!(LOG_LINES_DROPPED).increment(0);
     for kind in ["timeout", "connection", "query", "data"] {
         metrics::counter!(DB_ERRORS, "kind" => kind).increment(0);
     }
@@ -157,6 +159,10 @@ fn describe() {
     describe_counter!(
         DB_ERRORS,
         "Database errors by kind (connection, timeout, query)"
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because stderr was not read fast enough"
     );
     describe_counter!(PERSISTED, "Messages committed");
     describe_histogram!(COMMIT, Unit::Seconds, "Duration of one group commit");

@@ -1,10 +1,13 @@
 //! Faults under traffic: database backends terminated, the server killed and restarted on the
 //! same port, the database refusing connections for a while, client sockets dropped. Clients
 //! resume from their positions on every reconnect; once the traffic stops, every socket's sync
-//! is answered promptly and the connection gauge counts exactly the open sockets.
+//! is answered promptly and the connection gauge counts exactly the open sockets. The server's
+//! stderr is a pipe nobody reads throughout: log lines written from the runtime's threads once
+//! stopped the whole server when such a pipe filled, which is what left syncs unanswered for
+//! seconds after faults (whose warnings fill it fast).
 
 use std::collections::HashMap;
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::common::{TestApp, TestDb, User, SECRET};
-use crate::startup::serve_binary_at;
+use crate::startup::serve_binary_logging_to;
 
 const CLIENTS: usize = 16;
 
@@ -107,22 +110,34 @@ fn rand_ms(lo: u64, hi: u64) -> u64 {
     lo + (Uuid::new_v4().as_u128() % u128::from(hi - lo)) as u64
 }
 
-fn kill(child: &mut Child) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait();
+fn free_listen_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A server process, killed with SIGKILL when dropped (a failing test included).
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test]
 async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_is_answered_promptly(
 ) {
+    // A stalled server fails the test instead of hanging it.
+    tokio::time::timeout(Duration::from_secs(120), faults_then_quiet_syncs())
+        .await
+        .expect("the server stalled");
+}
+
+async fn faults_then_quiet_syncs() {
     let db = TestDb::create().await;
     let url = db.url.clone();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_listen_address();
     let env = [
         ("JWT_SECRET", SECRET),
         ("DATABASE_URL", url.as_str()),
@@ -130,7 +145,10 @@ async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_i
         ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
         ("XFCHAT_DB_PERMIT_TIMEOUT_MS", "500"),
     ];
-    let (mut server, base) = serve_binary_at(&listen, &env).await;
+    // Its stderr is a pipe nobody reads, as with a log shipper that has fallen behind.
+    let serve = || serve_binary_logging_to(&listen, &env, Stdio::piped());
+    let (server, base) = serve().await;
+    let server = Process(server);
     let app = TestApp {
         base: base.clone(),
         client: reqwest::Client::new(),
@@ -164,9 +182,9 @@ async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_i
     tokio::time::sleep(Duration::from_secs(3)).await;
     app.db.accept_connections(true).await; // every backend terminated
     tokio::time::sleep(Duration::from_secs(3)).await;
-    kill(&mut server);
-    let (restarted, _) = serve_binary_at(&listen, &env).await;
-    server = restarted;
+    drop(server);
+    let (restarted, _) = serve().await;
+    let _server = Process(restarted);
     tokio::time::sleep(Duration::from_secs(3)).await;
     app.db.accept_connections(false).await; // an outage: connections refused for two seconds
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -235,5 +253,71 @@ async fn after_backend_kills_a_server_restart_and_a_database_outage_every_sync_i
         Some(CLIENTS as f64),
         "the gauge counts the open sockets"
     );
-    kill(&mut server);
+}
+
+/// A server's stderr read by nobody: a pipe that fills, as with a stuck log shipper. Log lines
+/// were written from the runtime's threads, so the first full pipe stopped every one of them:
+/// requests, sockets and syncs alike waited until someone read the pipe again.
+#[tokio::test]
+async fn a_log_reader_that_stops_reading_neither_stalls_requests_nor_sockets() {
+    tokio::time::timeout(Duration::from_secs(120), unread_log())
+        .await
+        .expect("the server stalled");
+}
+
+async fn unread_log() {
+    let db = TestDb::create().await;
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("DATABASE_URL", db.url.as_str()),
+        ("RUST_LOG", "debug"),
+    ];
+    let (mut server, base) =
+        serve_binary_logging_to(&free_listen_address(), &env, Stdio::piped()).await;
+    let _unread = server.stderr.take();
+    let _server = Process(server);
+    let app = TestApp {
+        base,
+        client: reqwest::Client::new(),
+        server: None,
+        db,
+    };
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let chat = app.group(&alice, &[&bob]).await;
+    let mut ws = app.ws(&bob).await;
+
+    // Each request logs a line: far more than a pipe (64 KiB) and the log queue hold.
+    let client = reqwest::Client::new();
+    let url = format!("{}/readyz", app.base);
+    let answered = futures_util::stream::iter(0..6000)
+        .map(|_| {
+            let request = client.get(&url).timeout(Duration::from_secs(5)).send();
+            async move { matches!(request.await, Ok(r) if r.status() == 200) }
+        })
+        .buffer_unordered(16)
+        .take_while(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(
+        answered, 6000,
+        "every request answered while stderr is not read"
+    );
+
+    app.send(&alice, chat, Uuid::new_v4(), "still here").await;
+    match ws.next().await {
+        ServerFrame::Message { message } => assert_eq!(message.body, "still here"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The counter is sampled every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = app.get_raw("/metrics").await.text().await.unwrap();
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("xfchat_log_lines_dropped_total "))
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert!(
+        dropped.is_some_and(|d| d > 0.0),
+        "lines beyond the queue are dropped and counted: {dropped:?}"
+    );
 }

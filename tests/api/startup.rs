@@ -21,22 +21,27 @@ pub async fn serve_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process:
         .local_addr()
         .unwrap()
         .port();
-    serve_with(args, &format!("127.0.0.1:{port}"), env).await
+    serve_with(args, &format!("127.0.0.1:{port}"), env, Stdio::null()).await
 }
 
-/// `xfchat serve` on `listen`, ready.
-pub async fn serve_binary_at(listen: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
-    serve_with(&["serve"], listen, env).await
+/// `xfchat serve` on `listen`, ready, with its stderr going to `stderr`.
+pub async fn serve_binary_logging_to(
+    listen: &str,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (std::process::Child, String) {
+    serve_with(&["serve"], listen, env, stderr).await
 }
 
 async fn serve_with(
     args: &[&str],
     listen: &str,
     env: &[(&str, &str)],
+    stderr: Stdio,
 ) -> (std::process::Child, String) {
     let mut args = args.to_vec();
     args.extend(["--listen", listen]);
-    let mut child = xfchat(&args, env).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = xfchat(&args, env).stderr(stderr).spawn().unwrap();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
