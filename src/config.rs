@@ -41,6 +41,15 @@ pub enum Command {
     Doctor,
 }
 
+/// How nodes on one database hear of each other's messages and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BusKind {
+    /// PostgreSQL `LISTEN`/`NOTIFY` on the database the nodes share.
+    Postgres,
+    /// None: a single node, whose commits announce nothing.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -308,6 +317,19 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+    /// This node's name among the nodes on one database (letters, digits, `.`, `_`, `:`, `-`;
+    /// at most 64). Defaults to the host name and the listening port.
+    #[arg(long, env = "XFCHAT_NODE_ID", global = true)]
+    pub node_id: Option<String>,
+    /// How nodes on one database hear of each other: `postgres` (LISTEN/NOTIFY) or `off`.
+    #[arg(
+        long,
+        env = "XFCHAT_BUS",
+        value_enum,
+        default_value = "postgres",
+        global = true
+    )]
+    pub bus: BusKind,
 }
 
 /// A setting that is missing or invalid; its text names the setting and what is expected.
@@ -332,6 +354,8 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
+    pub node_id: Option<String>,
+    pub bus: BusKind,
     pub http: HttpConfig,
     pub throttle: ThrottleConfig,
     pub ws: WsConfig,
@@ -540,6 +564,15 @@ impl Settings {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let node_id = self.node_id.clone().filter(|n| !n.is_empty());
+        if let Some(n) = &node_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+            if n.len() > 64 || !n.chars().all(allowed) {
+                return Err(invalid(format!(
+                    "XFCHAT_NODE_ID must be at most 64 letters, digits, '.', '_', ':' or '-', got {n:?}"
+                )));
+            }
+        }
         Ok(Config {
             database,
             jwt_secret: Secret(jwt_secret.to_owned()),
@@ -554,6 +587,8 @@ impl Settings {
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            node_id,
+            bus: self.bus,
             http: HttpConfig {
                 max_connections: self.http_max_connections,
                 header_timeout: Duration::from_millis(self.http_header_timeout_ms),

@@ -3,6 +3,7 @@
 //! This file only names the pieces; [`server`] wires them together.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod db;
 pub mod doctor;

@@ -49,6 +49,11 @@ pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
 pub const HTTP_CONNECTIONS: &str = "xfchat_http_connections";
 pub const BUILD_INFO: &str = "xfchat_build_info";
 pub const LOG_LINES_DROPPED: &str = "xfchat_log_lines_dropped_total";
+pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
+pub const BUS_RECEIVED: &str = "xfchat_bus_notifications_received_total";
+pub const BUS_RECONNECTS: &str = "xfchat_bus_reconnects_total";
+pub const BUS_REPAIRED: &str = "xfchat_bus_repaired_messages_total";
+pub const BUS_UP: &str = "xfchat_bus_up";
 
 /// Latency buckets for everything measured in seconds: 100 µs to 10 s, about three per decade.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -78,7 +83,9 @@ pub mod reason {
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process) and returns the handle `/metrics` renders.
-pub fn install() -> PrometheusHandle {
+/// The node id is a label of `xfchat_build_info` only: Prometheus's `instance` label already
+/// tells nodes apart on every series, and joins with this one name them.
+pub fn install(node: &str) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
@@ -91,7 +98,7 @@ pub fn install() -> PrometheusHandle {
                 .expect("the only metrics recorder in this process");
             describe();
             register_at_zero();
-            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("XFCHAT_GIT_SHA"))
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("XFCHAT_GIT_SHA"), "node" => node.to_owned())
                 .set(1.0);
             handle
         })
@@ -105,6 +112,12 @@ fn register_at_zero() {
     metrics::counter!(PERSIST_RESTARTS).increment(0);
     metrics::counter!(WS_PANICS).increment(0);
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
+    metrics::counter!(BUS_DROPPED).increment(0);
+    metrics::counter!(BUS_RECONNECTS).increment(0);
+    metrics::counter!(BUS_REPAIRED).increment(0);
+    for channel in ["messages", "events"] {
+        metrics::counter!(BUS_RECEIVED, "channel" => channel).increment(0);
+    }
     for kind in ["timeout", "connection", "query", "data"] {
         metrics::counter!(DB_ERRORS, "kind" => kind).increment(0);
     }
@@ -163,6 +176,23 @@ fn describe() {
     describe_counter!(
         LOG_LINES_DROPPED,
         "Log lines dropped because stderr was not read fast enough"
+    );
+    describe_counter!(
+        BUS_DROPPED,
+        "Events for other nodes dropped (queue full or database unreachable)"
+    );
+    describe_counter!(
+        BUS_RECEIVED,
+        "Notifications from other nodes, by channel (messages, events)"
+    );
+    describe_counter!(BUS_RECONNECTS, "Times the bus listener reconnected");
+    describe_counter!(
+        BUS_REPAIRED,
+        "Messages found by a position check that no notification announced"
+    );
+    describe_gauge!(
+        BUS_UP,
+        "1 while the bus listener hears its own heartbeats, else 0"
     );
     describe_counter!(PERSISTED, "Messages committed");
     describe_histogram!(COMMIT, Unit::Seconds, "Duration of one group commit");

@@ -9,7 +9,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
-use crate::config::{Cli, Command, Config};
+use crate::bus::Publisher;
+use crate::config::{BusKind, Cli, Command, Config};
 use crate::db::{self, Db, Op};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
@@ -52,12 +53,32 @@ impl Server {
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let database = config.database_display();
-        let prometheus = crate::metrics::install();
         let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
         let throttles = Throttles::new(&config.throttle);
         // The one cancellation tree: the hub's token is a child of this one.
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(db.clone(), &config, throttles.clone(), &shutdown);
+        let node = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
+        let prometheus = crate::metrics::install(&node);
+        let publisher = (config.bus == BusKind::Postgres)
+            .then(|| Publisher::start(db.clone(), node.clone(), shutdown.clone()));
+        let hub = Hub::new(
+            db.clone(),
+            &config,
+            throttles.clone(),
+            publisher.clone(),
+            &shutdown,
+        );
+        if let Some(publisher) = publisher {
+            tokio::spawn(crate::bus::listener::run(
+                config.database.clone(),
+                hub.clone(),
+                publisher,
+                shutdown.clone(),
+            ));
+        }
         let tokens = Tokens::new(config.jwt_secret.expose(), config.token_ttl);
         // Revocations made before this server started apply from its first request.
         {
@@ -115,7 +136,7 @@ impl Server {
             pool.close().await;
             Ok(())
         });
-        tracing::info!(%addr, ?admin_addr, %database, "xfchat serving");
+        tracing::info!(%addr, ?admin_addr, %database, %node, "xfchat serving");
         Ok(Server {
             addr,
             admin_addr,
@@ -173,4 +194,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server.stop().await
         }
     }
+}
+
+/// The machine's name, for the default node id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }

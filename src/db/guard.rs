@@ -26,6 +26,7 @@ pub enum Op {
     Sync,
     Read,
     Typing,
+    Bus,
 }
 
 impl Op {
@@ -39,6 +40,7 @@ impl Op {
             Op::Sync => "sync",
             Op::Read => "read",
             Op::Typing => "typing",
+            Op::Bus => "bus",
         }
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
+use crate::bus;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
 use crate::protocol::ErrorCode;
@@ -104,11 +105,14 @@ fn reused() -> AppError {
 }
 
 /// Stores a batch of sends in one transaction: one statement to lock the batch's chats, one
-/// query for members, one for earlier tries, one to take each chat's seqs, one insert. Sends to
-/// one chat get seqs in batch order.
+/// query for members, one for earlier tries, one to take each chat's seqs, one insert, and,
+/// with `announce_as` (this node's id), one `NOTIFY` naming the seqs stored per chat, which
+/// PostgreSQL delivers to the other nodes only if the transaction commits. Sends to one chat get
+/// seqs in batch order.
 pub async fn store_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
+    announce_as: Option<&str>,
 ) -> Result<Committed, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let chat_ids: Vec<ChatId> = batch.iter().map(|m| m.chat).collect();
@@ -218,6 +222,14 @@ pub async fn store_batch(
         .bind(fresh.iter().map(|&i| batch[i].body.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
+        if let Some(node) = announce_as {
+            let payloads = bus::encode_ranges(node, &ranges(&inserted));
+            sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                .bind(bus::MESSAGES)
+                .bind(&payloads)
+                .execute(&mut *tx)
+                .await?;
+        }
         for m in inserted.into_iter().map(Message::from) {
             let i = first_try[&(m.sender_id, m.client_msg_id)];
             stored.insert((m.sender_id, m.client_msg_id), m.clone());
@@ -237,6 +249,80 @@ pub async fn store_batch(
         })
         .collect();
     Ok(Committed { outcomes, members })
+}
+
+/// The seqs stored per chat, from rows of several chats.
+fn ranges(rows: &[Row]) -> Vec<bus::Range> {
+    let mut by_chat: HashMap<ChatId, (i64, i64)> = HashMap::new();
+    for r in rows {
+        let range = by_chat.entry(r.chat_id).or_insert((r.seq, r.seq));
+        *range = (range.0.min(r.seq), range.1.max(r.seq));
+    }
+    by_chat
+        .into_iter()
+        .map(|(chat, (first, last))| bus::Range { chat, first, last })
+        .collect()
+}
+
+/// Stored messages in `ranges` (another node's commits), in seq order per chat, with each
+/// chat's members: one query.
+pub async fn committed(
+    conn: &mut PgConnection,
+    ranges: &[bus::Range],
+) -> AppResult<(Vec<Message>, HashMap<ChatId, Vec<UserId>>)> {
+    #[derive(sqlx::FromRow)]
+    struct WithMembers {
+        #[sqlx(flatten)]
+        row: Row,
+        members: Option<Vec<UserId>>,
+    }
+    let rows: Vec<WithMembers> = sqlx::query_as(
+        "SELECT m.id, m.conversation_id AS chat_id, m.seq, m.sender_id, m.client_msg_id, m.body, \
+         m.created_at, mem.ids AS members \
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(chat, lo, hi) \
+         CROSS JOIN LATERAL (SELECT array_agg(user_id) AS ids FROM conversation_members \
+                             WHERE conversation_id = r.chat) AS mem \
+         JOIN messages m ON m.conversation_id = r.chat AND m.seq BETWEEN r.lo AND r.hi \
+         ORDER BY m.conversation_id, m.seq",
+    )
+    .bind(ranges.iter().map(|r| r.chat).collect::<Vec<_>>())
+    .bind(ranges.iter().map(|r| r.first).collect::<Vec<_>>())
+    .bind(ranges.iter().map(|r| r.last).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    let mut members = HashMap::new();
+    let mut messages = Vec::with_capacity(rows.len());
+    for r in rows {
+        if let Some(ids) = r.members {
+            members.entry(r.row.chat_id).or_insert(ids);
+        }
+        messages.push(Message::from(r.row));
+    }
+    Ok((messages, members))
+}
+
+/// The last seq of each of `chats`.
+pub async fn tails(conn: &mut PgConnection, chats: &[ChatId]) -> AppResult<Vec<(ChatId, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT id, last_seq FROM conversations WHERE id = ANY($1)")
+            .bind(chats)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// The last seq of every chat that one of `users` is a member of.
+pub async fn tails_of_members(
+    conn: &mut PgConnection,
+    users: &[UserId],
+) -> AppResult<Vec<(ChatId, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT c.id, c.last_seq FROM conversation_members m \
+         JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ANY($1)",
+    )
+    .bind(users)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// A page of history in seq order: after `after_seq`, or the newest before `before_seq`.

@@ -7,6 +7,7 @@ mod connection;
 pub mod handshake;
 pub mod persist;
 mod registry;
+mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,11 @@ pub use connection::Socket;
 use persist::{Persisted, Persister, ReplyTo, SendRequest};
 pub use registry::ConnId;
 use registry::{Caps, ConnInbox, Kind, Outbound, Refused, Registry};
+use remote::Positions;
+pub use remote::{Scope, Suspects};
 
 use crate::auth::Session;
+use crate::bus::Publisher;
 use crate::config::{Config, Faults, WsConfig};
 use crate::db::messages::NewMessage;
 use crate::db::Db;
@@ -53,6 +57,10 @@ pub struct Hub {
     /// Database reads for syncs, gap repairs and catch-ups: half the pool guard's permits, so a
     /// reconnect storm leaves the other half to sends.
     catchups: Semaphore,
+    /// Per chat, the last seq delivered here, for the bus's position check.
+    positions: Arc<Positions>,
+    /// Events to other nodes; None without a bus.
+    bus: Option<Publisher>,
 }
 
 /// A socket the hub has room for, waiting for its upgrade to complete.
@@ -68,20 +76,23 @@ pub fn refused(reason: &'static str) {
 }
 
 impl Hub {
+    /// A hub; with `bus`, its commits are announced to the other nodes and so are its events.
     pub fn new(
         db: Db,
         config: &Config,
         throttles: Arc<Throttles>,
+        bus: Option<Publisher>,
         shutdown: &CancellationToken,
     ) -> Arc<Hub> {
         let registry = Arc::new(Registry::default());
         let metrics = HubMetrics::new();
+        let positions = Arc::new(Positions::default());
         let persister = Persister::start(
             db.clone(),
             registry.clone(),
-            config.ws.persist_workers,
-            config.ws.persist_batch,
-            config.ws.persist_queue,
+            positions.clone(),
+            bus.as_ref().map(|b| Arc::from(b.node())),
+            &config.ws,
             &metrics,
             &config.faults,
         );
@@ -97,6 +108,8 @@ impl Hub {
             shutdown: shutdown.child_token(),
             connections: TaskTracker::new(),
             catchups: Semaphore::new((config.db_permits as usize / 2).max(1)),
+            positions,
+            bus,
         })
     }
 
@@ -187,9 +200,12 @@ impl Hub {
         rx.await.map_err(|_| AppError::Unavailable)?
     }
 
-    /// Queues an event (typing, read marker, new chat, friend request) for every connection of
-    /// `users` but `except`.
+    /// Queues an event (typing, read marker, new chat, friend request, removal) for every
+    /// connection of `users` but `except`, on this node and the others.
     pub fn notify(&self, users: &[UserId], except: Option<ConnId>, frame: ServerFrame) {
+        if let Some(bus) = &self.bus {
+            bus.publish(users, &frame);
+        }
         let out = Outbound {
             kind: Kind::Event,
             frame: Arc::new(Encoded::new(frame)),

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::registry::{ConnId, Kind, Outbound, Registry};
-use crate::config::Faults;
+use super::remote::Positions;
+use crate::config::{Faults, WsConfig};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, Op};
 use crate::error::{is_input_error, AppError};
@@ -49,27 +50,40 @@ pub struct Persister {
     shards: Arc<[mpsc::Sender<SendRequest>]>,
 }
 
+/// What every persist worker shares.
+#[derive(Clone)]
+struct Shared {
+    db: Db,
+    registry: Arc<Registry>,
+    positions: Arc<Positions>,
+    /// This node's id, when commits are announced on the bus.
+    announce_as: Option<Arc<str>>,
+    metrics: HubMetrics,
+    faults: Faults,
+}
+
 impl Persister {
     pub fn start(
         db: Db,
         registry: Arc<Registry>,
-        workers: usize,
-        batch: usize,
-        queue: usize,
+        positions: Arc<Positions>,
+        announce_as: Option<Arc<str>>,
+        ws: &WsConfig,
         metrics: &HubMetrics,
         faults: &Faults,
     ) -> Self {
-        let shards = (0..workers)
+        let shared = Shared {
+            db,
+            registry,
+            positions,
+            announce_as,
+            metrics: metrics.clone(),
+            faults: faults.clone(),
+        };
+        let shards = (0..ws.persist_workers)
             .map(|_| {
-                let (tx, rx) = mpsc::channel(queue);
-                tokio::spawn(worker(
-                    rx,
-                    db.clone(),
-                    registry.clone(),
-                    batch,
-                    metrics.clone(),
-                    faults.clone(),
-                ));
+                let (tx, rx) = mpsc::channel(ws.persist_queue);
+                tokio::spawn(worker(rx, shared.clone(), ws.persist_batch));
                 tx
             })
             .collect();
@@ -85,29 +99,16 @@ impl Persister {
     }
 }
 
-async fn worker(
-    mut rx: mpsc::Receiver<SendRequest>,
-    db: Db,
-    registry: Arc<Registry>,
-    batch_size: usize,
-    metrics: HubMetrics,
-    faults: Faults,
-) {
+async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size: usize) {
+    let registry = &shared.registry;
     let mut waiting = Vec::with_capacity(batch_size);
     while rx.recv_many(&mut waiting, batch_size).await > 0 {
         let (batch, replies): (Vec<NewMessage>, Vec<ReplyTo>) =
             waiting.drain(..).map(|r| (r.message, r.reply)).unzip();
         let mut replies: Vec<Option<ReplyTo>> = replies.into_iter().map(Some).collect();
-        let handled = AssertUnwindSafe(handle_batch(
-            &db,
-            &registry,
-            &metrics,
-            &faults,
-            &batch,
-            &mut replies,
-        ))
-        .catch_unwind()
-        .await;
+        let handled = AssertUnwindSafe(handle_batch(&shared, &batch, &mut replies))
+            .catch_unwind()
+            .await;
         if handled.is_err() {
             // A bug, never client input: the worker carries on with the next batch, and the
             // sends of this one that were not answered yet are told to try again (a resend of
@@ -117,7 +118,7 @@ async fn worker(
             let err = AppError::Internal(anyhow::anyhow!("persist worker panicked"));
             for (message, reply) in batch.iter().zip(replies) {
                 if let Some(reply) = reply {
-                    fail(&registry, reply, message, &err);
+                    fail(registry, reply, message, &err);
                 }
             }
         }
@@ -125,26 +126,28 @@ async fn worker(
 }
 
 /// Commits one batch and answers each of its sends, taking its reply out of `replies`.
-async fn handle_batch(
-    db: &Db,
-    registry: &Registry,
-    metrics: &HubMetrics,
-    faults: &Faults,
-    batch: &[NewMessage],
-    replies: &mut [Option<ReplyTo>],
-) {
+async fn handle_batch(shared: &Shared, batch: &[NewMessage], replies: &mut [Option<ReplyTo>]) {
+    let Shared {
+        registry,
+        metrics,
+        faults,
+        positions,
+        ..
+    } = shared;
     metrics.batch_size.record(batch.len() as f64);
     if faults.panics_persist(batch) {
         panic!("fault injected into the persist worker");
     }
     let started = Instant::now();
-    let Committed { outcomes, members } = commit(db, batch).await;
+    let Committed { outcomes, members } =
+        commit(&shared.db, batch, shared.announce_as.as_deref()).await;
     metrics.commit.record(started.elapsed());
     for ((outcome, reply), sent) in outcomes.into_iter().zip(replies).zip(batch) {
         let Some(reply) = reply.take() else { continue };
         match &outcome {
             Outcome::New(message) => {
                 metrics.persisted.increment(1);
+                positions.saw(message.chat_id, message.seq);
                 let fanning = Instant::now();
                 let except = match &reply {
                     ReplyTo::Socket { conn, .. } => Some(*conn),
@@ -183,7 +186,7 @@ async fn handle_batch(
 /// is split in halves, each committed on its own, down to the one send at fault, which alone is
 /// refused. Halves are committed in order, so each chat's sends keep their order. A database
 /// failure (connection lost, timeout) fails only the sends not yet committed.
-async fn commit(db: &Db, batch: &[NewMessage]) -> Committed {
+async fn commit(db: &Db, batch: &[NewMessage], announce_as: Option<&str>) -> Committed {
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut members = HashMap::new();
     let mut failure = None;
@@ -195,7 +198,7 @@ async fn commit(db: &Db, batch: &[NewMessage]) -> Committed {
             pending.push(0..batch.len());
             let mut retried = false;
             while let Some(range) = pending.pop() {
-                match messages::store_batch(&mut conn, &batch[range.clone()]).await {
+                match messages::store_batch(&mut conn, &batch[range.clone()], announce_as).await {
                     Ok(done) => {
                         members.extend(done.members);
                         for (i, outcome) in range.zip(done.outcomes) {

@@ -226,6 +226,15 @@ impl Registry {
         self.open.load(Ordering::Relaxed)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_user.is_empty()
+    }
+
+    /// The users with a socket open here.
+    pub fn online_users(&self) -> Vec<UserId> {
+        self.by_user.iter().map(|e| *e.key()).collect()
+    }
+
     /// Queues `out` for every connection of every user in `users` but `except`; returns how
     /// many connections it was queued for.
     pub fn deliver(&self, users: &[UserId], except: Option<ConnId>, out: &Outbound) -> u64 {

@@ -7,7 +7,7 @@
 //! seconds after faults (whose warnings fill it fast).
 
 use std::collections::HashMap;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::common::{TestApp, TestDb, User, SECRET};
-use crate::startup::serve_binary_logging_to;
+use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 
 const CLIENTS: usize = 16;
 
@@ -108,21 +108,6 @@ async fn client(
 
 fn rand_ms(lo: u64, hi: u64) -> u64 {
     lo + (Uuid::new_v4().as_u128() % u128::from(hi - lo)) as u64
-}
-
-fn free_listen_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-/// A server process, killed with SIGKILL when dropped (a failing test included).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

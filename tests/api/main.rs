@@ -3,6 +3,7 @@
 mod abuse;
 mod accounts;
 mod chats;
+mod cluster;
 mod common;
 mod doctor;
 mod faults;

@@ -24,6 +24,22 @@ pub async fn serve_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process:
     serve_with(args, &format!("127.0.0.1:{port}"), env, Stdio::null()).await
 }
 
+/// An address on loopback with a port free right now.
+pub fn free_listen_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A server process, killed with SIGKILL when dropped (a failing test included).
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
 /// `xfchat serve` on `listen`, ready, with its stderr going to `stderr`.
 pub async fn serve_binary_logging_to(
     listen: &str,

@@ -29,7 +29,14 @@ impl TestApp {
     }
 
     pub async fn ws_with(&self, user: &User, codec: Codec) -> Ws {
-        let url = format!("{}/ws", self.base.replace("http://", "ws://"));
+        Ws::connect(&self.base, user, codec).await
+    }
+}
+
+impl Ws {
+    /// A socket of `user` to the server at `base`.
+    pub async fn connect(base: &str, user: &User, codec: Codec) -> Ws {
+        let url = format!("{}/ws", base.replace("http://", "ws://"));
         let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert(
             "authorization",
@@ -43,9 +50,7 @@ impl TestApp {
         assert_eq!(res.headers()["sec-websocket-protocol"], codec.protocol());
         Ws { stream, codec }
     }
-}
 
-impl Ws {
     pub async fn send(&mut self, frame: &ClientFrame) {
         self.stream
             .send(self.codec.encode(frame))

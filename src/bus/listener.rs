@@ -1,0 +1,163 @@
+//! Each node listens on one connection of its own, outside the pool guard. A reader task owns
+//! the `PgListener` and hands notifications over; the loop here delivers them, checks positions
+//! every few seconds, and sends a heartbeat it expects to hear back: a listener that hears no
+//! heartbeat (a dead or half-open connection) is dropped and opened again, and after every
+//! (re)start every chat with a member online here is checked against the database, because
+//! whatever was announced while nobody listened is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{decode_ranges, Event, Publisher, EVENTS, MESSAGES};
+use crate::hub::{Hub, Scope, Suspects};
+use crate::metrics as m;
+
+/// How often the position check runs and a heartbeat is sent.
+const TICK: Duration = Duration::from_secs(2);
+/// A listener that heard none of its heartbeats for this long is opened again.
+const DEAF_AFTER: Duration = Duration::from_secs(10);
+/// Notifications read ahead of delivery.
+const QUEUE: usize = 1024;
+
+/// Listens until `stop`, reconnecting as often as needed.
+pub async fn run(
+    options: PgConnectOptions,
+    hub: Arc<Hub>,
+    publisher: Publisher,
+    stop: CancellationToken,
+) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options);
+    let mut first = true;
+    while !stop.is_cancelled() {
+        match listen(&pool).await {
+            Ok(listener) => {
+                if !first {
+                    metrics::counter!(m::BUS_RECONNECTS).increment(1);
+                    tracing::info!("bus listener reconnected");
+                }
+                first = false;
+                serve(listener, &hub, &publisher, &stop).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "bus listener cannot connect; retrying"),
+        }
+        metrics::gauge!(m::BUS_UP).set(0.0);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    pool.close().await;
+}
+
+async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.ignore_pool_close_event(true);
+    listener.eager_reconnect(false);
+    listener.listen_all([MESSAGES, EVENTS]).await?;
+    Ok(listener)
+}
+
+/// Reads notifications until the connection is lost.
+async fn read(mut listener: PgListener, tx: mpsc::Sender<PgNotification>) {
+    while let Ok(Some(n)) = listener.try_recv().await {
+        if tx.send(n).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Delivers notifications and checks positions while the listener is heard.
+async fn serve(listener: PgListener, hub: &Hub, publisher: &Publisher, stop: &CancellationToken) {
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let reader = tokio::spawn(read(listener, tx));
+    let _abort = AbortOnDrop(reader);
+    let mut suspects = Suspects::default();
+    // Listening again: what was announced meanwhile is found in the database.
+    if let Err(e) = hub.check_positions(Scope::Online, &mut suspects).await {
+        tracing::warn!(error = %e, "position check after (re)connecting failed");
+        return;
+    }
+    let mut heard = Instant::now();
+    let mut tick = tokio::time::interval(TICK);
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = rx.recv_many(&mut batch, QUEUE) => {
+                if got == 0 {
+                    tracing::warn!("bus listener connection lost");
+                    return;
+                }
+                if deliver(hub, publisher.node(), &mut batch, &mut heard).await.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                if heard.elapsed() > DEAF_AFTER {
+                    tracing::warn!("bus listener heard no heartbeat; reconnecting");
+                    return;
+                }
+                metrics::gauge!(m::BUS_UP).set(1.0);
+                publisher.heartbeat();
+                if let Err(e) = hub.check_positions(Scope::Active, &mut suspects).await {
+                    tracing::warn!(error = %e, "position check failed");
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a batch of notifications: the message ranges of all of them with one read.
+/// Fails when the read fails, and the listener is restarted (then everything is checked).
+async fn deliver(
+    hub: &Hub,
+    node: &str,
+    batch: &mut Vec<PgNotification>,
+    heard: &mut Instant,
+) -> Result<(), ()> {
+    let mut ranges = Vec::new();
+    for n in batch.drain(..) {
+        if n.channel() == MESSAGES {
+            metrics::counter!(m::BUS_RECEIVED, "channel" => "messages").increment(1);
+            match decode_ranges(n.payload()) {
+                Some((from, rs)) if from != node => ranges.extend(rs),
+                Some(_) => {}
+                None => tracing::warn!("unreadable notification on {MESSAGES}"),
+            }
+            continue;
+        }
+        metrics::counter!(m::BUS_RECEIVED, "channel" => "events").increment(1);
+        match serde_json::from_str::<Event>(n.payload()) {
+            Ok(e) if e.node == node => *heard = Instant::now(),
+            Ok(Event {
+                users,
+                frame: Some(frame),
+                ..
+            }) => hub.deliver_event(&users, frame),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("unreadable notification on {EVENTS}"),
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    hub.deliver_committed(ranges).await.map_err(|e| {
+        tracing::warn!(error = %e, "could not read another node's messages; checking positions");
+    })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

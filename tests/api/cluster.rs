@@ -1,0 +1,337 @@
+//! Several server processes on one fresh database, each on its own port with the same secret:
+//! what is committed on one node reaches sockets on the others once, in seq order, through
+//! `LISTEN/NOTIFY` and the database; nothing is lost when the bus is.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use uuid::Uuid;
+use xfchat::ids::ChatId;
+use xfchat::protocol::{close, ClientFrame, Codec, ServerFrame};
+
+use crate::common::{TestApp, TestDb, User, SECRET};
+use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
+use crate::ws::Ws;
+
+/// Nodes on one database; `app` talks HTTP to the first.
+struct Cluster {
+    app: TestApp,
+    nodes: Vec<Option<Process>>,
+    bases: Vec<String>,
+}
+
+async fn cluster(n: usize) -> Cluster {
+    let db = TestDb::create().await;
+    let mut nodes = Vec::new();
+    let mut bases = Vec::new();
+    for i in 0..n {
+        let node = format!("node{i}");
+        let env = [
+            ("JWT_SECRET", SECRET),
+            ("DATABASE_URL", db.url.as_str()),
+            ("XFCHAT_USER_RATE", "0"),
+            ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+            ("XFCHAT_NODE_ID", node.as_str()),
+        ];
+        let (child, base) =
+            serve_binary_logging_to(&free_listen_address(), &env, Stdio::null()).await;
+        nodes.push(Some(Process(child)));
+        bases.push(base);
+    }
+    let app = TestApp {
+        base: bases[0].clone(),
+        client: reqwest::Client::new(),
+        server: None,
+        db,
+    };
+    Cluster { app, nodes, bases }
+}
+
+impl Cluster {
+    async fn ws(&self, node: usize, user: &User) -> Ws {
+        Ws::connect(&self.bases[node], user, Codec::Json).await
+    }
+}
+
+/// Opens a socket and starts it at `after` in `chat`.
+async fn reader(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
+    let mut ws = c.ws(node, user).await;
+    ws.send(&ClientFrame::Resume {
+        positions: [(ChatId(chat), after)].into(),
+    })
+    .await;
+    loop {
+        match ws.next().await {
+            ServerFrame::Synced { last_seq, .. } => {
+                assert_eq!(last_seq, after);
+                return ws;
+            }
+            // The `chat` event of the new chat may come from the other node meanwhile.
+            ServerFrame::Chat { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Reads the chat's messages after `after` up to `last`, asserting the raw frame order: each
+/// the cursor's next, none twice. Returns the client_msg_ids in the order read.
+async fn read_in_order(ws: &mut Ws, chat: i64, after: i64, last: i64) -> Vec<Uuid> {
+    let mut seq = after;
+    let mut ids = Vec::new();
+    while seq < last {
+        match ws.next().await {
+            ServerFrame::Message { message } if message.chat_id == ChatId(chat) => {
+                assert_eq!(message.seq, seq + 1, "gap or repeat in the raw stream");
+                seq = message.seq;
+                ids.push(message.client_msg_id);
+            }
+            ServerFrame::Ack { message, .. } if message.chat_id == ChatId(chat) => {
+                assert_eq!(message.seq, seq + 1, "gap or repeat in the raw stream");
+                seq = message.seq;
+                ids.push(message.client_msg_id);
+            }
+            _ => {}
+        }
+    }
+    ids
+}
+
+/// Sends `n` messages on `ws` without waiting, then waits for every ack.
+async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        ws.send(&ClientFrame::Send {
+            chat_id: ChatId(chat),
+            client_msg_id: *id,
+            body: format!("m {id}"),
+        })
+        .await;
+    }
+    let mut acked = HashSet::new();
+    while acked.len() < n {
+        if let ServerFrame::Ack { client_msg_id, .. } = ws.next().await {
+            acked.insert(client_msg_id);
+        }
+    }
+    ids.into_iter().collect()
+}
+
+async fn stored_order(app: &TestApp, chat: i64) -> Vec<Uuid> {
+    let pool = app.db.pool().await;
+    sqlx::query_scalar("SELECT client_msg_id FROM messages WHERE conversation_id = $1 ORDER BY seq")
+        .bind(chat)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_sent_on_one_node_reaches_members_on_every_node_once_and_in_seq_order() {
+    let c = cluster(3).await;
+    let sender = c.app.signup("sender").await;
+    let others = [
+        c.app.signup("reader0").await,
+        c.app.signup("reader1").await,
+        c.app.signup("reader2").await,
+    ];
+    let chat = c
+        .app
+        .group(&sender, &others.iter().collect::<Vec<_>>())
+        .await;
+    let mut readers = Vec::new();
+    for (node, user) in others.iter().enumerate() {
+        readers.push(reader(&c, node, user, chat, 0).await);
+    }
+    let mut ws = c.ws(0, &sender).await;
+    send_many(&mut ws, chat, 300).await;
+    let stored = stored_order(&c.app, chat).await;
+    assert_eq!(stored.len(), 300);
+    for ws in &mut readers {
+        assert_eq!(read_in_order(ws, chat, 0, 300).await, stored);
+        ws.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_senders_on_every_node_into_one_chat_are_seen_in_the_database_order() {
+    let c = cluster(3).await;
+    let senders = [
+        c.app.signup("sender0").await,
+        c.app.signup("sender1").await,
+        c.app.signup("sender2").await,
+    ];
+    let watchers = [
+        c.app.signup("watcher0").await,
+        c.app.signup("watcher1").await,
+        c.app.signup("watcher2").await,
+    ];
+    let members: Vec<&User> = senders[1..].iter().chain(&watchers).collect();
+    let chat = c.app.group(&senders[0], &members).await;
+    let mut readers = Vec::new();
+    for (node, user) in watchers.iter().enumerate() {
+        readers.push(reader(&c, node, user, chat, 0).await);
+    }
+    let mut sockets = Vec::new();
+    for (node, user) in senders.iter().enumerate() {
+        sockets.push(c.ws(node, user).await);
+    }
+    let sends = sockets.iter_mut().map(|ws| send_many(ws, chat, 150));
+    futures_util::future::join_all(sends).await;
+    let stored = stored_order(&c.app, chat).await;
+    assert_eq!(stored.len(), 450);
+    for ws in &mut readers {
+        assert_eq!(read_in_order(ws, chat, 0, 450).await, stored);
+    }
+}
+
+#[tokio::test]
+async fn the_listener_connection_killed_mid_traffic_loses_nothing_and_duplicates_nothing() {
+    let c = cluster(2).await;
+    let sender = c.app.signup("sender").await;
+    let watcher = c.app.signup("watcher").await;
+    let chat = c.app.group(&sender, &[&watcher]).await;
+    let mut far = reader(&c, 1, &watcher, chat, 0).await;
+    let mut ws = c.ws(0, &sender).await;
+    let admin = c.app.db.pool().await;
+    let mut sent = 0;
+    for _ in 0..4 {
+        send_many(&mut ws, chat, 50).await;
+        sent += 50;
+        // Every listener's connection (LISTEN is the last thing it ran), once both are back.
+        let listeners = "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while sqlx::query_scalar::<_, i32>(listeners)
+            .fetch_all(&admin)
+            .await
+            .unwrap()
+            .len()
+            < 2
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the listeners reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let killed: Vec<bool> = sqlx::query_scalar(&format!(
+            "SELECT pg_terminate_backend(pid) FROM ({listeners}) AS l"
+        ))
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert_eq!(killed, [true, true], "both listeners terminated");
+        send_many(&mut ws, chat, 50).await;
+        sent += 50;
+    }
+    let stored = stored_order(&c.app, chat).await;
+    assert_eq!(stored.len(), sent);
+    assert_eq!(read_in_order(&mut far, chat, 0, sent as i64).await, stored);
+    far.expect_silence(Duration::from_millis(500)).await;
+    // The last sends were announced while nobody listened: the database check found them.
+    let metrics = reqwest::get(format!("{}/metrics", c.bases[1]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let repaired = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("xfchat_bus_repaired_messages_total "))
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert!(repaired.is_some_and(|n| n > 0.0), "repaired: {repaired:?}");
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_traffic_leaves_its_clients_to_resume_on_another_with_nothing_missed() {
+    let mut c = cluster(3).await;
+    let sender = c.app.signup("sender").await;
+    let watcher = c.app.signup("watcher").await;
+    let chat = c.app.group(&sender, &[&watcher]).await;
+    let mut ws = c.ws(0, &sender).await;
+    let mut on_doomed = reader(&c, 1, &watcher, chat, 0).await;
+    send_many(&mut ws, chat, 100).await;
+    let got = read_in_order(&mut on_doomed, chat, 0, 60).await.len() as i64;
+    c.nodes[1] = None; // SIGKILL
+    let sending = send_many(&mut ws, chat, 200);
+    let resuming = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut moved = reader_from(&c, 2, &watcher, chat, got).await;
+        read_in_order(&mut moved, chat, got, 300).await
+    };
+    let (_, rest) = tokio::join!(sending, resuming);
+    let stored = stored_order(&c.app, chat).await;
+    assert_eq!(stored.len(), 300, "every acked send is stored");
+    assert_eq!(rest, stored[got as usize..]);
+}
+
+/// A reconnecting client: resumes at `after` without waiting for `synced` first.
+async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
+    let mut ws = c.ws(node, user).await;
+    ws.send(&ClientFrame::Resume {
+        positions: [(ChatId(chat), after)].into(),
+    })
+    .await;
+    ws
+}
+
+#[tokio::test]
+async fn new_chats_read_markers_removals_and_logouts_take_effect_on_the_other_nodes() {
+    let c = cluster(2).await;
+    let alice = c.app.signup("alice").await;
+    let bob = c.app.signup("bob").await;
+    let mut bob_far = c.ws(1, &bob).await;
+    // A new chat made on node 0.
+    let chat = c.app.group(&alice, &[&bob]).await;
+    loop {
+        if let ServerFrame::Chat { .. } = bob_far.next().await {
+            break;
+        }
+    }
+    // A read marker set on node 0.
+    c.app.send(&alice, chat, Uuid::new_v4(), "hello").await;
+    let (status, _) = c
+        .app
+        .post(
+            &format!("/api/chats/{chat}/read"),
+            &alice,
+            json!({ "seq": 1 }),
+        )
+        .await;
+    assert!(status.is_success());
+    loop {
+        if let ServerFrame::Read { user_id, seq, .. } = bob_far.next().await {
+            assert_eq!((user_id.0, seq), (alice.id, 1));
+            break;
+        }
+    }
+    // Removed on node 0: told on node 1, and nothing more of the chat reaches it.
+    let (status, _) = c
+        .app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/chats/{chat}/members/{}", bob.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    loop {
+        if let ServerFrame::ChatRemoved { chat_id } = bob_far.next().await {
+            assert_eq!(chat_id, ChatId(chat));
+            break;
+        }
+    }
+    c.app.send(&alice, chat, Uuid::new_v4(), "after").await;
+    bob_far.expect_silence(Duration::from_millis(700)).await;
+    // A logout on node 0 closes bob's socket on node 1 with its code.
+    let (status, _) = c.app.post("/api/auth/logout", &bob, json!({})).await;
+    assert!(status.is_success());
+    let (frame, _) = bob_far.until_closed(Duration::from_secs(10)).await;
+    assert_eq!(
+        u16::from(frame.expect("a close frame").code),
+        close::TOKEN_REVOKED
+    );
+}
