@@ -73,6 +73,11 @@ pub struct Args {
     /// The server's HTTP base URL (the WebSocket URL is derived from it).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Nodes to spread the sockets over (HTTP base URLs, comma-separated): socket `i` goes to
+    /// the `i`-th modulo their number, and a reconnecting client moves on to the next. Setup and
+    /// verification use `--url`. Without it, every socket goes to `--url`.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
     /// WebSocket connections, one per user.
     #[arg(long, default_value_t = 100)]
     pub connections: usize,
@@ -180,7 +185,12 @@ impl Args {
         }
     }
 
-    pub fn ws_url(&self) -> String {
-        format!("{}/ws", self.url.replacen("http", "ws", 1))
+    /// The WebSocket URL for socket `slot`: among `--targets` in turn, or `--url`.
+    pub fn ws_url(&self, slot: usize) -> String {
+        let base = match self.targets.len() {
+            0 => &self.url,
+            n => &self.targets[slot % n],
+        };
+        format!("{}/ws", base.replacen("http", "ws", 1))
     }
 }

@@ -95,13 +95,15 @@ pub fn intended(body: &str) -> Option<u64> {
     body.split_once(':')?.0.parse().ok()
 }
 
+/// Opens socket `slot` (which picks the node among `--targets`) with `token`.
 pub async fn connect(
     args: &Args,
+    slot: usize,
     token: &str,
 ) -> anyhow::Result<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 > {
-    let mut req = args.ws_url().into_client_request()?;
+    let mut req = args.ws_url(slot).into_client_request()?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     req.headers_mut().insert(

@@ -18,7 +18,7 @@ pub async fn idle(args: &Args, layout: &Layout) -> Idle {
     let started = Instant::now();
     let accounts = &layout.accounts;
     let opened: Vec<_> = futures_util::stream::iter(0..args.connections)
-        .map(|i| connect(args, &accounts[i % accounts.len()].token))
+        .map(|i| connect(args, i, &accounts[i % accounts.len()].token))
         .buffer_unordered(64)
         .collect()
         .await;

@@ -96,8 +96,11 @@ impl Client {
     }
 }
 
+/// Client `slot`: its first socket goes to node `slot` among `--targets`, each reconnect to the
+/// next one.
 pub async fn client(
     args: Args,
+    mut slot: usize,
     chats: Vec<i64>,
     token: String,
     rate: f64,
@@ -120,7 +123,9 @@ pub async fn client(
         if stop.is_cancelled() {
             return c.r;
         }
-        let Ok(ws) = connect(&args, &token).await else {
+        let connected = connect(&args, slot, &token).await;
+        slot += 1;
+        let Ok(ws) = connected else {
             *c.r.errors.entry("reconnect_failed".into()).or_default() += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;

@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
+use xfchat::ids::ChatId;
+
 use crate::cli::{Args, Scenario};
 use crate::client::{codec, connect, intended, ConnResult, Live};
 use crate::figures::histogram;
@@ -26,7 +28,7 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
     let mut failures = 0;
     let mut slow = Vec::new();
     for &i in &layout.slow {
-        match connect(args, &layout.accounts[i].token).await {
+        match connect(args, i, &layout.accounts[i].token).await {
             Ok(ws) => slow.push(ws),
             Err(e) => eprintln!("xfchat-load: slow consumer {i} failed to connect: {e}"),
         }
@@ -38,7 +40,7 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
         .enumerate()
         .filter(|(i, _)| driven_here && !layout.slow.contains(i))
     {
-        match connect(args, &account.token).await {
+        match connect(args, i, &account.token).await {
             Ok(ws) => sockets.push((i, ws)),
             Err(e) => {
                 failures += 1;
@@ -64,7 +66,9 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
             .map(|i| {
                 let (chats, token) = (chats_of[i].clone(), layout.accounts[i].token.clone());
                 let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
-                tokio::spawn(crate::resume::client(args, chats, token, rate, live, stop))
+                tokio::spawn(crate::resume::client(
+                    args, i, chats, token, rate, live, stop,
+                ))
             })
             .collect()
     } else {
@@ -154,9 +158,10 @@ async fn connection(
 ) -> ConnResult {
     let codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
-    // A first frame, as a client that states no positions sends: live delivery starts now.
-    let hello = ClientFrame::Ping {
-        nonce: serde_json::Value::Null,
+    // The chats are new: the client states position 0 in each, so its stream is exact from
+    // the first message whichever node committed it.
+    let hello = ClientFrame::Resume {
+        positions: chats.iter().map(|&c| (ChatId(c), 0)).collect(),
     };
     let _ = sink.send(codec.encode(&hello)).await;
     let pause = Duration::from_secs_f64(args.slow_pause);

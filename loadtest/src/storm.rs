@@ -98,9 +98,10 @@ pub async fn storm(args: &Args, layout: &Layout) -> anyhow::Result<Storm> {
         .accounts
         .iter()
         .zip(chats_of)
-        .map(|(account, chats)| {
+        .enumerate()
+        .map(|(slot, (account, chats))| {
             let (args, token, stop) = (args.clone(), account.token.clone(), stop_reading.clone());
-            tokio::spawn(async move { read(&args, &token, chats, stop).await })
+            tokio::spawn(async move { read(&args, slot, &token, chats, stop).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -199,11 +200,12 @@ async fn send_during(
 /// One reconnecting socket: `resume` from 0 in each of its chats, then read until `stop`.
 async fn read(
     args: &Args,
+    slot: usize,
     token: &str,
     chats: Vec<i64>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Option<Seen> {
-    let ws = connect(args, token).await.ok()?;
+    let ws = connect(args, slot, token).await.ok()?;
     let codec: Codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
     let positions = chats.iter().map(|&c| (ChatId(c), 0)).collect();

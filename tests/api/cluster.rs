@@ -118,6 +118,40 @@ async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
     ids.into_iter().collect()
 }
 
+/// Like [`send_many`], on a socket that started at 0 in `chat`, asserting its raw order: the
+/// other nodes' messages and this socket's acks interleave in seq order, each once. Returns
+/// the last seq read.
+async fn send_many_in_order(ws: &mut Ws, chat: i64, n: usize) -> i64 {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        ws.send(&ClientFrame::Send {
+            chat_id: ChatId(chat),
+            client_msg_id: *id,
+            body: format!("m {id}"),
+        })
+        .await;
+    }
+    let mut pending: HashSet<Uuid> = ids.into_iter().collect();
+    let mut seq = 0;
+    while !pending.is_empty() {
+        let message = match ws.next().await {
+            ServerFrame::Ack { message, .. } => {
+                assert!(pending.remove(&message.client_msg_id), "acked once");
+                message
+            }
+            ServerFrame::Message { message } => message,
+            _ => continue,
+        };
+        assert_eq!(
+            message.seq,
+            seq + 1,
+            "gap or repeat in the sender's raw stream"
+        );
+        seq = message.seq;
+    }
+    seq
+}
+
 async fn stored_order(app: &TestApp, chat: i64) -> Vec<Uuid> {
     let pool = app.db.pool().await;
     sqlx::query_scalar("SELECT client_msg_id FROM messages WHERE conversation_id = $1 ORDER BY seq")
@@ -175,14 +209,24 @@ async fn concurrent_senders_on_every_node_into_one_chat_are_seen_in_the_database
     }
     let mut sockets = Vec::new();
     for (node, user) in senders.iter().enumerate() {
-        sockets.push(c.ws(node, user).await);
+        sockets.push(reader(&c, node, user, chat, 0).await);
     }
-    let sends = sockets.iter_mut().map(|ws| send_many(ws, chat, 150));
-    futures_util::future::join_all(sends).await;
+    let sends = sockets
+        .iter_mut()
+        .map(|ws| send_many_in_order(ws, chat, 150));
+    let reached = futures_util::future::join_all(sends).await;
     let stored = stored_order(&c.app, chat).await;
     assert_eq!(stored.len(), 450);
     for ws in &mut readers {
         assert_eq!(read_in_order(ws, chat, 0, 450).await, stored);
+    }
+    for (ws, at) in sockets.iter_mut().zip(reached) {
+        let rest = read_in_order(ws, chat, at, 450).await;
+        assert_eq!(
+            rest,
+            stored[at as usize..],
+            "the senders' streams go on to the end"
+        );
     }
 }
 

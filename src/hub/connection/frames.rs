@@ -106,7 +106,7 @@ impl Connection {
             let e = AppError::Overloaded;
             return refuse(e.code(), e.to_string());
         }
-        self.in_flight += 1;
+        self.in_flight.entry(client_msg_id).or_insert((chat, 0)).1 += 1;
         None
     }
 

@@ -7,7 +7,7 @@
 mod frames;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +45,12 @@ pub struct Connection {
     typing: Typing,
     /// Per chat, the last seq written to this socket.
     cursors: HashMap<ChatId, i64>,
-    /// Sends handed to the persister and not yet answered.
-    in_flight: usize,
+    /// Sends handed to the persister and not yet answered, by client_msg_id: the chat and a
+    /// count (a client may resend one before its answer). Their messages reach this socket as
+    /// acks.
+    in_flight: HashMap<Uuid, (ChatId, u32)>,
+    /// Sends whose ack was written in their message's place before the persister's came.
+    acked_early: HashSet<Uuid>,
     /// When a catch-up that failed on the database may try again.
     retry_at: Option<Instant>,
     /// Until the client's first frame (or [`GREETING`] at most), live messages of chats
@@ -84,7 +88,8 @@ impl Connection {
             inbox,
             typing,
             cursors: HashMap::new(),
-            in_flight: 0,
+            in_flight: HashMap::new(),
+            acked_early: HashSet::new(),
             retry_at: None,
             greeting_until: Some(Instant::now() + GREETING),
             held: HashMap::new(),
@@ -142,7 +147,7 @@ impl Connection {
         let expiry = tokio::time::sleep(self.session.remaining());
         tokio::pin!(expiry);
         loop {
-            if draining && self.in_flight == 0 && self.inbox.rx.is_empty() {
+            if draining && self.in_flight.is_empty() && self.inbox.rx.is_empty() {
                 return Err(End::Close(
                     close::GOING_AWAY,
                     "server shutting down",

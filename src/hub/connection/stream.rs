@@ -20,7 +20,7 @@ use crate::error::AppError;
 use crate::hub::registry::{Kind, Outbound};
 use crate::ids::ChatId;
 use crate::metrics::reason;
-use crate::protocol::{close, Encoded, ServerFrame};
+use crate::protocol::{close, Encoded, Message, ServerFrame};
 
 /// Rows read per query when a socket syncs, repairs a gap or catches up.
 pub(super) const PAGE: i64 = 500;
@@ -130,9 +130,12 @@ impl Connection {
                 return self.live(chat, seq, &out.frame).await;
             }
             Kind::Reply { since, acked } => {
-                self.in_flight = self.in_flight.saturating_sub(1);
+                let early = self.answered(&out.frame.frame);
                 if let Some(since) = since {
                     self.hub.metrics.ack_latency.record(since.elapsed());
+                }
+                if early {
+                    return Ok(());
                 }
                 if let Some((chat, seq)) = acked {
                     return self.acked(chat, seq, &out.frame).await;
@@ -142,6 +145,52 @@ impl Connection {
         }
         self.count_out(&out.frame.frame);
         self.feed(out.frame.message(self.codec)).await
+    }
+
+    /// Forgets the send a reply answers. True when its ack was written already, in the
+    /// message's place in the stream (see [`Connection::in_place`]).
+    fn answered(&mut self, frame: &ServerFrame) -> bool {
+        let id = match frame {
+            ServerFrame::Ack { client_msg_id, .. } => *client_msg_id,
+            ServerFrame::Error {
+                reference: Some(id),
+                ..
+            } => *id,
+            _ => return false,
+        };
+        if self.acked_early.remove(&id) {
+            return true;
+        }
+        if let Some((_, n)) = self.in_flight.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&id);
+            }
+        }
+        false
+    }
+
+    /// The frame to write for a stored message: the message, or, for one of this socket's own
+    /// sends whose ack has not come yet, that ack. Between nodes, a later message (or a position
+    /// repair) can bring a send's message before the persister's ack; the ack is written in
+    /// its place, so the stream stays in seq order with each message once, and the persister's
+    /// ack is not written again when it comes.
+    fn in_place(&mut self, frame: ServerFrame) -> ServerFrame {
+        match frame {
+            ServerFrame::Message { message } if self.is_own_in_flight_message(&message) => {
+                let id = message.client_msg_id;
+                self.answered(&ServerFrame::Ack {
+                    client_msg_id: id,
+                    message: message.clone(),
+                });
+                self.acked_early.insert(id);
+                ServerFrame::Ack {
+                    client_msg_id: id,
+                    message,
+                }
+            }
+            other => other,
+        }
     }
 
     /// A message from the live fan-out, written in its place in the chat's order.
@@ -169,10 +218,28 @@ impl Connection {
                 }
             },
         }
-        self.count_out(&frame.frame);
-        self.feed(frame.message(self.codec)).await?;
+        if self.is_own_in_flight(&frame.frame) {
+            let ack = self.in_place(frame.frame.clone());
+            self.count_out(&ack);
+            self.feed(self.codec.encode(&ack)).await?;
+        } else {
+            self.count_out(&frame.frame);
+            self.feed(frame.message(self.codec)).await?;
+        }
         self.cursors.insert(chat, seq);
         Ok(())
+    }
+
+    fn is_own_in_flight(&self, frame: &ServerFrame) -> bool {
+        matches!(frame, ServerFrame::Message { message } if self.is_own_in_flight_message(message))
+    }
+
+    fn is_own_in_flight_message(&self, message: &Message) -> bool {
+        message.sender_id == self.user
+            && self
+                .in_flight
+                .get(&message.client_msg_id)
+                .is_some_and(|(chat, _)| *chat == message.chat_id)
     }
 
     /// An ack, which stands for its message on this socket: whatever of the chat comes before
@@ -235,7 +302,7 @@ impl Connection {
             let full = count == PAGE.min(remaining);
             self.hub.metrics.from_database.increment(count as u64);
             for message in page {
-                let frame = Encoded::new(ServerFrame::Message { message });
+                let frame = Encoded::new(self.in_place(ServerFrame::Message { message }));
                 self.count_out(&frame.frame);
                 self.feed(frame.message(self.codec))
                     .await
