@@ -2,11 +2,13 @@
 //! keep their schedule whatever the server does; latency counts from the intended send time,
 //! carried in the message body, so a stalled server shows as latency, not as a lower rate.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +50,28 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
             }
         }
     }
+    // Each driven socket states where it is in its chats (their ends now, before this run's
+    // sends), so its stream is exact from the first message whichever node committed it.
+    let api = crate::setup::Api::new(&args.url);
+    let mut positions: HashMap<usize, Positions> = HashMap::new();
+    for (i, _) in &sockets {
+        let token = &layout.accounts[*i].token;
+        let listed = api
+            .call(reqwest::Method::GET, "/api/chats", Some(token), Value::Null)
+            .await
+            .unwrap_or(Value::Null);
+        let ends: HashMap<i64, i64> = listed["chats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["id"].as_i64()?, c["last_seq"].as_i64()?)))
+            .collect();
+        let at = chats_of[*i]
+            .iter()
+            .map(|c| (ChatId(*c), ends.get(c).copied().unwrap_or(0)))
+            .collect();
+        positions.insert(*i, at);
+    }
     let live = Arc::new(Live {
         start: Instant::now() + Duration::from_millis(200),
         acked: AtomicU64::new(0),
@@ -83,7 +107,8 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
                 let chats = chats_of[i].clone();
                 let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
                 let slow = every.is_some_and(|every| n % every == 0);
-                tokio::spawn(connection(args, chats, ws, rate, slow, live, stop))
+                let at = positions.remove(&i).unwrap_or_default();
+                tokio::spawn(connection(args, chats, at, ws, rate, slow, live, stop))
             })
             .collect()
     };
@@ -145,9 +170,14 @@ pub struct Driven {
     pub unanswered: u64,
 }
 
+/// A socket's position in each of its chats.
+type Positions = BTreeMap<ChatId, i64>;
+
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     args: Args,
     chats: Vec<i64>,
+    positions: Positions,
     ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -158,11 +188,7 @@ async fn connection(
 ) -> ConnResult {
     let codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
-    // The chats are new: the client states position 0 in each, so its stream is exact from
-    // the first message whichever node committed it.
-    let hello = ClientFrame::Resume {
-        positions: chats.iter().map(|&c| (ChatId(c), 0)).collect(),
-    };
+    let hello = ClientFrame::Resume { positions };
     let _ = sink.send(codec.encode(&hello)).await;
     let pause = Duration::from_secs_f64(args.slow_pause);
     let mut reading_until = Instant::now() + Duration::from_secs(1);

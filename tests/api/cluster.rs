@@ -11,7 +11,7 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{close, ClientFrame, Codec, ServerFrame};
 
-use crate::common::{TestApp, TestDb, User, SECRET};
+use crate::common::{metric, TestApp, TestDb, User, SECRET};
 use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 use crate::ws::Ws;
 
@@ -98,8 +98,8 @@ async fn read_in_order(ws: &mut Ws, chat: i64, after: i64, last: i64) -> Vec<Uui
     ids
 }
 
-/// Sends `n` messages on `ws` without waiting, then waits for every ack.
-async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
+/// Sends `n` messages on `ws` without waiting for answers; returns their client_msg_ids.
+async fn send_all(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         ws.send(&ClientFrame::Send {
@@ -109,29 +109,26 @@ async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
         })
         .await;
     }
+    ids.into_iter().collect()
+}
+
+/// Sends `n` messages on `ws` without waiting, then waits for every ack.
+async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
+    let ids = send_all(ws, chat, n).await;
     let mut acked = HashSet::new();
     while acked.len() < n {
         if let ServerFrame::Ack { client_msg_id, .. } = ws.next().await {
             acked.insert(client_msg_id);
         }
     }
-    ids.into_iter().collect()
+    ids
 }
 
 /// Like [`send_many`], on a socket that started at 0 in `chat`, asserting its raw order: the
 /// other nodes' messages and this socket's acks interleave in seq order, each once. Returns
 /// the last seq read.
 async fn send_many_in_order(ws: &mut Ws, chat: i64, n: usize) -> i64 {
-    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
-    for id in &ids {
-        ws.send(&ClientFrame::Send {
-            chat_id: ChatId(chat),
-            client_msg_id: *id,
-            body: format!("m {id}"),
-        })
-        .await;
-    }
-    let mut pending: HashSet<Uuid> = ids.into_iter().collect();
+    let mut pending = send_all(ws, chat, n).await;
     let mut seq = 0;
     while !pending.is_empty() {
         let message = match ws.next().await {
@@ -281,10 +278,7 @@ async fn the_listener_connection_killed_mid_traffic_loses_nothing_and_duplicates
         .text()
         .await
         .unwrap();
-    let repaired = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("xfchat_bus_repaired_messages_total "))
-        .map(|v| v.trim().parse::<f64>().unwrap());
+    let repaired = metric(&metrics, "xfchat_bus_repaired_messages_total");
     assert!(repaired.is_some_and(|n| n > 0.0), "repaired: {repaired:?}");
 }
 

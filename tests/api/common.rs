@@ -285,6 +285,13 @@ impl TestApp {
     }
 }
 
+/// The value of an unlabelled series in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
 /// Asserts the uniform error shape and returns its code.
 pub fn error_code(body: &Value) -> &str {
     assert!(body["error"]["message"].is_string(), "error shape: {body}");

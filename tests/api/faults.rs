@@ -20,7 +20,7 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
-use crate::common::{TestApp, TestDb, User, SECRET};
+use crate::common::{metric, TestApp, TestDb, User, SECRET};
 use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 
 const CLIENTS: usize = 16;
@@ -229,10 +229,7 @@ async fn faults_then_quiet_syncs() {
         "every sync reached the end: {tails:?}"
     );
     let metrics = app.get_raw("/metrics").await.text().await.unwrap();
-    let open = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("xfchat_ws_connections "))
-        .map(|v| v.trim().parse::<f64>().unwrap());
+    let open = metric(&metrics, "xfchat_ws_connections");
     assert_eq!(
         open,
         Some(CLIENTS as f64),
@@ -297,10 +294,7 @@ async fn unread_log() {
     // The counter is sampled every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let metrics = app.get_raw("/metrics").await.text().await.unwrap();
-    let dropped = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("xfchat_log_lines_dropped_total "))
-        .map(|v| v.trim().parse::<f64>().unwrap());
+    let dropped = metric(&metrics, "xfchat_log_lines_dropped_total");
     assert!(
         dropped.is_some_and(|d| d > 0.0),
         "lines beyond the queue are dropped and counted: {dropped:?}"

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, ServerFrame};
 
-use crate::common::{spawn_app_config, spawn_app_with, TestApp, User};
+use crate::common::{metric, spawn_app_config, spawn_app_with, TestApp, User};
 use crate::ws::{send, sync, Ws, WAIT};
 
 /// Sends `count` messages to each of `chats` from a new socket of `user`, waiting for every
@@ -141,11 +141,7 @@ async fn a_reader_that_pauses_in_a_busy_room_is_caught_up_from_the_database_not_
     read_contiguous(&mut b, &BTreeMap::from([(chat, 0)]), 800).await;
     b.expect_silence(Duration::from_millis(300)).await;
     let metrics = app.get_raw("/metrics").await.text().await.unwrap();
-    let caught_up = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("xfchat_ws_catchup_messages_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let caught_up = metric(&metrics, "xfchat_ws_catchup_messages_total").unwrap_or(0.0);
     assert!(caught_up > 0.0, "some of it came from the database");
 }
 
