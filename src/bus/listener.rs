@@ -3,7 +3,8 @@
 //! every few seconds, and sends a heartbeat it expects to hear back: a listener that hears no
 //! heartbeat (a dead or half-open connection) is dropped and opened again, and after every
 //! (re)start every chat with a member online here is checked against the database, because
-//! whatever was announced while nobody listened is gone.
+//! whatever was announced while nobody listened is gone. A node that has heard no other node
+//! for a minute checks nothing: alone, all its commits reach its sockets directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub async fn run(
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options);
     let mut first = true;
+    // When another node was last heard. Alone, a node's commits all reach its sockets
+    // directly, and there is nothing to check.
+    let mut peers = Peers(None);
     while !stop.is_cancelled() {
         match listen(&pool).await {
             Ok(listener) => {
@@ -44,7 +48,7 @@ pub async fn run(
                     tracing::info!("bus listener reconnected");
                 }
                 first = false;
-                serve(listener, &hub, &publisher, &stop).await;
+                serve(listener, &hub, &publisher, &mut peers, &stop).await;
             }
             Err(e) => tracing::warn!(error = %e, "bus listener cannot connect; retrying"),
         }
@@ -74,16 +78,41 @@ async fn read(mut listener: PgListener, tx: mpsc::Sender<PgNotification>) {
     }
 }
 
+/// When another node was last heard from.
+struct Peers(Option<Instant>);
+
+impl Peers {
+    fn heard(&mut self) {
+        self.0 = Some(Instant::now());
+    }
+
+    /// Whether other nodes may be committing: one was heard in the last minute.
+    fn around(&self) -> bool {
+        self.0.is_some_and(|at| at.elapsed() < PEERS_GONE_AFTER)
+    }
+}
+
+/// Without a word from another node for this long, a node checks no positions.
+const PEERS_GONE_AFTER: Duration = Duration::from_secs(60);
+
 /// Delivers notifications and checks positions while the listener is heard.
-async fn serve(listener: PgListener, hub: &Hub, publisher: &Publisher, stop: &CancellationToken) {
+async fn serve(
+    listener: PgListener,
+    hub: &Hub,
+    publisher: &Publisher,
+    peers: &mut Peers,
+    stop: &CancellationToken,
+) {
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let reader = tokio::spawn(read(listener, tx));
     let _abort = AbortOnDrop(reader);
     let mut suspects = Suspects::default();
-    // Listening again: what was announced meanwhile is found in the database.
-    if let Err(e) = hub.check_positions(Scope::Online, &mut suspects).await {
-        tracing::warn!(error = %e, "position check after (re)connecting failed");
-        return;
+    // Listening again: what other nodes announced meanwhile is found in the database.
+    if peers.around() {
+        if let Err(e) = hub.check_positions(Scope::Online, &mut suspects).await {
+            tracing::warn!(error = %e, "position check after (re)connecting failed");
+            return;
+        }
     }
     let mut heard = Instant::now();
     let mut tick = tokio::time::interval(TICK);
@@ -96,7 +125,7 @@ async fn serve(listener: PgListener, hub: &Hub, publisher: &Publisher, stop: &Ca
                     tracing::warn!("bus listener connection lost");
                     return;
                 }
-                if deliver(hub, publisher.node(), &mut batch, &mut heard).await.is_err() {
+                if deliver(hub, publisher.node(), &mut batch, &mut heard, peers).await.is_err() {
                     return;
                 }
             }
@@ -107,8 +136,10 @@ async fn serve(listener: PgListener, hub: &Hub, publisher: &Publisher, stop: &Ca
                 }
                 metrics::gauge!(m::BUS_UP).set(1.0);
                 publisher.heartbeat();
-                if let Err(e) = hub.check_positions(Scope::Active, &mut suspects).await {
-                    tracing::warn!(error = %e, "position check failed");
+                if peers.around() {
+                    if let Err(e) = hub.check_positions(Scope::Active, &mut suspects).await {
+                        tracing::warn!(error = %e, "position check failed");
+                    }
                 }
             }
         }
@@ -122,13 +153,17 @@ async fn deliver(
     node: &str,
     batch: &mut Vec<PgNotification>,
     heard: &mut Instant,
+    peers: &mut Peers,
 ) -> Result<(), ()> {
     let mut ranges = Vec::new();
     for n in batch.drain(..) {
         if n.channel() == MESSAGES {
             metrics::counter!(m::BUS_RECEIVED, "channel" => "messages").increment(1);
             match decode_ranges(n.payload()) {
-                Some((from, rs)) if from != node => ranges.extend(rs),
+                Some((from, rs)) if from != node => {
+                    peers.heard();
+                    ranges.extend(rs);
+                }
                 Some(_) => {}
                 None => tracing::warn!("unreadable notification on {MESSAGES}"),
             }
@@ -141,8 +176,11 @@ async fn deliver(
                 users,
                 frame: Some(frame),
                 ..
-            }) => hub.deliver_event(&users, frame),
-            Ok(_) => {}
+            }) => {
+                peers.heard();
+                hub.deliver_event(&users, frame);
+            }
+            Ok(_) => peers.heard(),
             Err(_) => tracing::warn!("unreadable notification on {EVENTS}"),
         }
     }

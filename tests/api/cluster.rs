@@ -34,6 +34,8 @@ async fn cluster(n: usize) -> Cluster {
             ("XFCHAT_USER_RATE", "0"),
             ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
             ("XFCHAT_NODE_ID", node.as_str()),
+            // Tests share one PostgreSQL (100 connections) and run side by side.
+            ("XFCHAT_DB_MAX_CONNECTIONS", "4"),
         ];
         let (child, base) =
             serve_binary_logging_to(&free_listen_address(), &env, Stdio::null()).await;

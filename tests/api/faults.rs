@@ -129,6 +129,8 @@ async fn faults_then_quiet_syncs() {
         ("XFCHAT_USER_RATE", "0"),
         ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
         ("XFCHAT_DB_PERMIT_TIMEOUT_MS", "500"),
+        // Tests share one PostgreSQL (100 connections) and run side by side.
+        ("XFCHAT_DB_MAX_CONNECTIONS", "6"),
     ];
     // Its stderr is a pipe nobody reads, as with a log shipper that has fallen behind.
     let serve = || serve_binary_logging_to(&listen, &env, Stdio::piped());
@@ -253,6 +255,7 @@ async fn unread_log() {
         ("JWT_SECRET", SECRET),
         ("DATABASE_URL", db.url.as_str()),
         ("RUST_LOG", "debug"),
+        ("XFCHAT_DB_MAX_CONNECTIONS", "4"),
     ];
     let (mut server, base) =
         serve_binary_logging_to(&free_listen_address(), &env, Stdio::piped()).await;
