@@ -41,13 +41,69 @@ pub enum Command {
     Doctor,
 }
 
-/// How nodes on one database hear of each other's messages and events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// How nodes on one database hear of each other's messages and events. Its `Debug` shows a
+/// NATS URL without credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum BusKind {
     /// PostgreSQL `LISTEN`/`NOTIFY` on the database the nodes share.
     Postgres,
+    /// Core NATS subjects under `prefix` on the server at `url` (`nats://` or `tls://`).
+    Nats { url: String, prefix: String },
     /// None: a single node, whose commits announce nothing.
     Off,
+}
+
+impl BusKind {
+    fn parse(given: &str, prefix: &str) -> Result<BusKind, ConfigError> {
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        };
+        if prefix.len() > 64 || !prefix.split('.').all(token) {
+            return Err(invalid(format!(
+                "XFCHAT_BUS_PREFIX must be at most 64 letters, digits, '_' or '-' in tokens \
+                 separated by '.', got {prefix:?}"
+            )));
+        }
+        match given {
+            "postgres" => Ok(BusKind::Postgres),
+            "off" => Ok(BusKind::Off),
+            url if url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "nats" | "tls") && u.host().is_some()) =>
+            {
+                Ok(BusKind::Nats {
+                    url: url.to_owned(),
+                    prefix: prefix.to_owned(),
+                })
+            }
+            _ if given.contains('@') => Err(invalid(
+                "XFCHAT_BUS must be postgres, off or a nats:// URL with a host",
+            )),
+            _ => Err(invalid(format!(
+                "XFCHAT_BUS must be postgres, off or a nats:// URL with a host, got {given:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Debug for BusKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusKind::Postgres => f.write_str("postgres"),
+            BusKind::Off => f.write_str("off"),
+            BusKind::Nats { url, prefix } => match url::Url::parse(url) {
+                Ok(u) => write!(
+                    f,
+                    "{}://{}:{} ({prefix}.*)",
+                    u.scheme(),
+                    u.host_str().unwrap_or_default(),
+                    u.port().unwrap_or(4222)
+                ),
+                Err(_) => f.write_str("nats"),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -321,15 +377,18 @@ pub struct Settings {
     /// at most 64). Defaults to the host name and the listening port.
     #[arg(long, env = "XFCHAT_NODE_ID", global = true)]
     pub node_id: Option<String>,
-    /// How nodes on one database hear of each other: `postgres` (LISTEN/NOTIFY) or `off`.
+    /// How nodes on one database hear of each other: `postgres` (LISTEN/NOTIFY), a
+    /// `nats://host:port` URL (core NATS subjects), or `off`.
+    #[arg(long, env = "XFCHAT_BUS", default_value = "postgres", global = true)]
+    pub bus: String,
+    /// With a NATS bus, the subjects' prefix: the clusters sharing one NATS each need their own.
     #[arg(
         long,
-        env = "XFCHAT_BUS",
-        value_enum,
-        default_value = "postgres",
+        env = "XFCHAT_BUS_PREFIX",
+        default_value = "xfchat",
         global = true
     )]
-    pub bus: BusKind,
+    pub bus_prefix: String,
 }
 
 /// A setting that is missing or invalid; its text names the setting and what is expected.
@@ -588,7 +647,7 @@ impl Settings {
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             node_id,
-            bus: self.bus,
+            bus: BusKind::parse(&self.bus, &self.bus_prefix)?,
             http: HttpConfig {
                 max_connections: self.http_max_connections,
                 header_timeout: Duration::from_millis(self.http_header_timeout_ms),
@@ -681,6 +740,8 @@ impl std::fmt::Debug for Config {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("node_id", &self.node_id)
+            .field("bus", &self.bus)
             .field("http", &self.http)
             .field("throttle", &self.throttle)
             .field("ws", &self.ws)

@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
-use crate::bus::Publisher;
-use crate::config::{BusKind, Cli, Command, Config};
+use crate::bus::{self, Bus};
+use crate::config::{Cli, Command, Config};
 use crate::db::{self, Db, Op};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
@@ -62,23 +62,20 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
         let prometheus = crate::metrics::install(&node);
-        let publisher = (config.bus == BusKind::Postgres)
-            .then(|| Publisher::start(db.clone(), node.clone(), shutdown.clone()));
+        let bus = bus::connect(&config.bus, &db, &config.database, &node, &shutdown)
+            .await
+            .with_context(|| format!("cannot reach the bus at {:?}", config.bus))?;
         let hub = Hub::new(
             db.clone(),
             &config,
             throttles.clone(),
-            publisher.clone(),
+            bus.as_ref().map(Bus::publisher),
             &shutdown,
         );
-        if let Some(publisher) = publisher {
-            tokio::spawn(crate::bus::listener::run(
-                config.database.clone(),
-                hub.clone(),
-                publisher,
-                shutdown.clone(),
-            ));
+        if let Some(bus) = bus {
+            bus.listen(hub.clone());
         }
+        let bus_kind = config.bus.clone();
         let tokens = Tokens::new(config.jwt_secret.expose(), config.token_ttl);
         // Revocations made before this server started apply from its first request.
         {
@@ -136,7 +133,7 @@ impl Server {
             pool.close().await;
             Ok(())
         });
-        tracing::info!(%addr, ?admin_addr, %database, %node, "xfchat serving");
+        tracing::info!(%addr, ?admin_addr, %database, %node, ?bus_kind, "xfchat serving");
         Ok(Server {
             addr,
             admin_addr,

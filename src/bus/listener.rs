@@ -1,20 +1,18 @@
-//! Each node listens on one connection of its own, outside the pool guard. A reader task owns
-//! the `PgListener` and hands notifications over; the loop here delivers them, checks positions
-//! every few seconds, and sends a heartbeat it expects to hear back: a listener that hears no
-//! heartbeat (a dead or half-open connection) is dropped and opened again, and after every
-//! (re)start every chat with a member online here is checked against the database, because
-//! whatever was announced while nobody listened is gone. A node that has heard no other node
-//! for a minute checks nothing: alone, all its commits reach its sockets directly.
+//! Each node listens on one connection of its own (see [`Transport::listen`]); the loop here
+//! delivers what it hears, checks positions every few seconds, and sends a heartbeat it expects
+//! to hear back: a listener that hears no heartbeat (a dead or half-open connection) is dropped
+//! and opened again, and after every (re)start every chat with a member online here is checked
+//! against the database, because whatever was announced while nobody listened is gone. While
+//! it cannot listen at all, it checks at every try. A node that has heard no other node for a
+//! minute checks nothing: alone, all its commits reach its sockets directly.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{decode_ranges, Event, Publisher, EVENTS, MESSAGES};
+use super::{decode_ranges, Channel, Event, Notice, Publisher, Transport};
 use crate::hub::{Hub, Scope, Suspects};
 use crate::metrics as m;
 
@@ -22,58 +20,48 @@ use crate::metrics as m;
 const TICK: Duration = Duration::from_secs(2);
 /// A listener that heard none of its heartbeats for this long is opened again.
 const DEAF_AFTER: Duration = Duration::from_secs(10);
-/// Notifications read ahead of delivery.
-const QUEUE: usize = 1024;
 
 /// Listens until `stop`, reconnecting as often as needed.
-pub async fn run(
-    options: PgConnectOptions,
+pub async fn run<T: Transport>(
+    transport: Arc<T>,
     hub: Arc<Hub>,
     publisher: Publisher,
     stop: CancellationToken,
 ) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options);
     let mut first = true;
     // When another node was last heard. Alone, a node's commits all reach its sockets
     // directly, and there is nothing to check.
     let mut peers = Peers(None);
     while !stop.is_cancelled() {
-        match listen(&pool).await {
-            Ok(listener) => {
+        let listening = tokio::select! {
+            _ = stop.cancelled() => return,
+            listening = transport.listen() => listening,
+        };
+        match listening {
+            Ok(listening) => {
                 if !first {
                     metrics::counter!(m::BUS_RECONNECTS).increment(1);
                     tracing::info!("bus listener reconnected");
                 }
                 first = false;
-                serve(listener, &hub, &publisher, &mut peers, &stop).await;
+                serve(listening, &hub, &publisher, &mut peers, &stop).await;
             }
-            Err(e) => tracing::warn!(error = %e, "bus listener cannot connect; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, "bus listener cannot connect; retrying");
+                // Meanwhile the database is read instead: other nodes' messages still arrive,
+                // later. (While the bus is down but the database is not, as with NATS.)
+                if peers.around() {
+                    let mut suspects = Suspects::default();
+                    if let Err(e) = hub.check_positions(Scope::Online, &mut suspects).await {
+                        tracing::warn!(error = %e, "position check without the bus failed");
+                    }
+                }
+            }
         }
         metrics::gauge!(m::BUS_UP).set(0.0);
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-    pool.close().await;
-}
-
-async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.ignore_pool_close_event(true);
-    listener.eager_reconnect(false);
-    listener.listen_all([MESSAGES, EVENTS]).await?;
-    Ok(listener)
-}
-
-/// Reads notifications until the connection is lost.
-async fn read(mut listener: PgListener, tx: mpsc::Sender<PgNotification>) {
-    while let Ok(Some(n)) = listener.try_recv().await {
-        if tx.send(n).await.is_err() {
-            return;
         }
     }
 }
@@ -97,15 +85,12 @@ const PEERS_GONE_AFTER: Duration = Duration::from_secs(60);
 
 /// Delivers notifications and checks positions while the listener is heard.
 async fn serve(
-    listener: PgListener,
+    mut listening: super::Listening,
     hub: &Hub,
     publisher: &Publisher,
     peers: &mut Peers,
     stop: &CancellationToken,
 ) {
-    let (tx, mut rx) = mpsc::channel(QUEUE);
-    let reader = tokio::spawn(read(listener, tx));
-    let _abort = AbortOnDrop(reader);
     let mut suspects = Suspects::default();
     // Listening again: what other nodes announced meanwhile is found in the database.
     if peers.around() {
@@ -120,7 +105,7 @@ async fn serve(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            got = rx.recv_many(&mut batch, QUEUE) => {
+            got = listening.notices.recv_many(&mut batch, BATCH) => {
                 if got == 0 {
                     tracing::warn!("bus listener connection lost");
                     return;
@@ -146,31 +131,34 @@ async fn serve(
     }
 }
 
+/// Most notices delivered in one go.
+const BATCH: usize = 1024;
+
 /// Delivers a batch of notifications: the message ranges of all of them with one read.
 /// Fails when the read fails, and the listener is restarted (then everything is checked).
 async fn deliver(
     hub: &Hub,
     node: &str,
-    batch: &mut Vec<PgNotification>,
+    batch: &mut Vec<Notice>,
     heard: &mut Instant,
     peers: &mut Peers,
 ) -> Result<(), ()> {
     let mut ranges = Vec::new();
     for n in batch.drain(..) {
-        if n.channel() == MESSAGES {
+        if n.channel == Channel::Messages {
             metrics::counter!(m::BUS_RECEIVED, "channel" => "messages").increment(1);
-            match decode_ranges(n.payload()) {
+            match decode_ranges(&n.payload) {
                 Some((from, rs)) if from != node => {
                     peers.heard();
                     ranges.extend(rs);
                 }
                 Some(_) => {}
-                None => tracing::warn!("unreadable notification on {MESSAGES}"),
+                None => tracing::warn!("unreadable notice on the messages channel"),
             }
             continue;
         }
         metrics::counter!(m::BUS_RECEIVED, "channel" => "events").increment(1);
-        match serde_json::from_str::<Event>(n.payload()) {
+        match serde_json::from_str::<Event>(&n.payload) {
             Ok(e) if e.node == node => *heard = Instant::now(),
             Ok(Event {
                 users,
@@ -181,7 +169,7 @@ async fn deliver(
                 hub.deliver_event(&users, frame);
             }
             Ok(_) => peers.heard(),
-            Err(_) => tracing::warn!("unreadable notification on {EVENTS}"),
+            Err(_) => tracing::warn!("unreadable notice on the events channel"),
         }
     }
     if ranges.is_empty() {
@@ -190,12 +178,4 @@ async fn deliver(
     hub.deliver_committed(ranges).await.map_err(|e| {
         tracing::warn!(error = %e, "could not read another node's messages; checking positions");
     })
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -1,167 +1,174 @@
 //! The bus between nodes that share one PostgreSQL: a hint, never the record. Each group commit
-//! names what it stored (chat and seq range per chat) in a `NOTIFY` sent inside its own
-//! transaction, so the hint is delivered only if the commit is, in commit order; other events
-//! (read markers, typing, new chats, friend requests, removals) travel on a second channel.
-//! Every node listens (see [`listener`]), reads the committed rows it was told of and delivers
-//! them through the sockets' cursors; whatever a node misses while not listening is found by a
-//! position check against `conversations.last_seq`, so nothing is lost when a hint is.
+//! names what it stored (chat and seq range per chat); other events (read markers, typing, new
+//! chats, friend requests, removals) travel on a second channel. Every node listens (see
+//! [`listener`]), reads the committed rows it was told of and delivers them through the sockets'
+//! cursors; whatever a node misses while not listening is found by a position check against
+//! `conversations.last_seq`, so nothing is lost when a hint is.
+//!
+//! Two transports carry it behind [`Transport`]: PostgreSQL's `LISTEN`/`NOTIFY` ([`postgres`]),
+//! which announces a commit inside its own transaction, and core NATS subjects ([`nats`]), which
+//! announce it right after.
 
 pub mod listener;
+pub mod nats;
+mod payload;
+pub mod postgres;
 mod publisher;
 
-use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
 
-use crate::ids::{ChatId, UserId};
-use crate::protocol::ServerFrame;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::BusKind;
+use crate::db::Db;
+use crate::hub::Hub;
+
+pub use payload::{decode_ranges, encode_ranges, ranges_of, Event, Range, PAYLOAD_MAX};
 pub use publisher::Publisher;
 
-/// Where group commits announce what they stored.
-pub const MESSAGES: &str = "xfchat_messages";
-/// Where nodes announce other events, and their own heartbeats.
-pub const EVENTS: &str = "xfchat_events";
+/// A bus that sends, and listens once it is given the hub to deliver to.
+pub struct Bus {
+    publisher: Publisher,
+    listen: Box<dyn FnOnce(Arc<Hub>) + Send>,
+}
 
-/// PostgreSQL refuses payloads of 8,000 bytes or more; ours stay below this.
-pub const PAYLOAD_MAX: usize = 7_900;
+impl Bus {
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
 
-/// What a group commit stored in one chat: seqs `first..=last`.
+    /// Starts listening, delivering to `hub`, until the server stops.
+    pub fn listen(self, hub: Arc<Hub>) {
+        (self.listen)(hub)
+    }
+}
+
+/// The bus of `kind` for node `node`, sending until `stop`; None when it is off. Fails when
+/// a NATS server does not answer.
+pub async fn connect(
+    kind: &BusKind,
+    db: &Db,
+    database: &PgConnectOptions,
+    node: &str,
+    stop: &CancellationToken,
+) -> Result<Option<Bus>, BusError> {
+    Ok(match kind {
+        BusKind::Off => None,
+        BusKind::Postgres => Some(started(
+            postgres::Postgres::new(db.clone(), database.clone()),
+            node,
+            stop,
+        )),
+        BusKind::Nats { url, prefix } => Some(started(
+            nats::Nats::connect(url, prefix, node).await?,
+            node,
+            stop,
+        )),
+    })
+}
+
+fn started<T: Transport>(transport: T, node: &str, stop: &CancellationToken) -> Bus {
+    let transport = Arc::new(transport);
+    let publisher = Publisher::start(transport.clone(), node, stop.clone());
+    let (sender, stop) = (publisher.clone(), stop.clone());
+    Bus {
+        publisher,
+        listen: Box::new(move |hub| {
+            tokio::spawn(listener::run(transport, hub, sender, stop));
+        }),
+    }
+}
+
+/// The two streams on the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    pub chat: ChatId,
-    pub first: i64,
-    pub last: i64,
+pub enum Channel {
+    /// What group commits stored.
+    Messages,
+    /// Other events, and each node's heartbeats.
+    Events,
 }
 
-/// The payloads announcing `ranges` from `node`: `node|chat:first-last,chat:first-last`, split
-/// so that none reaches [`PAYLOAD_MAX`].
-pub fn encode_ranges(node: &str, ranges: &[Range]) -> Vec<String> {
-    let mut payloads = Vec::new();
-    let mut current = String::new();
-    for r in ranges {
-        let item = format!("{}:{}-{}", r.chat, r.first, r.last);
-        if !current.is_empty() && current.len() + 1 + item.len() > PAYLOAD_MAX {
-            payloads.push(std::mem::take(&mut current));
-        }
-        if current.is_empty() {
-            current.push_str(node);
-            current.push('|');
-        } else {
-            current.push(',');
-        }
-        current.push_str(&item);
-    }
-    if !current.is_empty() {
-        payloads.push(current);
-    }
-    payloads
-}
-
-/// The node and ranges of a payload made by [`encode_ranges`]; None when it is not one.
-pub fn decode_ranges(payload: &str) -> Option<(&str, Vec<Range>)> {
-    let (node, items) = payload.split_once('|')?;
-    let ranges = items
-        .split(',')
-        .map(|item| {
-            let (chat, seqs) = item.split_once(':')?;
-            let (first, last) = seqs.split_once('-')?;
-            let range = Range {
-                chat: ChatId(chat.parse().ok()?),
-                first: first.parse().ok()?,
-                last: last.parse().ok()?,
-            };
-            (range.first >= 1 && range.first <= range.last).then_some(range)
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((node, ranges))
-}
-
-/// An event for some users, from one node to the others.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Event {
-    /// The node that sent it.
-    pub node: String,
-    /// Who gets it; empty for a heartbeat.
-    pub users: Vec<UserId>,
-    pub frame: Option<ServerFrame>,
-}
-
-impl Event {
-    /// The payloads for `frame` to `users`, split over several when the users are many.
-    pub fn encode(node: &str, users: &[UserId], frame: &ServerFrame) -> Vec<String> {
-        let mut chunk = users.len().max(1);
-        loop {
-            let payloads: Vec<String> = users
-                .chunks(chunk)
-                .map(|users| {
-                    serde_json::to_string(&Event {
-                        node: node.to_owned(),
-                        users: users.to_vec(),
-                        frame: Some(frame.clone()),
-                    })
-                    .expect("events always serialise")
-                })
-                .collect();
-            if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) || chunk == 1 {
-                return payloads
-                    .into_iter()
-                    .filter(|p| p.len() < PAYLOAD_MAX)
-                    .collect();
-            }
-            chunk = chunk.div_ceil(2);
+impl Channel {
+    /// Its name as a PostgreSQL channel.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Messages => "xfchat_messages",
+            Channel::Events => "xfchat_events",
         }
     }
 
-    /// A node's heartbeat: it expects to hear its own.
-    pub fn heartbeat(node: &str) -> String {
-        serde_json::to_string(&Event {
-            node: node.to_owned(),
-            users: Vec::new(),
-            frame: None,
-        })
-        .expect("events always serialise")
+    fn named(name: &str) -> Option<Channel> {
+        [Channel::Messages, Channel::Events]
+            .into_iter()
+            .find(|c| c.name() == name)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One payload heard on the bus.
+#[derive(Debug)]
+pub struct Notice {
+    pub channel: Channel,
+    pub payload: String,
+}
 
-    #[test]
-    fn ranges_round_trip_and_split_below_the_payload_limit() {
-        let ranges: Vec<Range> = (1..2000)
-            .map(|i| Range {
-                chat: ChatId(i * 1_000_003),
-                first: i,
-                last: i + 7,
-            })
-            .collect();
-        let payloads = encode_ranges("host-a:8080", &ranges);
-        assert!(payloads.len() > 1);
-        let mut back = Vec::new();
-        for p in &payloads {
-            assert!(p.len() < PAYLOAD_MAX);
-            let (node, rs) = decode_ranges(p).unwrap();
-            assert_eq!(node, "host-a:8080");
-            back.extend(rs);
+/// A failure of the bus; logged and counted, never shown to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("database: {0}")]
+    Database(#[from] crate::error::AppError),
+    #[error("listener: {0}")]
+    Listener(#[from] sqlx::Error),
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+/// A way for nodes to hear each other.
+pub trait Transport: Send + Sync + 'static {
+    /// Whether a group commit announces its messages inside its own transaction; otherwise
+    /// they are published right after the commit.
+    fn announces_in_commit(&self) -> bool;
+
+    /// Sends `payloads` on `channel`, in order.
+    fn send(
+        &self,
+        channel: Channel,
+        payloads: Vec<String>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Starts listening on both channels on a connection of its own. The notices end when that
+    /// connection is lost or a notice was dropped; then the caller listens again and checks.
+    fn listen(&self) -> impl Future<Output = Result<Listening, BusError>> + Send;
+}
+
+/// Notices as they are heard, from a reader task that stops when this is dropped.
+pub struct Listening {
+    pub notices: mpsc::Receiver<Notice>,
+    reader: JoinHandle<()>,
+}
+
+impl Listening {
+    /// Notices read ahead of delivery.
+    const QUEUE: usize = 1024;
+
+    /// A reader `read` that sends what it hears on the channel it is given.
+    fn start<F>(read: impl FnOnce(mpsc::Sender<Notice>) -> F) -> Listening
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, notices) = mpsc::channel(Self::QUEUE);
+        Listening {
+            notices,
+            reader: tokio::spawn(read(tx)),
         }
-        assert_eq!(back, ranges);
-        assert!(decode_ranges("n|1:5-4").is_none(), "an empty range");
-        assert!(decode_ranges("garbage").is_none());
     }
+}
 
-    #[test]
-    fn events_for_many_users_split_below_the_payload_limit() {
-        let users: Vec<UserId> = (0..5000).map(|i| UserId(i * 1_000_003)).collect();
-        let frame = ServerFrame::ChatRemoved { chat_id: ChatId(9) };
-        let payloads = Event::encode("n", &users, &frame);
-        assert!(payloads.len() > 1);
-        let mut back = Vec::new();
-        for p in &payloads {
-            assert!(p.len() < PAYLOAD_MAX);
-            let event: Event = serde_json::from_str(p).unwrap();
-            assert_eq!(event.frame, Some(frame.clone()));
-            back.extend(event.users);
-        }
-        assert_eq!(back, users);
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }

@@ -1,81 +1,108 @@
-//! Sends events to the other nodes: a bounded queue drained by one task, which sends whatever
-//! has gathered as one statement. Events are best effort across nodes (a full queue drops them,
-//! counted); messages never travel here, they are announced by their commit.
+//! Sends to the other nodes: a bounded queue drained by one task, which sends whatever has
+//! gathered in one go per channel. What it carries is best effort (a full queue drops it,
+//! counted): events, heartbeats, and, on a bus that cannot announce inside the commit, the
+//! ranges of committed messages, which the position checks find if they are lost.
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, EVENTS};
-use crate::db::{Db, Op};
+use super::{encode_ranges, Channel, Event, Range, Transport};
 use crate::ids::UserId;
 use crate::metrics as m;
 use crate::protocol::ServerFrame;
 
-/// Events waiting to be sent; more are dropped.
+/// Payloads waiting to be sent; more are dropped.
 const QUEUE: usize = 4096;
-/// Most payloads sent in one statement.
+/// Most payloads sent in one go.
 const BATCH: usize = 256;
 
 #[derive(Clone)]
 pub struct Publisher {
-    node: String,
-    tx: mpsc::Sender<String>,
+    node: Arc<str>,
+    announces_in_commit: bool,
+    tx: mpsc::Sender<(Channel, String)>,
 }
 
 impl Publisher {
     /// Starts the sending task, which ends at `stop`.
-    pub fn start(db: Db, node: String, stop: CancellationToken) -> Self {
+    pub fn start<T: Transport>(transport: Arc<T>, node: &str, stop: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_all(db, rx, stop));
-        Self { node, tx }
+        let announces_in_commit = transport.announces_in_commit();
+        tokio::spawn(send_all(transport, rx, stop));
+        Self {
+            node: Arc::from(node),
+            announces_in_commit,
+            tx,
+        }
     }
 
     pub fn node(&self) -> &str {
         &self.node
     }
 
+    /// The node to name in a group commit's own announcement; None when the commit is
+    /// announced afterwards, through [`Publisher::announce`].
+    pub fn in_commit(&self) -> Option<&str> {
+        self.announces_in_commit.then_some(&*self.node)
+    }
+
+    /// Announces committed messages, unless their commit did.
+    pub fn announce(&self, ranges: &[Range]) {
+        if self.announces_in_commit || ranges.is_empty() {
+            return;
+        }
+        for payload in encode_ranges(&self.node, ranges) {
+            self.queue(Channel::Messages, payload);
+        }
+    }
+
     /// Queues `frame` for the sockets of `users` on the other nodes.
     pub fn publish(&self, users: &[UserId], frame: &ServerFrame) {
         for payload in Event::encode(&self.node, users, frame) {
-            self.queue(payload);
+            self.queue(Channel::Events, payload);
         }
     }
 
     /// Queues this node's heartbeat, which its own listener expects to hear.
     pub fn heartbeat(&self) {
-        self.queue(Event::heartbeat(&self.node));
+        self.queue(Channel::Events, Event::heartbeat(&self.node));
     }
 
-    fn queue(&self, payload: String) {
-        if self.tx.try_send(payload).is_err() {
+    fn queue(&self, channel: Channel, payload: String) {
+        if self.tx.try_send((channel, payload)).is_err() {
             metrics::counter!(m::BUS_DROPPED).increment(1);
         }
     }
 }
 
-async fn send_all(db: Db, mut rx: mpsc::Receiver<String>, stop: CancellationToken) {
-    let mut payloads = Vec::with_capacity(BATCH);
+async fn send_all<T: Transport>(
+    transport: Arc<T>,
+    mut rx: mpsc::Receiver<(Channel, String)>,
+    stop: CancellationToken,
+) {
+    let mut queued = Vec::with_capacity(BATCH);
     loop {
         let got = tokio::select! {
             _ = stop.cancelled() => return,
-            got = rx.recv_many(&mut payloads, BATCH) => got,
+            got = rx.recv_many(&mut queued, BATCH) => got,
         };
         if got == 0 {
             return;
         }
-        let sent = async {
-            let mut conn = db.conn(Op::Bus).await?;
-            sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-                .bind(EVENTS)
-                .bind(&payloads)
-                .execute(&mut *conn)
-                .await?;
-            Ok::<_, crate::error::AppError>(())
-        };
-        if let Err(e) = sent.await {
-            tracing::warn!(error = %e, events = payloads.len(), "could not send events to other nodes");
-            metrics::counter!(m::BUS_DROPPED).increment(payloads.len() as u64);
+        let (messages, events): (Vec<_>, Vec<_>) =
+            queued.drain(..).partition(|(c, _)| *c == Channel::Messages);
+        for (channel, queued) in [(Channel::Messages, messages), (Channel::Events, events)] {
+            if queued.is_empty() {
+                continue;
+            }
+            let count = queued.len() as u64;
+            let payloads = queued.into_iter().map(|(_, p)| p).collect();
+            if let Err(e) = transport.send(channel, payloads).await {
+                tracing::warn!(error = %e, channel = channel.name(), count, "could not send to other nodes");
+                metrics::counter!(m::BUS_DROPPED).increment(count);
+            }
         }
-        payloads.clear();
     }
 }

@@ -223,12 +223,9 @@ pub async fn store_batch(
         .fetch_all(&mut *tx)
         .await?;
         if let Some(node) = announce_as {
-            let payloads = bus::encode_ranges(node, &ranges(&inserted));
-            sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-                .bind(bus::MESSAGES)
-                .bind(&payloads)
-                .execute(&mut *tx)
-                .await?;
+            let ranges = bus::ranges_of(inserted.iter().map(|r| (r.chat_id, r.seq)));
+            let payloads = bus::encode_ranges(node, &ranges);
+            bus::postgres::notify(&mut tx, bus::Channel::Messages, &payloads).await?;
         }
         for m in inserted.into_iter().map(Message::from) {
             let i = first_try[&(m.sender_id, m.client_msg_id)];
@@ -249,19 +246,6 @@ pub async fn store_batch(
         })
         .collect();
     Ok(Committed { outcomes, members })
-}
-
-/// The seqs stored per chat, from rows of several chats.
-fn ranges(rows: &[Row]) -> Vec<bus::Range> {
-    let mut by_chat: HashMap<ChatId, (i64, i64)> = HashMap::new();
-    for r in rows {
-        let range = by_chat.entry(r.chat_id).or_insert((r.seq, r.seq));
-        *range = (range.0.min(r.seq), range.1.max(r.seq));
-    }
-    by_chat
-        .into_iter()
-        .map(|(chat, (first, last))| bus::Range { chat, first, last })
-        .collect()
 }
 
 /// Stored messages in `ranges` (another node's commits), in seq order per chat, with each

@@ -91,7 +91,7 @@ impl Hub {
             db.clone(),
             registry.clone(),
             positions.clone(),
-            bus.as_ref().map(|b| Arc::from(b.node())),
+            bus.clone(),
             &config.ws,
             &metrics,
             &config.faults,

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
+use crate::bus::{self, Publisher};
 use crate::config::{Faults, WsConfig};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, Op};
@@ -56,8 +57,8 @@ struct Shared {
     db: Db,
     registry: Arc<Registry>,
     positions: Arc<Positions>,
-    /// This node's id, when commits are announced on the bus.
-    announce_as: Option<Arc<str>>,
+    /// Where commits are announced to other nodes; None without a bus.
+    bus: Option<Publisher>,
     metrics: HubMetrics,
     faults: Faults,
 }
@@ -67,7 +68,7 @@ impl Persister {
         db: Db,
         registry: Arc<Registry>,
         positions: Arc<Positions>,
-        announce_as: Option<Arc<str>>,
+        bus: Option<Publisher>,
         ws: &WsConfig,
         metrics: &HubMetrics,
         faults: &Faults,
@@ -76,7 +77,7 @@ impl Persister {
             db,
             registry,
             positions,
-            announce_as,
+            bus,
             metrics: metrics.clone(),
             faults: faults.clone(),
         };
@@ -139,9 +140,16 @@ async fn handle_batch(shared: &Shared, batch: &[NewMessage], replies: &mut [Opti
         panic!("fault injected into the persist worker");
     }
     let started = Instant::now();
+    let bus = shared.bus.as_ref();
     let Committed { outcomes, members } =
-        commit(&shared.db, batch, shared.announce_as.as_deref()).await;
+        commit(&shared.db, batch, bus.and_then(Publisher::in_commit)).await;
     metrics.commit.record(started.elapsed());
+    if let Some(bus) = bus {
+        bus.announce(&bus::ranges_of(outcomes.iter().filter_map(|o| match o {
+            Outcome::New(m) => Some((m.chat_id, m.seq)),
+            _ => None,
+        })));
+    }
     for ((outcome, reply), sent) in outcomes.into_iter().zip(replies).zip(batch) {
         let Some(reply) = reply.take() else { continue };
         match &outcome {

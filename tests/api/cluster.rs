@@ -1,6 +1,6 @@
 //! Several server processes on one fresh database, each on its own port with the same secret:
 //! what is committed on one node reaches sockets on the others once, in seq order, through
-//! `LISTEN/NOTIFY` and the database; nothing is lost when the bus is.
+//! `LISTEN/NOTIFY` and the database; nothing is lost when the bus is. (The NATS bus: `nats.rs`.)
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -16,19 +16,24 @@ use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 use crate::ws::Ws;
 
 /// Nodes on one database; `app` talks HTTP to the first.
-struct Cluster {
-    app: TestApp,
-    nodes: Vec<Option<Process>>,
-    bases: Vec<String>,
+pub struct Cluster {
+    pub app: TestApp,
+    pub nodes: Vec<Option<Process>>,
+    pub bases: Vec<String>,
 }
 
 async fn cluster(n: usize) -> Cluster {
+    cluster_with(n, &[]).await
+}
+
+/// `n` nodes with `extra` settings on top of the tests' own.
+pub async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
     let db = TestDb::create().await;
     let mut nodes = Vec::new();
     let mut bases = Vec::new();
     for i in 0..n {
         let node = format!("node{i}");
-        let env = [
+        let mut env = vec![
             ("JWT_SECRET", SECRET),
             ("DATABASE_URL", db.url.as_str()),
             ("XFCHAT_USER_RATE", "0"),
@@ -37,6 +42,7 @@ async fn cluster(n: usize) -> Cluster {
             // Tests share one PostgreSQL (100 connections) and run side by side.
             ("XFCHAT_DB_MAX_CONNECTIONS", "4"),
         ];
+        env.extend_from_slice(extra);
         let (child, base) =
             serve_binary_logging_to(&free_listen_address(), &env, Stdio::null()).await;
         nodes.push(Some(Process(child)));
@@ -52,13 +58,13 @@ async fn cluster(n: usize) -> Cluster {
 }
 
 impl Cluster {
-    async fn ws(&self, node: usize, user: &User) -> Ws {
+    pub async fn ws(&self, node: usize, user: &User) -> Ws {
         Ws::connect(&self.bases[node], user, Codec::Json).await
     }
 }
 
 /// Opens a socket and starts it at `after` in `chat`.
-async fn reader(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
+pub async fn reader(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
     let mut ws = c.ws(node, user).await;
     ws.send(&ClientFrame::Resume {
         positions: [(ChatId(chat), after)].into(),
@@ -79,7 +85,7 @@ async fn reader(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) ->
 
 /// Reads the chat's messages after `after` up to `last`, asserting the raw frame order: each
 /// the cursor's next, none twice. Returns the client_msg_ids in the order read.
-async fn read_in_order(ws: &mut Ws, chat: i64, after: i64, last: i64) -> Vec<Uuid> {
+pub async fn read_in_order(ws: &mut Ws, chat: i64, after: i64, last: i64) -> Vec<Uuid> {
     let mut seq = after;
     let mut ids = Vec::new();
     while seq < last {
@@ -101,7 +107,7 @@ async fn read_in_order(ws: &mut Ws, chat: i64, after: i64, last: i64) -> Vec<Uui
 }
 
 /// Sends `n` messages on `ws` without waiting for answers; returns their client_msg_ids.
-async fn send_all(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
+pub async fn send_all(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         ws.send(&ClientFrame::Send {
@@ -115,7 +121,7 @@ async fn send_all(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
 }
 
 /// Sends `n` messages on `ws` without waiting, then waits for every ack.
-async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
+pub async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
     let ids = send_all(ws, chat, n).await;
     let mut acked = HashSet::new();
     while acked.len() < n {
@@ -129,7 +135,7 @@ async fn send_many(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
 /// Like [`send_many`], on a socket that started at 0 in `chat`, asserting its raw order: the
 /// other nodes' messages and this socket's acks interleave in seq order, each once. Returns
 /// the last seq read.
-async fn send_many_in_order(ws: &mut Ws, chat: i64, n: usize) -> i64 {
+pub async fn send_many_in_order(ws: &mut Ws, chat: i64, n: usize) -> i64 {
     let mut pending = send_all(ws, chat, n).await;
     let mut seq = 0;
     while !pending.is_empty() {
@@ -151,7 +157,7 @@ async fn send_many_in_order(ws: &mut Ws, chat: i64, n: usize) -> i64 {
     seq
 }
 
-async fn stored_order(app: &TestApp, chat: i64) -> Vec<Uuid> {
+pub async fn stored_order(app: &TestApp, chat: i64) -> Vec<Uuid> {
     let pool = app.db.pool().await;
     sqlx::query_scalar("SELECT client_msg_id FROM messages WHERE conversation_id = $1 ORDER BY seq")
         .bind(chat)
@@ -189,7 +195,12 @@ async fn a_message_sent_on_one_node_reaches_members_on_every_node_once_and_in_se
 
 #[tokio::test]
 async fn concurrent_senders_on_every_node_into_one_chat_are_seen_in_the_database_order() {
-    let c = cluster(3).await;
+    concurrent_senders_are_seen_in_the_database_order(&cluster(3).await).await;
+}
+
+/// Senders on every node of `c` into one chat, watchers on every node: every stream, the
+/// senders' own included, is the database's order.
+pub async fn concurrent_senders_are_seen_in_the_database_order(c: &Cluster) {
     let senders = [
         c.app.signup("sender0").await,
         c.app.signup("sender1").await,
@@ -204,11 +215,11 @@ async fn concurrent_senders_on_every_node_into_one_chat_are_seen_in_the_database
     let chat = c.app.group(&senders[0], &members).await;
     let mut readers = Vec::new();
     for (node, user) in watchers.iter().enumerate() {
-        readers.push(reader(&c, node, user, chat, 0).await);
+        readers.push(reader(c, node, user, chat, 0).await);
     }
     let mut sockets = Vec::new();
     for (node, user) in senders.iter().enumerate() {
-        sockets.push(reader(&c, node, user, chat, 0).await);
+        sockets.push(reader(c, node, user, chat, 0).await);
     }
     let sends = sockets
         .iter_mut()
@@ -308,7 +319,7 @@ async fn a_node_killed_mid_traffic_leaves_its_clients_to_resume_on_another_with_
 }
 
 /// A reconnecting client: resumes at `after` without waiting for `synced` first.
-async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
+pub async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
     let mut ws = c.ws(node, user).await;
     ws.send(&ClientFrame::Resume {
         positions: [(ChatId(chat), after)].into(),
@@ -319,7 +330,11 @@ async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after: i6
 
 #[tokio::test]
 async fn new_chats_read_markers_removals_and_logouts_take_effect_on_the_other_nodes() {
-    let c = cluster(2).await;
+    events_take_effect_on_the_other_node(&cluster(2).await).await;
+}
+
+/// New chats, read markers, removals and logouts made on node 0 of `c`, seen on node 1.
+pub async fn events_take_effect_on_the_other_node(c: &Cluster) {
     let alice = c.app.signup("alice").await;
     let bob = c.app.signup("bob").await;
     let mut bob_far = c.ws(1, &bob).await;

@@ -19,6 +19,7 @@ mod membership;
 mod memory;
 mod messages;
 mod migrations;
+mod nats;
 mod sessions;
 mod startup;
 mod stream;

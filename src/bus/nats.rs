@@ -1,0 +1,114 @@
+//! The bus over core NATS subjects, for operators who already run NATS: `<prefix>.<channel>`,
+//! with the channels and payloads of the PostgreSQL bus. Core NATS delivers at most once
+//! and a group commit announces itself only after it committed, so a node that dies between the
+//! two, or a notice lost on the way, is found by the same position checks as on PostgreSQL.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{BusError, Channel, Listening, Notice, Transport};
+
+/// How long connecting may take, and how often the client pings the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Nats {
+    url: String,
+    node: String,
+    /// The subject of each channel, in [`Channel`]'s order.
+    subjects: [String; 2],
+    /// The connection that publishes; it reconnects on its own and buffers meanwhile.
+    client: async_nats::Client,
+}
+
+impl Nats {
+    /// Connects the publishing side; fails when no NATS server answers at `url`.
+    pub async fn connect(url: &str, prefix: &str, node: &str) -> Result<Self, BusError> {
+        let client = options(node)
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
+        Ok(Self {
+            url: url.to_owned(),
+            node: node.to_owned(),
+            subjects: ["messages", "events"].map(|channel| format!("{prefix}.{channel}")),
+            client,
+        })
+    }
+
+    fn subject(&self, channel: Channel) -> String {
+        self.subjects[channel as usize].clone()
+    }
+}
+
+fn options(node: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(format!("xfchat {node}"))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
+}
+
+impl Transport for Nats {
+    fn announces_in_commit(&self) -> bool {
+        false
+    }
+
+    async fn send(&self, channel: Channel, payloads: Vec<String>) -> Result<(), BusError> {
+        for payload in payloads {
+            self.client
+                .publish(self.subject(channel), payload.into())
+                .await
+                .map_err(|e| BusError::Nats(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn listen(&self) -> Result<Listening, BusError> {
+        let nats = |e: &dyn std::fmt::Display| BusError::Nats(e.to_string());
+        // The listening connection does not reconnect on its own: a lost connection, or a
+        // subscription that fell behind and dropped messages, ends the notices.
+        let (lost_tx, mut lost) = mpsc::channel(4);
+        let client = options(&self.node)
+            .max_reconnects(1)
+            .event_callback(move |event| {
+                let lost_tx = lost_tx.clone();
+                async move {
+                    use async_nats::Event::*;
+                    if matches!(event, Disconnected | Closed | SlowConsumer(_)) {
+                        let _ = lost_tx.try_send(event.to_string());
+                    }
+                }
+            })
+            .connect(&self.url)
+            .await
+            .map_err(|e| nats(&e))?;
+        let mut messages =
+            (client.subscribe(self.subject(Channel::Messages)).await).map_err(|e| nats(&e))?;
+        let mut events =
+            (client.subscribe(self.subject(Channel::Events)).await).map_err(|e| nats(&e))?;
+        // The server has the subscriptions once it answered a ping: from here nothing is missed.
+        client.flush().await.map_err(|e| nats(&e))?;
+        Ok(Listening::start(|tx| async move {
+            let _client = client;
+            loop {
+                let (channel, message) = tokio::select! {
+                    m = messages.next() => (Channel::Messages, m),
+                    m = events.next() => (Channel::Events, m),
+                    why = lost.recv() => {
+                        tracing::warn!(why = why.as_deref().unwrap_or("closed"), "bus listener lost NATS");
+                        return;
+                    }
+                };
+                let Some(message) = message else { return };
+                let Ok(payload) = String::from_utf8(message.payload.into()) else {
+                    continue;
+                };
+                if tx.send(Notice { channel, payload }).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}

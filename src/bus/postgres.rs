@@ -1,0 +1,78 @@
+//! The bus over PostgreSQL's `LISTEN`/`NOTIFY`, on the database the nodes already share: no
+//! other service to run. Group commits notify inside their own transaction (see
+//! `db::messages::store_batch`), so an announcement is delivered only if its commit is, in
+//! commit order; events are sent through the pool guard like any query. Each node listens on a
+//! connection of its own, outside the guard.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+
+use super::{BusError, Channel, Listening, Notice, Transport};
+use crate::db::{Db, Op};
+
+pub struct Postgres {
+    db: Db,
+    /// The listener's own connection, opened when it listens.
+    listen_pool: PgPool,
+}
+
+impl Postgres {
+    pub fn new(db: Db, options: PgConnectOptions) -> Self {
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Self { db, listen_pool }
+    }
+}
+
+impl Transport for Postgres {
+    fn announces_in_commit(&self) -> bool {
+        true
+    }
+
+    async fn send(&self, channel: Channel, payloads: Vec<String>) -> Result<(), BusError> {
+        let mut conn = self.db.conn(Op::Bus).await?;
+        notify(&mut conn, channel, &payloads).await?;
+        Ok(())
+    }
+
+    async fn listen(&self) -> Result<Listening, BusError> {
+        let mut listener = PgListener::connect_with(&self.listen_pool).await?;
+        listener.ignore_pool_close_event(true);
+        // A lost connection ends the notices; the caller opens it again and checks.
+        listener.eager_reconnect(false);
+        listener
+            .listen_all([Channel::Messages.name(), Channel::Events.name()])
+            .await?;
+        Ok(Listening::start(|tx| async move {
+            while let Ok(Some(n)) = listener.try_recv().await {
+                let Some(channel) = Channel::named(n.channel()) else {
+                    continue;
+                };
+                let notice = Notice {
+                    channel,
+                    payload: n.payload().to_owned(),
+                };
+                if tx.send(notice).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+/// Sends `payloads` on `channel` with one statement, on `conn` (inside its transaction, if any).
+pub async fn notify(
+    conn: &mut sqlx::PgConnection,
+    channel: Channel,
+    payloads: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .bind(channel.name())
+        .bind(payloads)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
