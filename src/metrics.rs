@@ -179,7 +179,7 @@ fn describe() {
     );
     describe_counter!(
         BUS_DROPPED,
-        "Events for other nodes dropped (queue full or database unreachable)"
+        "Payloads for other nodes dropped (queue full, or the bus unreachable): events, and with NATS also announcements of commits"
     );
     describe_counter!(
         BUS_RECEIVED,

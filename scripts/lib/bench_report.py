@@ -24,17 +24,29 @@ def main(work, out, mode):
     room_base = load(os.path.join(work, "baseline-room-burst.json"))
     idle = load(os.path.join(work, "hub-idle.json"))
     storm = json.load(open(os.path.join(work, "password-storm.json")))
+    one_burst, two_burst = (load(os.path.join(work, f"{n}-node-burst.json")) for n in ("one", "two"))
+    one_half, two_half = (load(os.path.join(work, f"{n}-node-half.json")) for n in ("one", "two"))
     cpu = {"cpu_seconds": half["result"]["server_cpu_seconds"], "acked": half["result"]["figures"]["acked"]}
 
     hub_k, half_f = knee(hub), half["result"]["figures"]
     room_hub_k, room_base_k = knee(room_hub), knee(room_base)
-    exact = all(r["exact"] for r in (hub, half, room_hub, room_base))
+    exact = all(r["exact"] for r in (hub, half, room_hub, room_base, one_burst, two_burst, one_half, two_half))
+    one_k, two_k = knee(one_burst), knee(two_burst)
+    one_h, two_h = one_half["result"]["figures"], two_half["result"]["figures"]
     ratios = {
         "hub_acked_per_sec_over_pgbench_tps": hub_k["acked_per_sec"] / pg["tps"] if pg["tps"] else None,
         "hub_deliveries_over_baseline_deliveries": (
             room_hub_k["deliveries_per_sec"] / room_base_k["deliveries_per_sec"] if room_base_k["deliveries_per_sec"] else None
         ),
         "bytes_per_idle_connection": idle["idle"]["bytes_per_connection"],
+        "two_nodes_sustained_over_one_node": (
+            two_k["acked_per_sec"] / one_k["acked_per_sec"] if one_k["acked_per_sec"] else None
+        ),
+        "cross_node_delivery_p99_over_one_node": (
+            two_h["delivery_latency"]["p99_ms"] / one_h["delivery_latency"]["p99_ms"]
+            if one_h["delivery_latency"]["p99_ms"]
+            else None
+        ),
         "cpu_us_per_acked_message": (
             cpu["cpu_seconds"] * 1e6 / cpu["acked"] if cpu["acked"] and cpu["cpu_seconds"] is not None else None
         ),
@@ -65,6 +77,14 @@ def main(work, out, mode):
             "baseline_knee_rate": room_base.get("knee_rate"),
             "baseline_deliveries_per_sec": room_base_k["deliveries_per_sec"],
         },
+        "two_nodes": {
+            "layout": "2-member chats, members on different nodes: every delivery crosses",
+            "one_node_sustained_acked_per_sec": one_k["acked_per_sec"],
+            "two_nodes_sustained_acked_per_sec": two_k["acked_per_sec"],
+            "rate": one_h["rate"],
+            "one_node": {"ack_latency": one_h["ack_latency"], "delivery_latency": one_h["delivery_latency"]},
+            "two_nodes": {"ack_latency": two_h["ack_latency"], "delivery_latency": two_h["delivery_latency"]},
+        },
         "idle": idle["idle"],
         "password_storm": storm,
         "cpu": cpu,
@@ -89,9 +109,15 @@ def main(work, out, mode):
         ("  p99 send->delivery (ms)", fmt(half_f["delivery_latency"]["p99_ms"], ".2f")),
         ("Hub, room of %d: deliveries/s at its knee" % room_hub["config"]["connections"], fmt(room_hub_k["deliveries_per_sec"])),
         ("No-database baseline, same room: deliveries/s at its knee", fmt(room_base_k["deliveries_per_sec"])),
+        ("One node, 2-member chats: sustained acked msgs/s", fmt(one_k["acked_per_sec"])),
+        ("Two nodes, members on different nodes: sustained acked msgs/s", fmt(two_k["acked_per_sec"])),
+        ("At %s msgs/s: p99 send->delivery, one node (ms)" % fmt(one_h["rate"]), fmt(one_h["delivery_latency"]["p99_ms"], ".2f")),
+        ("  p99 send->delivery across nodes (ms)", fmt(two_h["delivery_latency"]["p99_ms"], ".2f")),
         ("Idle sockets held", fmt(idle["idle"]["connections"])),
         ("RATIO hub acked/s / pgbench tps", fmt(ratios["hub_acked_per_sec_over_pgbench_tps"], ".2f")),
         ("RATIO hub deliveries/s / baseline deliveries/s", fmt(ratios["hub_deliveries_over_baseline_deliveries"], ".2f")),
+        ("RATIO two nodes sustained / one node", fmt(ratios["two_nodes_sustained_over_one_node"], ".2f")),
+        ("RATIO cross-node delivery p99 / one node", fmt(ratios["cross_node_delivery_p99_over_one_node"], ".2f")),
         ("Server bytes per idle connection", fmt(ratios["bytes_per_idle_connection"])),
         (
             "Resident memory after %d signups + %d logins, over idle (MiB)" % (storm["accounts"], storm["accounts"]),

@@ -13,8 +13,8 @@ use crate::cluster::{
     cluster_with, concurrent_senders_are_seen_in_the_database_order,
     events_take_effect_on_the_other_node, read_in_order, reader, send_many, stored_order, Cluster,
 };
-use crate::common::metric;
-use crate::startup::{free_listen_address, Process};
+use crate::common::{metric, TestDb, SECRET};
+use crate::startup::{free_listen_address, last_line, run, Process};
 
 /// Whether a NATS server answers at `addr` (host:port) with its `INFO` line.
 async fn answers(addr: &str) -> bool {
@@ -144,4 +144,47 @@ async fn over_nats_a_nats_outage_mid_traffic_loses_nothing_and_duplicates_nothin
         reconnects.is_some_and(|n| n > 0.0),
         "reconnects: {reconnects:?}"
     );
+}
+
+#[tokio::test]
+async fn an_unreachable_nats_bus_stops_startup_naming_it_without_leaking_its_token() {
+    let db = TestDb::create().await;
+    let (out, took) = run(
+        &["serve"],
+        &[
+            ("JWT_SECRET", SECRET),
+            ("DATABASE_URL", db.url.as_str()),
+            ("XFCHAT_BUS", "nats://s3cret-token@127.0.0.1:1"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = last_line(&out);
+    assert!(
+        line.contains("bus") && line.contains("127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "token leaked: {stderr}");
+}
+
+#[test]
+fn a_bus_that_is_neither_postgres_nor_off_nor_nats_stops_startup_naming_the_setting() {
+    for (bus, prefix) in [
+        ("redis://127.0.0.1", "xfchat"),
+        ("nats://127.0.0.1", "a..b"),
+    ] {
+        let (out, _) = run(
+            &["serve"],
+            &[
+                ("JWT_SECRET", SECRET),
+                ("DATABASE_URL", "postgres://127.0.0.1/x"),
+                ("XFCHAT_BUS", bus),
+                ("XFCHAT_BUS_PREFIX", prefix),
+            ],
+        );
+        assert!(!out.status.success());
+        let line = last_line(&out);
+        assert!(line.contains("XFCHAT_BUS"), "{line}");
+    }
 }

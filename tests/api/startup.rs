@@ -72,13 +72,13 @@ async fn serve_with(
     (child, format!("http://{listen}"))
 }
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
     let started = Instant::now();
     let out = xfchat(args, env).output().expect("run xfchat");
     (out, started.elapsed())
 }
 
-fn last_line(out: &Output) -> String {
+pub fn last_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr)
         .lines()
         .last()
