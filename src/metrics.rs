@@ -39,6 +39,7 @@ pub const WS_QUEUE: &str = "xfchat_ws_outbound_queue_frames";
 pub const WS_QUEUE_BYTES: &str = "xfchat_ws_outbound_queue_bytes";
 pub const WS_CATCHUPS: &str = "xfchat_ws_catchup_messages_total";
 pub const WS_ERROR_FRAMES: &str = "xfchat_ws_error_frames_total";
+pub const WS_SENDS_REFUSED: &str = "xfchat_ws_sends_refused_total";
 pub const WS_RATE_LIMITED: &str = "xfchat_ws_rate_limited_total";
 pub const WS_PANICS: &str = "xfchat_ws_connection_panics_total";
 // Abuse limits.
@@ -126,6 +127,19 @@ fn register_at_zero() {
     }
     for code in crate::protocol::ErrorCode::ALL {
         metrics::counter!(WS_ERROR_FRAMES, "code" => code.as_str()).increment(0);
+        metrics::counter!(WS_SENDS_REFUSED, "code" => code.as_str(), "cause" => code.fault())
+            .increment(0);
+    }
+    for kind in [
+        "send",
+        "sync",
+        "resume",
+        "read",
+        "typing",
+        "ping",
+        "bad_frame",
+    ] {
+        metrics::counter!(WS_FRAMES_IN, "type" => kind).increment(0);
     }
     for kind in ["send", "sync", "read", "typing"] {
         metrics::counter!(WS_RATE_LIMITED, "kind" => kind).increment(0);
@@ -230,6 +244,10 @@ fn describe() {
         "Frames waiting in a socket's queue when one is written"
     );
     describe_counter!(WS_ERROR_FRAMES, "Error frames sent, by code");
+    describe_counter!(
+        WS_SENDS_REFUSED,
+        "Sends answered with an error frame, by code and cause: server (the send objective counts it) or client"
+    );
     describe_histogram!(
         WS_QUEUE_BYTES,
         "Bytes of chat messages waiting in a socket's queue when one is written"
@@ -332,4 +350,10 @@ impl Default for HubMetrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Counts a socket's send answered with the error `code`.
+pub fn send_refused(code: crate::protocol::ErrorCode) {
+    metrics::counter!(WS_SENDS_REFUSED, "code" => code.as_str(), "cause" => code.fault())
+        .increment(1);
 }

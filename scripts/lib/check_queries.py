@@ -1,7 +1,9 @@
-"""Evaluates every PromQL expression of the dashboard and the alert rules against a running
-Prometheus, and fails when any returns no series (a misspelt metric or label, or a series the
-traffic never produced). Alert expressions are `<measure> <op> <threshold>`: the measure alone is
-evaluated, since a healthy system does not fire the alert."""
+"""Checks the dashboard and the rules against a running Prometheus that scrapes a server which
+served traffic: every dashboard expression returns series; every recording rule's series
+exists; every series an alert reads exists (a misspelt metric or label, or a series the traffic
+never made, would leave the alert silent forever). Also checks the links: each alert has an
+absolute runbook link to a section that exists in docs/runbook.md, and a dashboard link to a
+panel that exists."""
 
 import json
 import re
@@ -9,11 +11,12 @@ import sys
 import urllib.parse
 import urllib.request
 
-THRESHOLD = re.compile(r"\s(>|<|>=|<=|==|!=)\s*[0-9.e+-]+\s*$")
+import yaml
+
+NAME = re.compile(r"\b(up|xfchat[a-zA-Z0-9_:]*)\b")
 
 
-def dashboard_queries(path):
-    dash = json.load(open(path))
+def dashboard_queries(dash):
     for panel in dash["panels"]:
         if panel.get("type") == "row":
             continue
@@ -26,33 +29,53 @@ def dashboard_queries(path):
             yield (f"panel {panel['title']!r}", target["expr"])
 
 
-def alert_queries(path):
-    # The rules file is simple YAML; the expressions are single-line `expr:` values.
-    for line in open(path):
-        match = re.match(r"\s*expr:\s*(.+)$", line)
-        if match:
-            expr = match.group(1).strip()
-            measure = THRESHOLD.sub("", expr)
-            if measure == expr:
-                yield ("problem", f"alert expression without a trailing threshold: {expr}")
-            yield ("alert rule", measure)
+def rules_of(path):
+    return [rule for group in yaml.safe_load(open(path))["groups"] for rule in group["rules"]]
 
 
-def runbook_gaps(rules, runbook="docs/runbook.md"):
-    """Alert rules whose runbook_url points at no section of the runbook."""
+def rule_queries(rules):
+    for rule in rules:
+        if "record" in rule:
+            yield (f"recorded {rule['record']}", rule["record"])
+            continue
+        # The settings recorded above are read through their own names.
+        for name in sorted(set(NAME.findall(re.sub(r'"[^"]*"', '', rule["expr"])))):
+            yield (f"alert {rule['alert']} reads", name)
+
+
+def link_problems(rules, dash, runbook="docs/runbook.md"):
+    links = next(r for r in rules if r.get("record") == "xfchat:links:info")["labels"]
+    if not re.match(r"https?://", links["runbook"]) or not re.match(r"https?://", links["dashboard"]):
+        yield "xfchat:links:info: the runbook and dashboard links must be absolute URLs"
     anchors = {h.strip().lower() for h in re.findall(r"^## (.+)$", open(runbook).read(), re.M)}
-    for anchor in re.findall(r'runbook_url: "docs/runbook.md#([\w-]+)"', open(rules).read()):
-        if anchor not in anchors:
-            yield anchor
+    panels = {p["id"] for p in dash["panels"]}
+    for rule in (r for r in rules if "alert" in r):
+        name, notes = rule["alert"], rule.get("annotations", {})
+        for field in ("for",):
+            if field not in rule:
+                yield f"{name}: no {field}"
+        if "severity" not in rule.get("labels", {}):
+            yield f"{name}: no severity"
+        runbook_url = notes.get("runbook_url", "")
+        match = re.fullmatch(r'\{\{ with query "xfchat:links:info" \}\}.*\.Labels\.runbook .*\{\{ end \}\}#([\w-]+)', runbook_url)
+        if not match:
+            yield f"{name}: runbook_url is not built from xfchat:links:info's runbook link"
+        elif match.group(1) not in anchors:
+            yield f"{name}: no section #{match.group(1)} in {runbook}"
+        panel = re.search(r"\.Labels\.dashboard .*\?viewPanel=(\d+)$", notes.get("dashboard_url", ""))
+        if not panel or int(panel.group(1)) not in panels:
+            yield f"{name}: dashboard_url names no panel of the dashboard"
 
 
-def main(prometheus, dashboard, rules):
+def main(prometheus, dashboard, rules_path):
+    dash = json.load(open(dashboard))
+    rules = rules_of(rules_path)
     failures = 0
-    for anchor in runbook_gaps(rules):
-        print(f"FAIL  no runbook section for #{anchor}")
+    for problem in link_problems(rules, dash):
+        print(f"FAIL  {problem}")
         failures += 1
     checked = 0
-    for where, expr in list(dashboard_queries(dashboard)) + list(alert_queries(rules)):
+    for where, expr in list(dashboard_queries(dash)) + list(rule_queries(rules)):
         if where == "problem":
             print(f"FAIL  {expr}")
             failures += 1

@@ -62,6 +62,19 @@ impl ErrorCode {
         Self::PersistFailed,
     ];
 
+    /// Whose fault an answer with this code is: `server` for a request the server could not
+    /// serve (the client did nothing wrong and may retry), `client` otherwise.
+    pub fn fault(self) -> &'static str {
+        match self {
+            Self::Overloaded
+            | Self::Unavailable
+            | Self::Timeout
+            | Self::Internal
+            | Self::PersistFailed => "server",
+            _ => "client",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidJson => "invalid_json",

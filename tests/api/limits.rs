@@ -1,6 +1,12 @@
 use reqwest::StatusCode;
 
-use crate::common::{error_code, spawn_app_with};
+use uuid::Uuid;
+use xfchat::ids::ChatId;
+use xfchat::protocol::{ClientFrame, Codec, ErrorCode, ServerFrame};
+
+use crate::common::{error_code, metric, spawn_app_with, TestApp, TestDb, SECRET};
+use crate::startup::{serve_binary, Process};
+use crate::ws::Ws;
 
 #[tokio::test]
 async fn pool_of_two_under_100_concurrent_requests_answers_success_or_overloaded_and_stays_ready() {
@@ -96,6 +102,9 @@ async fn counters_that_alerts_read_are_exported_from_startup() {
         "xfchat_ws_upgrades_refused_total{reason=\"server_full\"}",
         "xfchat_persist_worker_restarts_total",
         "xfchat_ws_connection_panics_total",
+        "xfchat_ws_frames_received_total{type=\"send\"}",
+        "xfchat_ws_sends_refused_total{code=\"persist_failed\",cause=\"server\"}",
+        "xfchat_ws_sends_refused_total{code=\"rate_limited\",cause=\"client\"}",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
@@ -149,5 +158,71 @@ fn debug_output_of_the_command_line_settings_and_config_hides_secrets() {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("a-jwt-secret"), "{shown}");
         assert!(shown.contains("db.internal"), "{shown}");
+    }
+}
+
+/// One server process of its own, so that its counters count this test's sends only.
+#[tokio::test]
+async fn sends_refused_count_against_the_send_objective_only_when_the_server_is_at_fault() {
+    let db = TestDb::create().await;
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("DATABASE_URL", db.url.as_str()),
+        ("XFCHAT_MESSAGE_MAX_BYTES", "100"),
+        ("XFCHAT_DB_MAX_CONNECTIONS", "3"),
+        ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+    ];
+    let (child, base) = serve_binary(&["serve"], &env).await;
+    let _server = Process(child);
+    let app = TestApp {
+        base: base.clone(),
+        client: reqwest::Client::new(),
+        server: None,
+        db,
+    };
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let chat = app.group(&alice, &[&bob]).await;
+    let mut ws = Ws::connect(&base, &alice, Codec::Json).await;
+    // Too large: the client's fault.
+    let too_large = refusal(&mut ws, chat, "x".repeat(200)).await;
+    assert_eq!(too_large, ErrorCode::InvalidInput);
+    // The database refuses connections: the server's.
+    app.db.accept_connections(false).await;
+    let code = refusal(&mut ws, chat, "hello".into()).await;
+    assert!(
+        matches!(code, ErrorCode::PersistFailed | ErrorCode::Overloaded),
+        "{code:?}"
+    );
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    app.db.accept_connections(true).await;
+    let series =
+        |labels: &str| metric(&text, &format!("xfchat_ws_sends_refused_total{{{labels}}}"));
+    assert_eq!(series("code=\"invalid_input\",cause=\"client\""), Some(1.0));
+    let server = format!("code=\"{}\",cause=\"server\"", code.as_str());
+    assert_eq!(series(&server), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "xfchat_ws_frames_received_total{type=\"send\"}"),
+        Some(2.0)
+    );
+}
+
+/// Sends `body` and returns the code of the error that answers it.
+async fn refusal(ws: &mut Ws, chat: i64, body: String) -> ErrorCode {
+    ws.send(&ClientFrame::Send {
+        chat_id: ChatId(chat),
+        client_msg_id: Uuid::new_v4(),
+        body,
+    })
+    .await;
+    loop {
+        if let ServerFrame::Error { code, .. } = ws.next().await {
+            return code;
+        }
     }
 }

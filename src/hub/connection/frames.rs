@@ -78,6 +78,7 @@ impl Connection {
 
     fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
         let refuse = |code: ErrorCode, text: String| {
+            crate::metrics::send_refused(code);
             Some(ServerFrame::error(code, text, Some(client_msg_id)))
         };
         if let Err(e) = self.budget("send") {

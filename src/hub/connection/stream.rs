@@ -130,6 +130,9 @@ impl Connection {
                 return self.live(chat, seq, &out.frame).await;
             }
             Kind::Reply { since, acked } => {
+                if let ServerFrame::Error { code, .. } = &out.frame.frame {
+                    crate::metrics::send_refused(*code);
+                }
                 let early = self.answered(&out.frame.frame);
                 if let Some(since) = since {
                     self.hub.metrics.ack_latency.record(since.elapsed());
