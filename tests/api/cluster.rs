@@ -11,7 +11,7 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{close, ClientFrame, Codec, ServerFrame};
 
-use crate::common::{metric, TestApp, TestDb, User, SECRET};
+use crate::common::{metric, metrics_text, TestApp, TestDb, User, SECRET};
 use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 use crate::ws::Ws;
 
@@ -285,12 +285,7 @@ async fn the_listener_connection_killed_mid_traffic_loses_nothing_and_duplicates
     assert_eq!(read_in_order(&mut far, chat, 0, sent as i64).await, stored);
     far.expect_silence(Duration::from_millis(500)).await;
     // The last sends were announced while nobody listened: the database check found them.
-    let metrics = reqwest::get(format!("{}/metrics", c.bases[1]))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c.bases[1]).await;
     let repaired = metric(&metrics, "xfchat_bus_repaired_messages_total");
     assert!(repaired.is_some_and(|n| n > 0.0), "repaired: {repaired:?}");
 }

@@ -285,6 +285,12 @@ impl TestApp {
     }
 }
 
+/// The `/metrics` text of the server at `base`.
+pub async fn metrics_text(base: &str) -> String {
+    let res = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    res.text().await.unwrap()
+}
+
 /// The value of an unlabelled series in a `/metrics` text.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()

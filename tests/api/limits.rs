@@ -4,7 +4,7 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ErrorCode, ServerFrame};
 
-use crate::common::{error_code, metric, spawn_app_with, TestApp, TestDb, SECRET};
+use crate::common::{error_code, metric, metrics_text, spawn_app_with, TestApp, TestDb, SECRET};
 use crate::startup::{serve_binary, Process};
 use crate::ws::Ws;
 
@@ -194,12 +194,7 @@ async fn sends_refused_count_against_the_send_objective_only_when_the_server_is_
         matches!(code, ErrorCode::PersistFailed | ErrorCode::Overloaded),
         "{code:?}"
     );
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&base).await;
     app.db.accept_connections(true).await;
     let series =
         |labels: &str| metric(&text, &format!("xfchat_ws_sends_refused_total{{{labels}}}"));

@@ -13,7 +13,7 @@ use crate::cluster::{
     cluster_with, concurrent_senders_are_seen_in_the_database_order,
     events_take_effect_on_the_other_node, read_in_order, reader, send_many, stored_order, Cluster,
 };
-use crate::common::{metric, TestDb, SECRET};
+use crate::common::{metric, metrics_text, TestDb, SECRET};
 use crate::startup::{free_listen_address, last_line, run, Process};
 
 /// Whether a NATS server answers at `addr` (host:port) with its `INFO` line.
@@ -131,12 +131,7 @@ async fn over_nats_a_nats_outage_mid_traffic_loses_nothing_and_duplicates_nothin
     read.extend(read_in_order(&mut far, chat, 100, 150).await);
     assert_eq!(read, stored_order(&c.app, chat).await);
     far.expect_silence(Duration::from_millis(500)).await;
-    let metrics = reqwest::get(format!("{}/metrics", c.bases[1]))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c.bases[1]).await;
     let repaired = metric(&metrics, "xfchat_bus_repaired_messages_total");
     assert!(repaired.is_some_and(|n| n > 0.0), "repaired: {repaired:?}");
     let reconnects = metric(&metrics, "xfchat_bus_reconnects_total");
