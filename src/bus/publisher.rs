@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode_ranges, Channel, Event, Range, Transport};
-use crate::ids::UserId;
+use super::{encode_ranges, ranges_of, Channel, Event, Transport};
+use crate::ids::{ChatId, UserId};
 use crate::metrics as m;
 use crate::protocol::ServerFrame;
 
@@ -48,12 +48,12 @@ impl Publisher {
         self.announces_in_commit.then_some(&*self.node)
     }
 
-    /// Announces committed messages, unless their commit did.
-    pub fn announce(&self, ranges: &[Range]) {
-        if self.announces_in_commit || ranges.is_empty() {
+    /// Announces the committed messages `(chat, seq)`, unless their commit did.
+    pub fn announce(&self, stored: impl IntoIterator<Item = (ChatId, i64)>) {
+        if self.announces_in_commit {
             return;
         }
-        for payload in encode_ranges(&self.node, ranges) {
+        for payload in encode_ranges(&self.node, &ranges_of(stored)) {
             self.queue(Channel::Messages, payload);
         }
     }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
-use crate::bus::{self, Publisher};
+use crate::bus::Publisher;
 use crate::config::{Faults, WsConfig};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, Op};
@@ -145,10 +145,10 @@ async fn handle_batch(shared: &Shared, batch: &[NewMessage], replies: &mut [Opti
         commit(&shared.db, batch, bus.and_then(Publisher::in_commit)).await;
     metrics.commit.record(started.elapsed());
     if let Some(bus) = bus {
-        bus.announce(&bus::ranges_of(outcomes.iter().filter_map(|o| match o {
+        bus.announce(outcomes.iter().filter_map(|o| match o {
             Outcome::New(m) => Some((m.chat_id, m.seq)),
             _ => None,
-        })));
+        }));
     }
     for ((outcome, reply), sent) in outcomes.into_iter().zip(replies).zip(batch) {
         let Some(reply) = reply.take() else { continue };
