@@ -323,3 +323,53 @@ async fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
         assert_eq!(close.map(|c| u16::from(c.code)), Some(code), "{bytes:x?}");
     }
 }
+
+#[tokio::test]
+async fn a_resume_the_database_cannot_answer_keeps_its_position_so_later_live_messages_come_after_the_gap(
+) {
+    let app = spawn_app_with(|s| {
+        s.user_rate = 0;
+        s.db_permit_timeout_ms = 300;
+    })
+    .await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    for i in 1..=5 {
+        let (status, _) = app
+            .send(&alice, chat, uuid::Uuid::new_v4(), &format!("m{i}"))
+            .await;
+        assert!(status.is_success());
+    }
+    let mut b = app.ws(&bob).await;
+    // The database refuses connections: the resume from 2 is answered with an error.
+    app.db.accept_connections(false).await;
+    b.send(&ClientFrame::Resume {
+        positions: [(ChatId(chat), 2)].into(),
+    })
+    .await;
+    match b.next().await {
+        ServerFrame::Error { code, .. } => assert_eq!(code.fault(), "server", "{code:?}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    app.db.accept_connections(true).await;
+    // A new message: the socket gets 3, 4 and 5 from the database first, then 6.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _) = app.send(&alice, chat, uuid::Uuid::new_v4(), "m6").await;
+        if status.is_success() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 4 {
+        if let ServerFrame::Message { message } = b.next().await {
+            seqs.push(message.seq);
+        }
+    }
+    assert_eq!(seqs, [3, 4, 5, 6]);
+}

@@ -127,7 +127,17 @@ impl Connection {
             };
             match found {
                 Ok(view) => view.last_seq,
-                Err(e) => return Ok(Some(error_frame(&e))),
+                Err(e) => {
+                    // The database failed, not the request: the position stands all the same,
+                    // so a message of this chat arriving live is written only after the gap
+                    // before it is filled from the database, never from the live tail on. (A
+                    // cursor alone reads nothing: only live messages, which reach members only,
+                    // make it read.)
+                    if e.code().fault() == "server" {
+                        self.cursors.insert(chat, after_seq);
+                    }
+                    return Ok(Some(error_frame(&e)));
+                }
             }
         };
         // Past the chat's end there is nothing to send: the sync is empty, and the positions
