@@ -118,6 +118,10 @@ async fn a_reader_that_pauses_in_a_busy_room_is_caught_up_from_the_database_not_
         s.ws_queue_bytes = 64 * 1024;
         s.message_max_bytes = 32 * 1024;
         s.user_rate = 0;
+        // Bob pauses as long as Alice takes, which on a loaded machine can pass the default
+        // stall and heartbeat bounds: this test is about catching up, not about those.
+        s.ws_stall_timeout_ms = 300_000;
+        s.ws_ping_interval_ms = 300_000;
     })
     .await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
