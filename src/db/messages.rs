@@ -2,10 +2,10 @@
 //! it, so seqs are gapless and strictly increasing per chat. Sends are stored in batches (group
 //! commit) by the hub's persist workers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::bus;
@@ -104,147 +104,92 @@ fn reused() -> AppError {
     )
 }
 
-/// Stores a batch of sends in one transaction: one statement to lock the batch's chats, one
-/// query for members, one for earlier tries, one to take each chat's seqs, one insert, and,
-/// with `announce_as` (this node's id), one `NOTIFY` naming the seqs stored per chat, which
-/// PostgreSQL delivers to the other nodes only if the transaction commits. Sends to one chat get
-/// seqs in batch order.
+/// One row of `xfchat_store_batch`: a send's outcome (with its stored message for `new` and
+/// `replay`), or a member of one of the batch's chats.
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    ord: Option<i32>,
+    outcome: String,
+    id: Option<MessageId>,
+    chat_id: Option<ChatId>,
+    seq: Option<i64>,
+    sender_id: Option<UserId>,
+    client_msg_id: Option<Uuid>,
+    body: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    member_id: Option<UserId>,
+}
+
+impl BatchRow {
+    fn message(self) -> Option<Message> {
+        Some(Message {
+            id: self.id?,
+            chat_id: self.chat_id?,
+            seq: self.seq?,
+            sender_id: self.sender_id?,
+            client_msg_id: self.client_msg_id?,
+            body: self.body?,
+            created_at: self.created_at?,
+        })
+    }
+}
+
+/// Stores a batch of sends as one group commit in one round trip: the database function
+/// `xfchat_store_batch` (migration `store_batch`) locks the batch's chats, reads their members,
+/// recognises repeats, takes each chat's seqs, inserts, and, with `announce_as` (this node's id),
+/// sends one `NOTIFY` naming the seqs stored per chat, which PostgreSQL delivers to the other
+/// nodes only if the commit happens. Called outside a transaction, the statement commits when it
+/// returns. Sends to one chat get seqs in batch order.
 pub async fn store_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
     announce_as: Option<&str>,
 ) -> Result<Committed, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let chat_ids: Vec<ChatId> = batch.iter().map(|m| m.chat).collect();
-    // The chat rows are locked first, as membership changes lock them: the members read next
-    // are those after any change committed before this batch, so nobody removed hears of it.
-    let blocked: HashSet<ChatId> = sqlx::query_as::<_, (ChatId, bool)>(
-        "SELECT c.id, c.kind = 'direct' AND EXISTS (SELECT 1 FROM blocks b              WHERE (b.blocker_id = c.direct_low AND b.blocked_id = c.direct_high)                 OR (b.blocker_id = c.direct_high AND b.blocked_id = c.direct_low))          FROM conversations c WHERE c.id = ANY($1) ORDER BY c.id FOR NO KEY UPDATE OF c",
-    )
-    .bind(&chat_ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .filter_map(|(chat, blocked)| blocked.then_some(chat))
-    .collect();
-    let rows: Vec<(ChatId, UserId)> = sqlx::query_as(
-        "SELECT conversation_id, user_id FROM conversation_members WHERE conversation_id = ANY($1)",
-    )
-    .bind(&chat_ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<BatchRow> =
+        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6)")
+            .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
+            .bind(bus::Channel::Messages.name())
+            .bind(announce_as)
+            .fetch_all(conn)
+            .await?;
+    let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut members: HashMap<ChatId, Vec<UserId>> = HashMap::new();
-    for (chat, user) in rows {
-        members.entry(chat).or_default().push(user);
-    }
-
-    let senders: Vec<UserId> = batch.iter().map(|m| m.sender).collect();
-    let client_ids: Vec<Uuid> = batch.iter().map(|m| m.client_msg_id).collect();
-    let earlier: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m \
-         JOIN unnest($1::bigint[], $2::uuid[]) AS k(sender, cmid) \
-         ON m.sender_id = k.sender AND m.client_msg_id = k.cmid"
-    ))
-    .bind(&senders)
-    .bind(&client_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut stored: HashMap<(UserId, Uuid), Message> = earlier
-        .into_iter()
-        .map(|r| ((r.sender_id, r.client_msg_id), Message::from(r)))
-        .collect();
-
-    // Decide each send; `fresh` holds the indexes that get a new row. A repeat of a send within
-    // the batch stays undecided here and is answered from its first try below.
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
-    let mut fresh: Vec<usize> = Vec::new();
-    let mut first_try: HashMap<(UserId, Uuid), usize> = HashMap::new();
-    for (i, m) in batch.iter().enumerate() {
-        let key = (m.sender, m.client_msg_id);
-        let is_member = members
-            .get(&m.chat)
-            .is_some_and(|ms| ms.contains(&m.sender));
-        let decided = if !is_member {
-            Some(Outcome::Rejected(AppError::NotFound))
-        } else if blocked.contains(&m.chat) {
-            Some(Outcome::Rejected(AppError::Forbidden(
-                "one of you blocked the other in this direct chat".into(),
-            )))
-        } else if stored.contains_key(&key) || first_try.contains_key(&key) {
-            None
-        } else {
-            first_try.insert(key, i);
-            fresh.push(i);
-            None
+    for mut row in rows {
+        if let (Some(chat), Some(user)) = (row.chat_id, row.member_id) {
+            members.entry(chat).or_default().push(user);
+            continue;
+        }
+        let Some(i) = row.ord.and_then(|o| usize::try_from(o - 1).ok()) else {
+            continue;
         };
-        outcomes.push(decided);
-    }
-
-    if !fresh.is_empty() {
-        let mut counts: HashMap<ChatId, i64> = HashMap::new();
-        for &i in &fresh {
-            *counts.entry(batch[i].chat).or_default() += 1;
-        }
-        let mut chats: Vec<(ChatId, i64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
-        chats.sort_unstable();
-        let (ids, ns): (Vec<ChatId>, Vec<i64>) = chats.into_iter().unzip();
-        let lasts: Vec<(ChatId, i64)> = sqlx::query_as(
-            "UPDATE conversations c SET last_seq = c.last_seq + v.n \
-             FROM unnest($1::bigint[], $2::bigint[]) AS v(id, n) WHERE c.id = v.id \
-             RETURNING c.id, c.last_seq",
-        )
-        .bind(&ids)
-        .bind(&ns)
-        .fetch_all(&mut *tx)
-        .await?;
-        // The next seq to hand out per chat: the first of the block just taken.
-        let mut next: HashMap<ChatId, i64> = lasts
-            .into_iter()
-            .map(|(c, last)| (c, last - counts[&c] + 1))
-            .collect();
-        let mut seqs = Vec::with_capacity(fresh.len());
-        for &i in &fresh {
-            let seq = next
-                .get_mut(&batch[i].chat)
-                .expect("every chat's seqs were taken");
-            seqs.push(*seq);
-            *seq += 1;
-        }
-        let inserted: Vec<Row> = sqlx::query_as(&format!(
-            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[]) \
-             RETURNING {MESSAGE_COLUMNS}"
-        ))
-        .bind(fresh.iter().map(|&i| batch[i].chat).collect::<Vec<_>>())
-        .bind(&seqs)
-        .bind(fresh.iter().map(|&i| batch[i].sender).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|&i| batch[i].client_msg_id).collect::<Vec<_>>())
-        .bind(fresh.iter().map(|&i| batch[i].body.as_str()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        if let Some(node) = announce_as {
-            let ranges = bus::ranges_of(inserted.iter().map(|r| (r.chat_id, r.seq)));
-            let payloads = bus::encode_ranges(node, &ranges);
-            bus::postgres::notify(&mut tx, bus::Channel::Messages, &payloads).await?;
-        }
-        for m in inserted.into_iter().map(Message::from) {
-            let i = first_try[&(m.sender_id, m.client_msg_id)];
-            stored.insert((m.sender_id, m.client_msg_id), m.clone());
-            outcomes[i] = Some(Outcome::New(m));
+        let kind = std::mem::take(&mut row.outcome);
+        let outcome = match kind.as_str() {
+            "not_found" => Outcome::Rejected(AppError::NotFound),
+            "blocked" => Outcome::Rejected(AppError::Forbidden(
+                "one of you blocked the other in this direct chat".into(),
+            )),
+            "reused" => Outcome::Rejected(reused()),
+            kind => match (kind, row.message()) {
+                ("new", Some(m)) => Outcome::New(m),
+                ("replay", Some(m)) => Outcome::Replay(m),
+                _ => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "store_batch answered {kind:?}"
+                    )))
+                }
+            },
+        };
+        if let Some(slot) = outcomes.get_mut(i) {
+            *slot = Some(outcome);
         }
     }
-    tx.commit().await?;
-
     let outcomes = outcomes
         .into_iter()
-        .zip(batch)
-        .map(|(decided, m)| {
-            decided.unwrap_or_else(|| match stored.get(&(m.sender, m.client_msg_id)) {
-                Some(old) if old.chat_id == m.chat => Outcome::Replay(old.clone()),
-                _ => Outcome::Rejected(reused()),
-            })
-        })
-        .collect();
+        .map(|o| o.ok_or_else(|| sqlx::Error::Protocol("store_batch left a send out".into())))
+        .collect::<Result<_, _>>()?;
     Ok(Committed { outcomes, members })
 }
 
