@@ -1,9 +1,11 @@
 """Reads the harness reports and pgbench's rate of one `scripts/bench` run, prints the table and
 writes target/bench/report.json with every figure and the ratios."""
 
+import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 
 
@@ -51,8 +53,11 @@ def main(work, out, mode):
             cpu["cpu_seconds"] * 1e6 / cpu["acked"] if cpu["acked"] and cpu["cpu_seconds"] is not None else None
         ),
     }
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {
         "mode": mode,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or None,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -79,7 +84,9 @@ def main(work, out, mode):
         },
         "two_nodes": {
             "layout": "2-member chats, members on different nodes: every delivery crosses",
+            "one_node_knee_rate": one_burst.get("knee_rate"),
             "one_node_sustained_acked_per_sec": one_k["acked_per_sec"],
+            "two_nodes_knee_rate": two_burst.get("knee_rate"),
             "two_nodes_sustained_acked_per_sec": two_k["acked_per_sec"],
             "rate": one_h["rate"],
             "one_node": {"ack_latency": one_h["ack_latency"], "delivery_latency": one_h["delivery_latency"]},

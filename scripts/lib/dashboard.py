@@ -8,6 +8,8 @@ saturation and process, per instance (never summed across nodes)."""
 import json
 import sys
 
+from generated import write_or_check
+
 OUT = "grafana/dashboards/xfchat.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 INST = 'instance=~"$instance"'
@@ -201,13 +203,7 @@ def dashboard():
 
 def main(args):
     text = json.dumps(dashboard(), indent=2) + "\n"
-    if args[:1] == ["--check"]:
-        if open(OUT).read() != text:
-            print(f"FAIL  {OUT} is not what scripts/lib/dashboard.py writes: run it")
-            return 1
-        return 0
-    open(OUT, "w").write(text)
-    return 0
+    return write_or_check(OUT, text, args[:1] == ["--check"], "scripts/lib/dashboard.py")
 
 
 if __name__ == "__main__":

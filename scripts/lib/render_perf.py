@@ -1,0 +1,86 @@
+"""Writes the README's performance figures from a `scripts/bench` report, between the markers
+`<!-- perf:begin -->` and `<!-- perf:end -->`, so that no figure there is ever typed by hand.
+With --check, fails when the README does not hold what this would write.
+
+usage: render_perf.py [--check] REPORT README"""
+
+import json
+import sys
+
+from generated import write_or_check
+
+BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
+
+
+def fmt(v, spec=",.0f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def ms(v):
+    return "n/a" if v is None else f"{v:.1f} ms"
+
+
+def sustained(knee_rate, acked):
+    """The sustained rate, or that no step of the search stayed within the bound."""
+    return fmt(acked) if knee_rate is not None else f"none within the bound (first step: {fmt(acked)})"
+
+
+def render(r):
+    m, chat, half, room, two = r["machine"], r["hub_chat"], r["hub_chat_at_half"], r["room"], r["two_nodes"]
+    ratios, storm = r["ratios"], r["password_storm"]
+    lines = [
+        BEGIN,
+        f"Written by `scripts/lib/render_perf.py` from `docs/bench/report.json`: `scripts/bench` in "
+        f"{r['mode']} mode on {r.get('date', 'an unrecorded date')} (commit {r.get('commit') or 'unrecorded'}), "
+        f"{m['cpus']} CPUs shared by the server, the harness and PostgreSQL "
+        f"{(m.get('postgres_version') or '?').split(' ')[0]}; {m['platform']}. One run: each figure is "
+        "a single measurement, not a median of trials, and runs on this machine have differed by "
+        "more than 2× (see the issue notes).",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| PostgreSQL alone (pgbench, {r['pgbench']['clients']} clients): stored messages/s | {fmt(r['pgbench']['tps'])} |",
+        f"| Hub, chat mix: sustained acked messages/s (p99 ack ≤ 50 ms, exact) | {sustained(chat['knee_rate'], chat['sustained_acked_per_sec'])} |",
+        f"| p99 send→ack at that rate | {ms(chat['p99_ack_ms_at_knee'])} |",
+        f"| Hub at half that rate ({fmt(half['rate'])}/s): p99 send→ack / send→delivery | "
+        f"{ms(half['ack_latency']['p99_ms'])} / {ms(half['delivery_latency']['p99_ms'])} |",
+        f"| Hub, one room: deliveries/s at its knee | {sustained(room['hub_knee_rate'], room['hub_deliveries_per_sec'])} |",
+        f"| Baseline without a database, same room: deliveries/s at its knee | {sustained(room['baseline_knee_rate'], room['baseline_deliveries_per_sec'])} |",
+        f"| One node, 2-member chats: sustained acked messages/s | {sustained(two.get('one_node_knee_rate', 0), two['one_node_sustained_acked_per_sec'])} |",
+        f"| Two nodes, every delivery crossing: sustained acked messages/s | {sustained(two.get('two_nodes_knee_rate', 0), two['two_nodes_sustained_acked_per_sec'])} |",
+        f"| At {fmt(two['rate'])} msg/s: p99 send→delivery, one node / across two | "
+        f"{ms(two['one_node']['delivery_latency']['p99_ms'])} / {ms(two['two_nodes']['delivery_latency']['p99_ms'])} |",
+        f"| **Hub acked/s ÷ pgbench single-row tps** | **{fmt(ratios['hub_acked_per_sec_over_pgbench_tps'], '.2f')}** |",
+        f"| **Hub deliveries/s ÷ baseline deliveries/s** | **{fmt(ratios['hub_deliveries_over_baseline_deliveries'], '.2f')}** |",
+        f"| **Two nodes ÷ one node, sustained** | **{fmt(ratios['two_nodes_sustained_over_one_node'], '.2f')}** |",
+        f"| **Cross-node delivery p99 ÷ one node** | **{fmt(ratios['cross_node_delivery_p99_over_one_node'], '.2f')}** |",
+        f"| Server memory per idle socket | {fmt(ratios['bytes_per_idle_connection'])} bytes |",
+        f"| Resident memory after {storm['accounts']} signups and logins, over idle | {fmt(storm['grown_bytes'] / 2**20, '.1f')} MiB |",
+        f"| Server CPU per acked message (at half rate) | {fmt(ratios['cpu_us_per_acked_message'], '.1f')} µs |",
+        f"| Exactness, every run | {'OK' if r['exact'] else 'FAILED'} |",
+        "",
+        "The hub's chat-mix steps:",
+        "",
+        "| offered msg/s | acked msg/s | p99 ack | p99 delivery | exact |",
+        "|---:|---:|---:|---:|:---:|",
+    ]
+    for s in chat["steps"]:
+        lines.append(
+            f"| {fmt(s['rate'])} | {fmt(s['acked_per_sec'])} | {ms(s['ack_latency']['p99_ms'])} | "
+            f"{ms(s['delivery_latency']['p99_ms'])} | {'yes' if s['exact'] else 'no'} |"
+        )
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main(args):
+    check = args[:1] == ["--check"]
+    report_path, readme_path = args[1:3] if check else args[0:2]
+    readme = open(readme_path).read()
+    start, end = readme.index(BEGIN), readme.index(END) + len(END)
+    text = readme[:start] + render(json.load(open(report_path))) + readme[end:]
+    return write_or_check(readme_path, text, check, f"scripts/lib/render_perf.py {report_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
