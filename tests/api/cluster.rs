@@ -48,12 +48,7 @@ pub async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
         nodes.push(Some(Process(child)));
         bases.push(base);
     }
-    let app = TestApp {
-        base: bases[0].clone(),
-        client: reqwest::Client::new(),
-        server: None,
-        db,
-    };
+    let app = TestApp::at(&bases[0], db);
     Cluster { app, nodes, bases }
 }
 

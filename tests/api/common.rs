@@ -109,6 +109,18 @@ pub struct TestApp {
     pub db: TestDb,
 }
 
+impl TestApp {
+    /// Talks to a server running elsewhere (another process) at `base`, on `db`.
+    pub fn at(base: &str, db: TestDb) -> TestApp {
+        TestApp {
+            base: base.to_owned(),
+            client: reqwest::Client::new(),
+            server: None,
+            db,
+        }
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

@@ -136,12 +136,7 @@ async fn faults_then_quiet_syncs() {
     let serve = || serve_binary_logging_to(&listen, &env, Stdio::piped());
     let (server, base) = serve().await;
     let server = Process(server);
-    let app = TestApp {
-        base: base.clone(),
-        client: reqwest::Client::new(),
-        server: None,
-        db,
-    };
+    let app = TestApp::at(&base, db);
     let mut users = Vec::new();
     for i in 0..CLIENTS {
         users.push(app.signup(&format!("user{i}")).await);
@@ -261,12 +256,7 @@ async fn unread_log() {
         serve_binary_logging_to(&free_listen_address(), &env, Stdio::piped()).await;
     let _unread = server.stderr.take();
     let _server = Process(server);
-    let app = TestApp {
-        base,
-        client: reqwest::Client::new(),
-        server: None,
-        db,
-    };
+    let app = TestApp::at(&base, db);
     let alice = app.signup("alice").await;
     let bob = app.signup("bob").await;
     let chat = app.group(&alice, &[&bob]).await;

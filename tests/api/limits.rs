@@ -174,12 +174,7 @@ async fn sends_refused_count_against_the_send_objective_only_when_the_server_is_
     ];
     let (child, base) = serve_binary(&["serve"], &env).await;
     let _server = Process(child);
-    let app = TestApp {
-        base: base.clone(),
-        client: reqwest::Client::new(),
-        server: None,
-        db,
-    };
+    let app = TestApp::at(&base, db);
     let alice = app.signup("alice").await;
     let bob = app.signup("bob").await;
     let chat = app.group(&alice, &[&bob]).await;
