@@ -84,7 +84,7 @@ impl Client {
             ServerFrame::Error {
                 code, reference, ..
             } => {
-                if let Some(id) = reference {
+                if let Some(id) = reference.and_then(|r| r.send_id()) {
                     if self.pending.remove(&id).is_some() && self.answered.insert(id) {
                         self.live.outstanding.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -136,7 +136,10 @@ pub async fn client(
             .iter()
             .map(|&chat| (ChatId(chat), c.last_seen.get(&chat).copied().unwrap_or(0)))
             .collect();
-        let mut resume = vec![ClientFrame::Resume { positions }];
+        let mut resume = vec![ClientFrame::Resume {
+            positions,
+            reference: None,
+        }];
         resume.extend(c.pending.values().cloned());
         for frame in &resume {
             if sink.send(c.codec.encode(frame)).await.is_err() {

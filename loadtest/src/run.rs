@@ -188,7 +188,10 @@ async fn connection(
 ) -> ConnResult {
     let codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
-    let hello = ClientFrame::Resume { positions };
+    let hello = ClientFrame::Resume {
+        positions,
+        reference: None,
+    };
     let _ = sink.send(codec.encode(&hello)).await;
     let pause = Duration::from_secs_f64(args.slow_pause);
     let mut reading_until = Instant::now() + Duration::from_secs(1);

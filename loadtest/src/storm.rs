@@ -210,9 +210,12 @@ async fn read(
     let (mut sink, mut stream) = ws.split();
     let positions = chats.iter().map(|&c| (ChatId(c), 0)).collect();
     let resumed = Instant::now();
-    sink.send(codec.encode(&ClientFrame::Resume { positions }))
-        .await
-        .ok()?;
+    sink.send(codec.encode(&ClientFrame::Resume {
+        positions,
+        reference: None,
+    }))
+    .await
+    .ok()?;
     let mut seen = Seen {
         caught_up_us: None,
         closed: false,

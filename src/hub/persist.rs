@@ -285,7 +285,7 @@ fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessa
                 Outcome::Rejected(e) | Outcome::Failed(e) => reply_frame(ServerFrame::error(
                     e.code(),
                     e.to_string(),
-                    Some(sent.client_msg_id),
+                    Some(sent.client_msg_id.into()),
                 )),
             };
             registry.deliver_to(user, conn, out);
@@ -312,7 +312,7 @@ fn fail(registry: &Registry, reply: ReplyTo, message: &NewMessage, err: &AppErro
             let frame = ServerFrame::error(
                 code,
                 "the message was not stored; it is safe to send it again",
-                Some(message.client_msg_id),
+                Some(message.client_msg_id.into()),
             );
             registry.deliver_to(user, conn, reply_frame(frame));
         }

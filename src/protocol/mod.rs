@@ -17,9 +17,13 @@ pub use error_code::ErrorCode;
 use crate::ids::{ChatId, UserId};
 pub use wire::{Chat, FriendRequest, Message};
 
-/// A frame a client sends.
+/// A frame a client sends. Unknown fields are refused (`bad_frame`), as over HTTP, so a
+/// misspelt field is an error instead of a silent default.
+///
+/// Every frame but `send` may carry a client-chosen `ref`, echoed in its answer (`synced`,
+/// `pong`) and in any `error` about it; a send's reference is its `client_msg_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     Send {
         chat_id: ChatId,
@@ -30,22 +34,63 @@ pub enum ClientFrame {
         chat_id: ChatId,
         after_seq: i64,
         limit: Option<i64>,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
     /// A sync for many chats at once: the last seq the client has of each.
     Resume {
         #[serde(deserialize_with = "positions")]
         positions: BTreeMap<ChatId, i64>,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
     Read {
         chat_id: ChatId,
         seq: i64,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
     Typing {
         chat_id: ChatId,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
     Ping {
         nonce: Value,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
+}
+
+/// A client's name for one of its frames, echoed in the answer: a string of at most
+/// [`Ref::MAX_BYTES`] bytes or an integer. For a send it is the `client_msg_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ref {
+    Number(i64),
+    Text(String),
+}
+
+impl Ref {
+    pub const MAX_BYTES: usize = 64;
+
+    /// The send this reference names, when it is a `client_msg_id`.
+    pub fn send_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Text(text) => text.parse().ok(),
+            Self::Number(_) => None,
+        }
+    }
+
+    pub fn is_too_long(&self) -> bool {
+        matches!(self, Self::Text(text) if text.len() > Self::MAX_BYTES)
+    }
+}
+
+impl From<Uuid> for Ref {
+    fn from(id: Uuid) -> Self {
+        Self::Text(id.to_string())
+    }
 }
 
 /// Reads `resume` positions whose chat ids are map keys: strings in JSON (`{"12": 40}`),
@@ -83,6 +128,18 @@ impl ClientFrame {
             Self::Ping { .. } => "ping",
         }
     }
+
+    /// The client's `ref` for this frame: its own, or a send's `client_msg_id`.
+    pub fn reference(&self) -> Option<Ref> {
+        match self {
+            Self::Send { client_msg_id, .. } => Some((*client_msg_id).into()),
+            Self::Sync { reference, .. }
+            | Self::Resume { reference, .. }
+            | Self::Read { reference, .. }
+            | Self::Typing { reference, .. }
+            | Self::Ping { reference, .. } => reference.clone(),
+        }
+    }
 }
 
 /// A frame the server sends.
@@ -98,10 +155,14 @@ pub enum ServerFrame {
     Message {
         message: Message,
     },
-    /// After a sync has sent every stored message with seq > after_seq.
+    /// After a sync has sent every stored message with seq > after_seq, up to `last_seq`;
+    /// `more` when a `limit` stopped it before the chat's end.
     Synced {
         chat_id: ChatId,
         last_seq: i64,
+        more: bool,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
     Read {
         chat_id: ChatId,
@@ -124,12 +185,15 @@ pub enum ServerFrame {
     },
     Pong {
         nonce: Value,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
     },
+    /// `ref` names the frame it answers (null when it could not be read).
     Error {
         code: ErrorCode,
         message: String,
         #[serde(rename = "ref")]
-        reference: Option<Uuid>,
+        reference: Option<Ref>,
     },
 }
 
@@ -150,7 +214,7 @@ impl ServerFrame {
         }
     }
 
-    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Uuid>) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<Ref>) -> Self {
         Self::Error {
             code,
             message: message.into(),

@@ -126,6 +126,7 @@ async fn sends_syncs_and_reads_share_one_budget_per_user_over_every_socket_and_h
     a1.send(&ClientFrame::Read {
         chat_id: ChatId(chat),
         seq: 1,
+        reference: None,
     })
     .await;
     loop {

@@ -63,6 +63,7 @@ pub async fn reader(c: &Cluster, node: usize, user: &User, chat: i64, after: i64
     let mut ws = c.ws(node, user).await;
     ws.send(&ClientFrame::Resume {
         positions: [(ChatId(chat), after)].into(),
+        reference: None,
     })
     .await;
     loop {
@@ -313,6 +314,7 @@ pub async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after
     let mut ws = c.ws(node, user).await;
     ws.send(&ClientFrame::Resume {
         positions: [(ChatId(chat), after)].into(),
+        reference: None,
     })
     .await;
     ws
@@ -335,20 +337,20 @@ pub async fn events_take_effect_on_the_other_node(c: &Cluster) {
             break;
         }
     }
-    // A read marker set on node 0.
+    // A read marker set on node 0 (bob's: alice's moved with her send).
     c.app.send(&alice, chat, Uuid::new_v4(), "hello").await;
     let (status, _) = c
         .app
         .post(
             &format!("/api/chats/{chat}/read"),
-            &alice,
+            &bob,
             json!({ "seq": 1 }),
         )
         .await;
     assert!(status.is_success());
     loop {
         if let ServerFrame::Read { user_id, seq, .. } = bob_far.next().await {
-            assert_eq!((user_id.0, seq), (alice.id, 1));
+            assert_eq!((user_id.0, seq), (bob.id, 1));
             break;
         }
     }

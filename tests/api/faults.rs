@@ -63,6 +63,7 @@ async fn client(
             let at = pos.lock().await.seq;
             ClientFrame::Resume {
                 positions: [(ChatId(chat), at)].into(),
+                reference: None,
             }
         }];
         hello.extend(pos.lock().await.pending.values().cloned());
@@ -191,6 +192,7 @@ async fn faults_then_quiet_syncs() {
             chat_id: ChatId(chat),
             after_seq: at,
             limit: None,
+            reference: None,
         })
         .await;
         loop {

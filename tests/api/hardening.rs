@@ -30,9 +30,9 @@ async fn answers(
             } => got.insert(client_msg_id, Ok(message.seq)),
             ServerFrame::Error {
                 code,
-                reference: Some(id),
+                reference: Some(reference),
                 ..
-            } => got.insert(id, Err(code.to_string())),
+            } => got.insert(reference.send_id().unwrap(), Err(code.to_string())),
             ServerFrame::Message { .. } => None,
             other => panic!("unexpected {other:?}"),
         };
@@ -174,7 +174,7 @@ async fn reusing_a_client_msg_id_in_chats_on_two_persist_shards_at_once_refuses_
             } => {
                 assert_eq!(
                     (code.as_str(), reference),
-                    ("client_msg_id_reused", Some(reused))
+                    ("client_msg_id_reused", Some(reused.into()))
                 );
                 break;
             }
@@ -308,7 +308,10 @@ async fn a_panicking_persist_worker_is_restarted_and_answers_its_sends() {
         ServerFrame::Error {
             code, reference, ..
         } => {
-            assert_eq!((code.as_str(), reference), ("persist_failed", Some(id)))
+            assert_eq!(
+                (code.as_str(), reference),
+                ("persist_failed", Some(id.into()))
+            )
         }
         other => panic!("expected persist_failed, got {other:?}"),
     }

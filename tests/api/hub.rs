@@ -65,7 +65,11 @@ async fn json_and_msgpack_clients_talk_in_one_chat() {
     };
     assert_eq!(pack.next().await, ServerFrame::Message { message: sent });
     // Binary frames really are MessagePack with named fields.
-    pack.send(&ClientFrame::Ping { nonce: json!(7) }).await;
+    pack.send(&ClientFrame::Ping {
+        nonce: json!(7),
+        reference: None,
+    })
+    .await;
     let raw = loop {
         match futures_util::StreamExt::next(&mut pack.stream)
             .await
@@ -128,7 +132,9 @@ async fn reconnect_and_sync_return_exactly_the_missed_seqs() {
         b.next().await,
         ServerFrame::Synced {
             chat_id: ChatId(chat),
-            last_seq: 8
+            last_seq: 8,
+            more: false,
+            reference: None
         }
     );
     // A sync from a lower seq is an explicit request to replay from there.
@@ -138,7 +144,9 @@ async fn reconnect_and_sync_return_exactly_the_missed_seqs() {
         b.next().await,
         ServerFrame::Synced {
             chat_id: ChatId(chat),
-            last_seq: 8
+            last_seq: 8,
+            more: false,
+            reference: None
         }
     );
     // A limit cuts a sync short; `synced` says how far it got.
@@ -146,6 +154,7 @@ async fn reconnect_and_sync_return_exactly_the_missed_seqs() {
         chat_id: ChatId(chat),
         after_seq: 0,
         limit: Some(2),
+        reference: None,
     })
     .await;
     assert_eq!(read_seqs(&mut b, 2).await, [1, 2]);
@@ -153,7 +162,9 @@ async fn reconnect_and_sync_return_exactly_the_missed_seqs() {
         b.next().await,
         ServerFrame::Synced {
             chat_id: ChatId(chat),
-            last_seq: 2
+            last_seq: 2,
+            more: true,
+            reference: None
         }
     );
 }
@@ -302,6 +313,7 @@ async fn read_markers_typing_new_chats_and_friend_requests_reach_the_right_socke
     b.send(&ClientFrame::Read {
         chat_id: ChatId(chat),
         seq: 1,
+        reference: None,
     })
     .await;
     let read = ServerFrame::Read {

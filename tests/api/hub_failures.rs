@@ -28,7 +28,7 @@ async fn losing_the_database_yields_error_frames_and_no_acks_and_sends_work_agai
             panic!("an error, not an ack")
         };
         assert!(code == "persist_failed" || code == "overloaded", "{code}");
-        assert_eq!(reference, Some(id));
+        assert_eq!(reference, Some(id.into()));
         failed.push(frame);
     }
     b.expect_silence(Duration::from_millis(300)).await;

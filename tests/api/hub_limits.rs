@@ -31,9 +31,11 @@ async fn non_member_send_sync_read_and_typing_get_not_found_and_change_nothing()
         ClientFrame::Read {
             chat_id: ChatId(chat),
             seq: 0,
+            reference: None,
         },
         ClientFrame::Typing {
             chat_id: ChatId(chat),
+            reference: None,
         },
     ];
     let ServerFrame::Error {
@@ -42,7 +44,7 @@ async fn non_member_send_sync_read_and_typing_get_not_found_and_change_nothing()
     else {
         panic!("error")
     };
-    assert_eq!((code.as_str(), reference), ("not_found", Some(id)));
+    assert_eq!((code.as_str(), reference), ("not_found", Some(id.into())));
     for frame in frames {
         e.send(&frame).await;
         let ServerFrame::Error { code, .. } = e.next().await else {
@@ -80,7 +82,7 @@ async fn malformed_unknown_and_wrongly_typed_frames_get_bad_frame_and_the_socket
     };
     assert_eq!(
         reference,
-        Some(id),
+        Some(id.into()),
         "the ref is recovered when the frame names one"
     );
     a.send_raw(WsMessage::Binary(vec![0xc1, 0x00].into())).await;
@@ -101,12 +103,14 @@ async fn malformed_unknown_and_wrongly_typed_frames_get_bad_frame_and_the_socket
     );
     a.send(&ClientFrame::Ping {
         nonce: json!({"n": 1}),
+        reference: None,
     })
     .await;
     assert_eq!(
         a.next().await,
         ServerFrame::Pong {
-            nonce: json!({"n": 1})
+            nonce: json!({"n": 1}),
+            reference: None
         }
     );
 }
@@ -157,6 +161,7 @@ async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_a
     // Typing has its own bucket: the send limit did not use it up.
     a.send(&ClientFrame::Typing {
         chat_id: ChatId(chat),
+        reference: None,
     })
     .await;
     let _ = read_seqs(&mut b, codes["ack"]).await;
@@ -170,6 +175,7 @@ async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_a
     for _ in 0..3 {
         a.send(&ClientFrame::Typing {
             chat_id: ChatId(chat),
+            reference: None,
         })
         .await;
     }
@@ -199,8 +205,18 @@ async fn a_silent_client_is_closed_by_the_heartbeat() {
         (u16::from(close.code), close.reason.as_str()),
         (4003, "heartbeat timeout")
     );
-    live.send(&ClientFrame::Ping { nonce: json!(1) }).await;
-    assert_eq!(live.next().await, ServerFrame::Pong { nonce: json!(1) });
+    live.send(&ClientFrame::Ping {
+        nonce: json!(1),
+        reference: None,
+    })
+    .await;
+    assert_eq!(
+        live.next().await,
+        ServerFrame::Pong {
+            nonce: json!(1),
+            reference: None
+        }
+    );
 }
 
 #[tokio::test]

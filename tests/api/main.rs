@@ -3,6 +3,7 @@
 mod abuse;
 mod accounts;
 mod chats;
+mod client_contract;
 mod cluster;
 mod common;
 mod doctor;

@@ -72,6 +72,7 @@ async fn a_removed_member_receives_nothing_after_the_removal_and_can_no_longer_u
         sync(chat, 0),
         ClientFrame::Typing {
             chat_id: ChatId(chat),
+            reference: None,
         },
         send(chat, "let me in").1,
     ] {

@@ -53,7 +53,10 @@ async fn logout_revokes_only_the_token_in_use_and_closes_its_sockets_with_4002()
     let (status, _) = app.get("/api/auth/me", &other).await;
     assert_eq!(status, StatusCode::OK, "the other token still works");
     kept_ws
-        .send(&xfchat::protocol::ClientFrame::Ping { nonce: json!(1) })
+        .send(&xfchat::protocol::ClientFrame::Ping {
+            nonce: json!(1),
+            reference: None,
+        })
         .await;
     assert!(matches!(
         kept_ws.next().await,

@@ -56,7 +56,9 @@ async fn read_contiguous(ws: &mut Ws, from: &BTreeMap<i64, i64>, until: i64) -> 
                 );
                 *cursor = message.seq;
             }
-            ServerFrame::Synced { chat_id, last_seq } => {
+            ServerFrame::Synced {
+                chat_id, last_seq, ..
+            } => {
                 assert_eq!(last_seq, at[&chat_id.0], "synced marks where the stream is");
                 synced += 1;
             }
@@ -104,6 +106,7 @@ async fn resume_for_50_chats_at_once_under_traffic_keeps_each_chat_contiguous() 
     let mut b = app.ws(&bob).await;
     b.send(&ClientFrame::Resume {
         positions: positions.iter().map(|(&c, &p)| (ChatId(c), p)).collect(),
+        reference: None,
     })
     .await;
     let synced = read_contiguous(&mut b, &positions, 30).await;
@@ -275,6 +278,7 @@ async fn a_reconnect_storm_far_behind_catches_up_exactly_while_sends_keep_being_
                 readers.push(tokio::spawn(async move {
                     ws.send(&ClientFrame::Resume {
                         positions: [(ChatId(chat), 0)].into(),
+                        reference: None,
                     })
                     .await;
                     let mut at = 0;
@@ -349,6 +353,7 @@ async fn a_resume_the_database_cannot_answer_keeps_its_position_so_later_live_me
     app.db.accept_connections(false).await;
     b.send(&ClientFrame::Resume {
         positions: [(ChatId(chat), 2)].into(),
+        reference: None,
     })
     .await;
     match b.next().await {

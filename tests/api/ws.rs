@@ -131,6 +131,7 @@ pub fn sync(chat: i64, after_seq: i64) -> ClientFrame {
         chat_id: ChatId(chat),
         after_seq,
         limit: None,
+        reference: None,
     }
 }
 

@@ -15,17 +15,24 @@ use crate::error::AppError;
 use crate::hub::persist::{ReplyTo, SendRequest};
 use crate::ids::ChatId;
 use crate::metrics as m;
-use crate::protocol::{ClientFrame, ErrorCode, ServerFrame};
+use crate::protocol::{ClientFrame, ErrorCode, Ref, ServerFrame};
 
 /// Most chats one `resume` may name.
 pub const RESUME_MAX_CHATS: usize = 1000;
 
 impl Connection {
-    /// Handles one client frame; returns the frame to answer with, if any.
+    /// Handles one client frame; returns the frame to answer with, if any. Errors carry the
+    /// frame's `ref`.
     pub(super) async fn on_frame(
         &mut self,
         frame: ClientFrame,
     ) -> Result<Option<ServerFrame>, End> {
+        let reference = frame.reference();
+        if reference.as_ref().is_some_and(Ref::is_too_long) {
+            let e = AppError::invalid(format!("ref: at most {} bytes", Ref::MAX_BYTES));
+            return Ok(Some(error_frame(&e, None)));
+        }
+        let refuse = |e: AppError| Ok(Some(error_frame(&e, reference.clone())));
         let answer = match frame {
             ClientFrame::Send {
                 chat_id,
@@ -36,42 +43,53 @@ impl Connection {
                 chat_id,
                 after_seq,
                 limit,
+                reference,
             } => {
                 if after_seq < 0 || limit.is_some_and(|l| l < 1) {
-                    let e = AppError::invalid("after_seq must be >= 0 and limit >= 1");
-                    return Ok(Some(error_frame(&e)));
+                    return refuse(AppError::invalid("after_seq must be >= 0 and limit >= 1"));
                 }
                 if let Err(e) = self.budget("sync") {
-                    return Ok(Some(error_frame(&e)));
+                    return refuse(e);
                 }
-                self.on_sync(chat_id, after_seq, limit).await?
+                self.on_sync(chat_id, after_seq, limit, reference).await?
             }
-            ClientFrame::Resume { positions } => {
+            ClientFrame::Resume {
+                positions,
+                reference,
+            } => {
                 if positions.len() > RESUME_MAX_CHATS || positions.values().any(|&p| p < 0) {
-                    let e = AppError::invalid(format!(
+                    return refuse(AppError::invalid(format!(
                         "positions: at most {RESUME_MAX_CHATS} chats, each at a seq >= 0"
-                    ));
-                    return Ok(Some(error_frame(&e)));
+                    )));
                 }
                 if let Err(e) = self.budget("sync") {
-                    return Ok(Some(error_frame(&e)));
+                    return refuse(e);
                 }
                 for (chat, after_seq) in positions {
-                    if let Some(frame) = self.on_sync(chat, after_seq, None).await? {
+                    if let Some(frame) = self
+                        .on_sync(chat, after_seq, None, reference.clone())
+                        .await?
+                    {
                         self.reply(frame).await?;
                     }
                 }
                 None
             }
-            ClientFrame::Read { chat_id, seq } => self
+            ClientFrame::Read {
+                chat_id,
+                seq,
+                reference,
+            } => self
                 .on_read(chat_id, seq)
                 .await
                 .err()
-                .map(|e| error_frame(&e)),
-            ClientFrame::Typing { chat_id } => {
-                self.on_typing(chat_id).await.err().map(|e| error_frame(&e))
-            }
-            ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
+                .map(|e| error_frame(&e, reference)),
+            ClientFrame::Typing { chat_id, reference } => self
+                .on_typing(chat_id)
+                .await
+                .err()
+                .map(|e| error_frame(&e, reference)),
+            ClientFrame::Ping { nonce, reference } => Some(ServerFrame::Pong { nonce, reference }),
         };
         Ok(answer)
     }
@@ -79,7 +97,7 @@ impl Connection {
     fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
         let refuse = |code: ErrorCode, text: String| {
             crate::metrics::send_refused(code);
-            Some(ServerFrame::error(code, text, Some(client_msg_id)))
+            Some(ServerFrame::error(code, text, Some(client_msg_id.into())))
         };
         if let Err(e) = self.budget("send") {
             return refuse(e.code(), "too many sends; slow down".into());
@@ -119,6 +137,7 @@ impl Connection {
         chat: ChatId,
         after_seq: i64,
         limit: Option<i64>,
+        reference: Option<Ref>,
     ) -> Result<Option<ServerFrame>, End> {
         let last_seq = {
             let found = match self.hub.db.conn(Op::Sync).await {
@@ -136,7 +155,7 @@ impl Connection {
                     if e.code().fault() == "server" {
                         self.cursors.insert(chat, after_seq);
                     }
-                    return Ok(Some(error_frame(&e)));
+                    return Ok(Some(error_frame(&e, reference)));
                 }
             }
         };
@@ -147,11 +166,13 @@ impl Connection {
         let reached = match self.stream(chat, after_seq, None, limit).await {
             Ok(reached) => reached,
             Err(Stop::End(end)) => return Err(end),
-            Err(Stop::Db(e)) => return Ok(Some(error_frame(&e))),
+            Err(Stop::Db(e)) => return Ok(Some(error_frame(&e, reference))),
         };
         self.reply(ServerFrame::Synced {
             chat_id: chat,
             last_seq: reached,
+            more: reached < last_seq,
+            reference,
         })
         .await?;
         Ok(None)
@@ -209,6 +230,6 @@ impl Connection {
     }
 }
 
-fn error_frame(e: &AppError) -> ServerFrame {
-    ServerFrame::error(e.code(), e.to_string(), None)
+fn error_frame(e: &AppError, reference: Option<Ref>) -> ServerFrame {
+    ServerFrame::error(e.code(), e.to_string(), reference)
 }

@@ -27,7 +27,7 @@ use super::Hub;
 use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics::{self as m, reason};
-use crate::protocol::{close, ClientFrame, Codec, ErrorCode, ServerFrame};
+use crate::protocol::{close, ClientFrame, Codec, ErrorCode, Ref, ServerFrame};
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -241,9 +241,7 @@ impl Connection {
             }
             Err(e) => {
                 metrics::counter!(m::WS_FRAMES_IN, "type" => "bad_frame").increment(1);
-                let reference = Codec::decode::<serde_json::Value>(&msg)
-                    .ok()
-                    .and_then(|v| v.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok());
+                let reference = unreadable_frame_ref(&msg);
                 let frame = ServerFrame::error(
                     ErrorCode::BadFrame,
                     format!("unreadable frame: {e}"),
@@ -257,6 +255,18 @@ impl Connection {
         }
         self.end_greeting().await
     }
+}
+
+/// The reference of a frame that could not be read as a whole: its `ref`, or a send's
+/// `client_msg_id`, when those fields can be read.
+fn unreadable_frame_ref(msg: &WsMessage) -> Option<Ref> {
+    let value = Codec::decode::<serde_json::Value>(msg).ok()?;
+    if let Some(reference) = value.get("ref") {
+        let reference = serde_json::from_value::<Ref>(reference.clone()).ok()?;
+        return (!reference.is_too_long()).then_some(reference);
+    }
+    let id = value.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok()?;
+    Some(id.into())
 }
 
 /// How long each step of a closing handshake may take.

@@ -156,9 +156,12 @@ impl Connection {
         let id = match frame {
             ServerFrame::Ack { client_msg_id, .. } => *client_msg_id,
             ServerFrame::Error {
-                reference: Some(id),
+                reference: Some(reference),
                 ..
-            } => *id,
+            } => match reference.send_id() {
+                Some(id) => id,
+                None => return false,
+            },
             _ => return false,
         };
         if self.acked_early.remove(&id) {
