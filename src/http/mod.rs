@@ -9,6 +9,7 @@ mod friends;
 mod health;
 mod members;
 mod serve;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
             post(friends::block).delete(friends::unblock),
         );
     let public = Router::new()
+        .merge(web::routes())
         .nest("/api", api)
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
