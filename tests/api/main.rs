@@ -24,4 +24,5 @@ mod nats;
 mod sessions;
 mod startup;
 mod stream;
+mod web;
 mod ws;
