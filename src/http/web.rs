@@ -33,7 +33,10 @@ const LIBRARY: &[(&str, &str)] = &[
     ("api.js", include_str!("../../clients/js/src/api.js")),
     ("client.js", include_str!("../../clients/js/src/client.js")),
     ("codec.js", include_str!("../../clients/js/src/codec.js")),
-    ("emitter.js", include_str!("../../clients/js/src/emitter.js")),
+    (
+        "emitter.js",
+        include_str!("../../clients/js/src/emitter.js"),
+    ),
 ];
 
 /// Only this origin's scripts, styles and sockets: a message body can never run as code.

@@ -166,3 +166,32 @@ test('history pages backwards in ascending order', async () => {
   const { chat: view } = await a.chat(chat);
   assert.equal(view.unread, 0, 'her own messages are read');
 });
+
+test("the README's echo bot befriends and answers", async () => {
+  const { spawn } = await import('node:child_process');
+  const { readFile } = await import('node:fs/promises');
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+  const example = await readFile(new URL('../examples/echo-bot.js', import.meta.url), 'utf8');
+  const shown = /```js\n([\s\S]*?)```/.exec(readme)[1];
+  assert.equal(shown, example.replace(/^(\/\/.*\n)+/, ''), 'the README shows the example as it is');
+  const bot = spawn(process.execPath, [new URL('../examples/echo-bot.js', import.meta.url).pathname, SERVER], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    await new Promise((resolve) => bot.stdout.on('data', (d) => String(d).includes('open') && resolve()));
+    const me = await signup('fan');
+    await me.requestFriend('echo-bot');
+    const friendsOfMine = async () => (await me.friends()).friends.map((f) => f.username);
+    await until(async () => (await friendsOfMine()).includes('echo-bot'), 'the bot to accept');
+    const botId = (await me.friends()).friends[0].id;
+    const { chat } = await me.directChat(botId);
+    const c = open(me);
+    c.track(chat.id, 0);
+    const seen = record(c);
+    await c.send(chat.id, 'marco');
+    await until(() => seen.some((m) => m.body === 'echo: marco'), 'the echo');
+    assert.deepEqual(seen.map((m) => m.body), ['marco', 'echo: marco']);
+  } finally {
+    bot.kill();
+  }
+});
