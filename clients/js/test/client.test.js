@@ -3,7 +3,7 @@ import { after, test as nodeTest } from 'node:test';
 
 import { ApiError, SendError } from '../src/index.js';
 import { msgpackCodec } from '../src/msgpack.js';
-import { client, friends, once, Proxy, SERVER, signup, sleep, until } from './helpers.js';
+import { client, EXPIRING, friends, once, PASSWORD, Proxy, SERVER, signup, sleep, until } from './helpers.js';
 
 /** Each test within its own bound, so a lost message fails it instead of hanging the run. */
 const test = (name, fn) => nodeTest(name, { timeout: 30000 }, fn);
@@ -129,6 +129,28 @@ test('a refused token is refreshed through the callback, or the client stops', a
   await once(refreshed, 'state', (s) => s.state === 'open');
   assert.equal(asked, 1);
   assert.equal(refreshed.token, api.token);
+});
+
+test('after token expiry (4001) the client reconnects with a token from refreshToken, or stops', async () => {
+  const api = await signup('exp', EXPIRING);
+  let asked = 0;
+  const c = open(api, EXPIRING, {
+    ...fast,
+    refreshToken: async () => {
+      asked += 1;
+      return (await api.login(api.user.username, PASSWORD)).token;
+    },
+  });
+  const expired = once(c, 'disconnect', (d) => d.code === 4001);
+  await once(c, 'state', (s) => s.state === 'open');
+  await expired;
+  await once(c, 'state', (s) => s.state === 'open');
+  assert.ok(asked >= 1, 'the callback gave the new token');
+  assert.equal(c.token, api.token, 'and the client uses it');
+
+  const plain = open(await signup('exp', EXPIRING), EXPIRING, fast);
+  const stopped = await once(plain, 'state', (s) => s.state === 'closed');
+  assert.deepEqual(stopped, { state: 'closed', reason: 'expired', code: 4001 });
 });
 
 test('a send the server refuses for good rejects and leaves the outbox', async () => {

@@ -9,16 +9,19 @@ import WebSocket from 'ws';
 import { Api, Client } from '../src/index.js';
 
 export const SERVER = process.env.XFCHAT_URL;
+/** A server whose tokens expire 2 s after they are made (set by scripts/test-clients). */
+export const EXPIRING = process.env.XFCHAT_EXPIRING_URL;
+export const PASSWORD = 'correct horse battery';
 if (!SERVER) throw new Error('XFCHAT_URL is not set: run these tests through scripts/test-clients');
 
 let counter = 0;
 
-/** A new user (a name unique to this run), signed up; returns its Api. */
-export async function signup(prefix = 'u') {
+/** A new user (a name unique to this run), signed up at `base`; returns its Api. */
+export async function signup(prefix = 'u', base = SERVER) {
   counter += 1;
   const name = `${prefix}${process.pid}x${counter}x${Math.floor(Math.random() * 1e6)}`.slice(0, 32);
-  const api = new Api(SERVER);
-  const { user } = await api.signup(name, 'correct horse battery');
+  const api = new Api(base);
+  const { user } = await api.signup(name, PASSWORD);
   api.user = user;
   return api;
 }
