@@ -147,6 +147,11 @@ pub struct Args {
     /// `burst`: the most steps to run.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
+    /// `burst`: measured stretches per step. A step passes when its median stretch (by p99
+    /// ack) is within the bound without errors, and every stretch was exact; the search ends
+    /// at the second failing step in a row, so one spike cannot end it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub trials: u32,
     /// Extra members of the first chat that connect and never read: the server must close
     /// them as stalled (after XFCHAT_WS_STALL_TIMEOUT_MS) without hurting anyone else. Not part
     /// of the exactness check.

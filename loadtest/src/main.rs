@@ -24,7 +24,7 @@ use rand::Rng;
 
 use cli::{Args, Cli, Command, Scenario};
 use figures::{Figures, Recorded};
-use report::{Exactness, Machine, Report, Step};
+use report::{Exactness, Machine, Report, Step, StepSummary};
 use setup::{Api, Layout};
 
 /// Seqs per chat.
@@ -71,6 +71,7 @@ async fn load(args: Args) -> anyhow::Result<bool> {
         setup_seconds,
         result: None,
         steps: Vec::new(),
+        step_summaries: Vec::new(),
         knee_rate: None,
         idle: None,
         storm: None,
@@ -97,26 +98,39 @@ async fn load(args: Args) -> anyhow::Result<bool> {
     Ok(report.exact)
 }
 
-/// Steps the rate up until a step misses the p99 bound, errors, or is inexact.
+/// Steps the rate up, `--trials` stretches per step, judging each step on its median stretch;
+/// stops at the second failing step in a row. The knee is the fastest step that passed.
 async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Result<()> {
     let mut rate = args.rate;
     let mut before = stored(args, layout).await?.0;
+    let mut failed_in_a_row = 0;
     for _ in 0..args.max_steps {
-        eprintln!("xfchat-load: burst step at {rate:.0} msg/s");
-        let (step, after) = step(args, layout, rate, &before).await?;
-        before = after;
-        let f = &step.figures;
-        let passed = step.exactness.ok
-            && f.errors.is_empty()
-            && f.unanswered == 0
-            && f.ack_latency.p99_ms <= args.p99_bound_ms;
-        report.exact &= step.exactness.ok;
-        report.steps.push(step.clone());
-        if !passed {
-            break;
+        let mut trials = Vec::new();
+        for trial in 1..=args.trials {
+            eprintln!(
+                "xfchat-load: burst step at {rate:.0} msg/s, trial {trial} of {}",
+                args.trials
+            );
+            let (step, after) = step(args, layout, rate, &before).await?;
+            before = after;
+            report.exact &= step.exactness.ok;
+            report.steps.push(step.clone());
+            trials.push(step);
         }
-        report.knee_rate = Some(rate);
-        report.result = Some(step);
+        let summary = StepSummary::of(rate, &trials, args.p99_bound_ms);
+        let passed = summary.passed;
+        let median = trials.swap_remove(summary.median_trial);
+        report.step_summaries.push(summary);
+        if passed {
+            failed_in_a_row = 0;
+            report.knee_rate = Some(rate);
+            report.result = Some(median);
+        } else {
+            failed_in_a_row += 1;
+            if failed_in_a_row == 2 {
+                break;
+            }
+        }
         rate *= args.burst_step;
     }
     if report.result.is_none() {
@@ -260,6 +274,7 @@ fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<bool> {
             server_cpu_seconds: None,
         }),
         steps: Vec::new(),
+        step_summaries: Vec::new(),
         knee_rate: None,
         idle: None,
         storm: None,

@@ -64,6 +64,68 @@ pub struct Step {
     pub server_cpu_seconds: Option<f64>,
 }
 
+/// `burst`: one step's verdict over its trials, with the median and the spread of each figure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSummary {
+    pub rate: f64,
+    pub trials: usize,
+    pub passed: bool,
+    /// Which trial (in run order) is the median by p99 ack: the step's figures are its.
+    pub median_trial: usize,
+    pub p99_ack_ms: Spread,
+    pub acked_per_sec: Spread,
+    pub errors: Spread,
+}
+
+/// A median with the smallest and largest of the values it is the median of.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The median of `values` (the lower middle one for an even count); none may be NaN.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: v[(v.len() - 1) / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+impl StepSummary {
+    /// Passes when the median trial by p99 ack passes (within `bound_ms`, no errors, nothing
+    /// unanswered) and every trial was exact.
+    pub fn of(rate: f64, trials: &[Step], bound_ms: f64) -> StepSummary {
+        let mut order: Vec<usize> = (0..trials.len()).collect();
+        order.sort_by(|&a, &b| {
+            let p99 = |i: usize| trials[i].figures.ack_latency.p99_ms;
+            p99(a).total_cmp(&p99(b))
+        });
+        let median_trial = order[(order.len() - 1) / 2];
+        let m = &trials[median_trial].figures;
+        let passed = trials.iter().all(|t| t.exactness.ok)
+            && m.errors.is_empty()
+            && m.unanswered == 0
+            && m.ack_latency.p99_ms <= bound_ms;
+        let figures = || trials.iter().map(|t| &t.figures);
+        StepSummary {
+            rate,
+            trials: trials.len(),
+            passed,
+            median_trial,
+            p99_ack_ms: Spread::of(figures().map(|f| f.ack_latency.p99_ms)),
+            acked_per_sec: Spread::of(figures().map(|f| f.acked_per_sec)),
+            errors: Spread::of(figures().map(|f| f.errors.values().sum::<u64>() as f64)),
+        }
+    }
+}
+
 /// `idle`: the server's memory with the connections open.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Idle {
@@ -83,8 +145,11 @@ pub struct Report {
     pub setup_seconds: f64,
     /// The headline stretch: the run itself, or for `burst` the fastest step that passed.
     pub result: Option<Step>,
-    /// `burst`: every step, slowest first; the knee is the fastest that passed.
+    /// `burst`: every trial of every step, slowest first.
     pub steps: Vec<Step>,
+    /// `burst`: each step's verdict over its trials; the knee is the fastest that passed.
+    #[serde(default)]
+    pub step_summaries: Vec<StepSummary>,
     pub knee_rate: Option<f64>,
     pub idle: Option<Idle>,
     #[serde(default)]
@@ -148,26 +213,31 @@ impl Report {
             "run {} ({:?}); set-up {:.1} s (not counted as load)",
             self.run_id, self.config.scenario, self.setup_seconds
         );
-        if self.steps.len() > 1 {
+        if !self.step_summaries.is_empty() {
             println!(
-                "{:>10} {:>10} {:>10} {:>10} {:>8} {:>6}",
-                "offered/s", "acked/s", "p99 ack", "p99 dlv", "errors", "exact"
+                "{:>10} {:>6} {:>22} {:>22} {:>8} {:>6}",
+                "offered/s",
+                "trials",
+                "acked/s (min-max)",
+                "p99 ack ms (min-max)",
+                "errors",
+                "passed"
             );
-            for s in &self.steps {
-                let f = &s.figures;
+            for s in &self.step_summaries {
+                let (a, p) = (&s.acked_per_sec, &s.p99_ack_ms);
                 println!(
-                    "{:>10.0} {:>10.0} {:>8.2}ms {:>8.2}ms {:>8} {:>6}",
-                    f.rate,
-                    f.acked_per_sec,
-                    f.ack_latency.p99_ms,
-                    f.delivery_latency.p99_ms,
-                    f.errors.values().sum::<u64>(),
-                    if s.exactness.ok { "ok" } else { "FAIL" }
+                    "{:>10.0} {:>6} {:>22} {:>22} {:>8.0} {:>6}",
+                    s.rate,
+                    s.trials,
+                    format!("{:.0} ({:.0}-{:.0})", a.median, a.min, a.max),
+                    format!("{:.2} ({:.2}-{:.2})", p.median, p.min, p.max),
+                    s.errors.median,
+                    if s.passed { "yes" } else { "no" }
                 );
             }
             match self.knee_rate {
-                Some(rate) => println!("knee: {rate:.0} msg/s offered is the fastest step within p99 {} ms and without errors", self.config.p99_bound_ms),
-                None => println!("knee: not found (the first step already failed the bound)"),
+                Some(rate) => println!("knee: {rate:.0} msg/s offered is the fastest step whose median trial is within p99 {} ms and without errors", self.config.p99_bound_ms),
+                None => println!("knee: not found (no step passed)"),
             }
         }
         if let Some(step) = &self.result {
