@@ -22,6 +22,9 @@ export const CLOSE = Object.freeze({
   STALLED: 4004,
 });
 
+/** The most chats one `resume` frame may name. */
+const RESUME_MAX_CHATS = 1000;
+
 /** Send errors that mean "not stored, try again": the send stays in the outbox. */
 const RETRYABLE = new Set(['overloaded', 'persist_failed', 'rate_limited']);
 
@@ -206,8 +209,12 @@ export class Client extends Emitter {
       opened = true;
       this.#attempt = 0;
       this.#heard = Date.now();
-      // The first frame states every position, so the stream of each chat continues exactly.
-      this.#raw({ type: 'resume', positions: Object.fromEntries(this.positions) });
+      // The first frames state every position (at most 1,000 chats a frame), so the stream of
+      // each chat continues exactly.
+      const positions = [...this.positions];
+      for (let i = 0; i === 0 || i < positions.length; i += RESUME_MAX_CHATS) {
+        this.#raw({ type: 'resume', positions: Object.fromEntries(positions.slice(i, i + RESUME_MAX_CHATS)) });
+      }
       for (const id of this.outbox.keys()) this.#raw(this.#sendOf(id));
       this.#startBeat();
       this.#setState('open');

@@ -217,3 +217,18 @@ test("the README's echo bot befriends and answers", async () => {
     bot.kill();
   }
 });
+
+test('positions of more chats than one resume may name are resumed in several frames', async () => {
+  const [a, b, chat] = await friends();
+  await a.sendMessage(chat, 'one');
+  // 1,500 positions: the real chat among chats that do not exist (each answered not_found).
+  const positions = Object.fromEntries(Array.from({ length: 1500 }, (_, i) => [900000 + i, 0]));
+  positions[chat] = 0;
+  const c = client(b, SERVER, { positions });
+  clients.push(c);
+  const seen = record(c);
+  const synced = once(c, 'synced', (s) => s.chat_id === chat);
+  c.connect();
+  await synced;
+  assert.deepEqual(seen.map((m) => m.body), ['one']);
+});
