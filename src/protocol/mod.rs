@@ -129,15 +129,15 @@ impl ClientFrame {
         }
     }
 
-    /// The client's `ref` for this frame: its own, or a send's `client_msg_id`.
-    pub fn reference(&self) -> Option<Ref> {
+    /// The `ref` the client gave this frame. A send has none: its `client_msg_id` names it.
+    pub fn reference(&self) -> Option<&Ref> {
         match self {
-            Self::Send { client_msg_id, .. } => Some((*client_msg_id).into()),
+            Self::Send { .. } => None,
             Self::Sync { reference, .. }
             | Self::Resume { reference, .. }
             | Self::Read { reference, .. }
             | Self::Typing { reference, .. }
-            | Self::Ping { reference, .. } => reference.clone(),
+            | Self::Ping { reference, .. } => reference.as_ref(),
         }
     }
 }

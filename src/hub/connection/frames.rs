@@ -27,12 +27,10 @@ impl Connection {
         &mut self,
         frame: ClientFrame,
     ) -> Result<Option<ServerFrame>, End> {
-        let reference = frame.reference();
-        if reference.as_ref().is_some_and(Ref::is_too_long) {
+        if frame.reference().is_some_and(Ref::is_too_long) {
             let e = AppError::invalid(format!("ref: at most {} bytes", Ref::MAX_BYTES));
             return Ok(Some(error_frame(&e, None)));
         }
-        let refuse = |e: AppError| Ok(Some(error_frame(&e, reference.clone())));
         let answer = match frame {
             ClientFrame::Send {
                 chat_id,
@@ -46,10 +44,11 @@ impl Connection {
                 reference,
             } => {
                 if after_seq < 0 || limit.is_some_and(|l| l < 1) {
-                    return refuse(AppError::invalid("after_seq must be >= 0 and limit >= 1"));
+                    let e = AppError::invalid("after_seq must be >= 0 and limit >= 1");
+                    return Ok(Some(error_frame(&e, reference)));
                 }
                 if let Err(e) = self.budget("sync") {
-                    return refuse(e);
+                    return Ok(Some(error_frame(&e, reference)));
                 }
                 self.on_sync(chat_id, after_seq, limit, reference).await?
             }
@@ -58,12 +57,13 @@ impl Connection {
                 reference,
             } => {
                 if positions.len() > RESUME_MAX_CHATS || positions.values().any(|&p| p < 0) {
-                    return refuse(AppError::invalid(format!(
+                    let e = AppError::invalid(format!(
                         "positions: at most {RESUME_MAX_CHATS} chats, each at a seq >= 0"
-                    )));
+                    ));
+                    return Ok(Some(error_frame(&e, reference)));
                 }
                 if let Err(e) = self.budget("sync") {
-                    return refuse(e);
+                    return Ok(Some(error_frame(&e, reference)));
                 }
                 for (chat, after_seq) in positions {
                     if let Some(frame) = self
