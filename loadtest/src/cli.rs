@@ -148,8 +148,9 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
     /// `burst`: measured stretches per step. A step passes when its median stretch (by p99
-    /// ack) is within the bound without errors, and every stretch was exact; the search ends
-    /// at the second failing step in a row, so one spike cannot end it.
+    /// ack) is within the bound without errors, and every stretch was exact; a failing step
+    /// runs once more at the same rate and the search ends when it fails again, so one spike
+    /// cannot end it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub trials: u32,
     /// Extra members of the first chat that connect and never read: the server must close

@@ -98,12 +98,14 @@ async fn load(args: Args) -> anyhow::Result<bool> {
     Ok(report.exact)
 }
 
-/// Steps the rate up, `--trials` stretches per step, judging each step on its median stretch;
-/// stops at the second failing step in a row. The knee is the fastest step that passed.
+/// Steps the rate up, `--trials` stretches per step, judging each step on its median stretch.
+/// A failing step runs once more at the same rate, and the search ends only when it fails
+/// again: one spike cannot end it, and it never goes past the first rate that failed twice.
+/// The knee is the fastest step that passed.
 async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Result<()> {
     let mut rate = args.rate;
     let mut before = stored(args, layout).await?.0;
-    let mut failed_in_a_row = 0;
+    let mut failed_once = false;
     for _ in 0..args.max_steps {
         let mut trials = Vec::new();
         for trial in 1..=args.trials {
@@ -122,16 +124,15 @@ async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Res
         let median = trials.swap_remove(summary.median_trial);
         report.step_summaries.push(summary);
         if passed {
-            failed_in_a_row = 0;
+            failed_once = false;
             report.knee_rate = Some(rate);
             report.result = Some(median);
+            rate *= args.burst_step;
+        } else if failed_once {
+            break;
         } else {
-            failed_in_a_row += 1;
-            if failed_in_a_row == 2 {
-                break;
-            }
+            failed_once = true;
         }
-        rate *= args.burst_step;
     }
     if report.result.is_none() {
         report.result = report.steps.first().cloned();

@@ -37,8 +37,9 @@ def render(r):
     if trials > 1:
         method = (
             f"pgbench's rate and each step of the hub's chat-mix search are medians of {trials} trials "
-            "(their range in brackets); a step passes on its median trial, and the search ends at "
-            "the second failing step in a row. The other figures are single measurements."
+            "(their range in brackets); a step passes on its median trial, and a failing step runs "
+            "again at the same rate before it ends the search. The other figures are single "
+            "measurements."
         )
         pg_tps = spread(r["pgbench"]["tps_spread"])
         hub_rate = spread(knee_step["acked_per_sec"]) if knee_step else sustained(None, chat["sustained_acked_per_sec"])
