@@ -51,6 +51,9 @@ pub struct Connection {
     in_flight: HashMap<Uuid, (ChatId, u32)>,
     /// Sends whose ack was written in their message's place before the persister's came.
     acked_early: HashSet<Uuid>,
+    /// Acks held back because the messages before them could not be read from the database;
+    /// catching up writes each in its message's place.
+    held_acks: HashSet<Uuid>,
     /// When a catch-up that failed on the database may try again.
     retry_at: Option<Instant>,
     /// Until the client's first frame (or [`GREETING`] at most), live messages of chats
@@ -90,6 +93,7 @@ impl Connection {
             cursors: HashMap::new(),
             in_flight: HashMap::new(),
             acked_early: HashSet::new(),
+            held_acks: HashSet::new(),
             retry_at: None,
             greeting_until: Some(Instant::now() + GREETING),
             held: HashMap::new(),

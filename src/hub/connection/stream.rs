@@ -189,7 +189,10 @@ impl Connection {
                     client_msg_id: id,
                     message: message.clone(),
                 });
-                self.acked_early.insert(id);
+                // A held ack was the persister's: no other is coming for it.
+                if !self.held_acks.remove(&id) {
+                    self.acked_early.insert(id);
+                }
                 ServerFrame::Ack {
                     client_msg_id: id,
                     message,
@@ -258,11 +261,18 @@ impl Connection {
                 match self.stream(chat, cursor, Some(seq), i64::MAX).await {
                     Ok(_) => {}
                     Err(Stop::End(end)) => return Err(end),
-                    // The ack goes out regardless; the cursor stays before the gap, which is
-                    // filled at catch-up (the acked message then comes once more, as a
-                    // `message`: rather twice than never).
+                    // The gap cannot be read now: hold the ack back, so that nothing of the
+                    // chat comes after it out of order or twice. The send counts as in flight
+                    // again, and catching up (from the cursor, once the database answers)
+                    // writes the ack in its message's place.
                     Err(Stop::Db(_)) => {
                         self.inbox.backlog.miss(chat, cursor + 1);
+                        if let ServerFrame::Ack { client_msg_id, .. } = &frame.frame {
+                            if self.held_acks.insert(*client_msg_id) {
+                                self.in_flight.entry(*client_msg_id).or_insert((chat, 0)).1 += 1;
+                            }
+                            return Ok(());
+                        }
                         gap = true;
                     }
                 }
