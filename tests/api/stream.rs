@@ -39,12 +39,19 @@ async fn sender(
     })
 }
 
-/// Reads frames in arrival order until each chat's last seq is `until[chat]`, checking that
-/// every chat's messages are contiguous from `from[chat] + 1`; returns how many `synced` came.
-async fn read_contiguous(ws: &mut Ws, from: &BTreeMap<i64, i64>, until: i64) -> usize {
+/// Reads frames in arrival order until each chat's last seq is `until` and `syncs` frames
+/// `synced` have come, checking that every chat's messages are contiguous from
+/// `from[chat] + 1`; returns how many `synced` came. A chat's `synced` may follow its last
+/// message when the traffic ends before its sync does, so both conditions are waited for.
+async fn read_contiguous(
+    ws: &mut Ws,
+    from: &BTreeMap<i64, i64>,
+    until: i64,
+    syncs: usize,
+) -> usize {
     let mut at = from.clone();
     let mut synced = 0;
-    while at.values().any(|&s| s < until) {
+    while at.values().any(|&s| s < until) || synced < syncs {
         match ws.next().await {
             ServerFrame::Message { message } => {
                 let cursor = at.get_mut(&message.chat_id.0).expect("a chat we asked for");
@@ -78,7 +85,7 @@ async fn a_fresh_socket_that_syncs_from_n_while_another_client_sends_receives_n_
     let more = sender(&app, &alice, vec![chat], 400).await;
     let mut b = app.ws(&bob).await;
     b.send(&sync(chat, 40)).await;
-    let synced = read_contiguous(&mut b, &BTreeMap::from([(chat, 40)]), 500).await;
+    let synced = read_contiguous(&mut b, &BTreeMap::from([(chat, 40)]), 500, 1).await;
     assert_eq!(synced, 1);
     more.await.unwrap();
     b.expect_silence(Duration::from_millis(300)).await;
@@ -109,7 +116,7 @@ async fn resume_for_50_chats_at_once_under_traffic_keeps_each_chat_contiguous() 
         reference: None,
     })
     .await;
-    let synced = read_contiguous(&mut b, &positions, 30).await;
+    let synced = read_contiguous(&mut b, &positions, 30, 50).await;
     assert_eq!(synced, 50, "one synced per chat");
     traffic.await.unwrap();
 }
@@ -145,7 +152,7 @@ async fn a_reader_that_pauses_in_a_busy_room_is_caught_up_from_the_database_not_
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    read_contiguous(&mut b, &BTreeMap::from([(chat, 0)]), 800).await;
+    read_contiguous(&mut b, &BTreeMap::from([(chat, 0)]), 800, 0).await;
     b.expect_silence(Duration::from_millis(300)).await;
     let metrics = app.get_raw("/metrics").await.text().await.unwrap();
     let caught_up = metric(&metrics, "xfchat_ws_catchup_messages_total").unwrap_or(0.0);
