@@ -147,7 +147,7 @@ pub struct Args {
     /// `burst`: the most steps to run.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
-    /// `burst`: measured stretches per step. A step passes when its median stretch (by p99
+    /// Measured stretches per step (`burst`) or per rate. A `burst` step passes when its median stretch (by p99
     /// ack) is within the bound without errors, and every stretch was exact; a failing step
     /// runs once more at the same rate and the search ends when it fails again, so one spike
     /// cannot end it.
@@ -161,6 +161,14 @@ pub struct Args {
     /// Set-up requests in flight at once.
     #[arg(long, default_value_t = 16)]
     pub setup_parallelism: usize,
+    /// The server's process id, to read its CPU time and memory from `/proc` (the harness
+    /// runs on the same machine); without it they come from the server's `/metrics`.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// `chat`, `room`, `slow`: run at each of these rates in turn (`--trials` stretches each)
+    /// instead of at `--rate` alone.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
     /// Compare acked messages with the `messages` table directly (otherwise: the history API).
     #[arg(long, env = "XFCHAT_LOAD_DATABASE_URL")]
     pub database_url: Option<String>,

@@ -18,8 +18,26 @@ use crate::verify::ConnLog;
 pub struct Live {
     pub start: Instant,
     pub acked: AtomicU64,
+    /// `message` frames received.
+    pub delivered: AtomicU64,
     pub outstanding: AtomicI64,
+    /// Deliveries the acks so far promise to connected members, less those received (it may
+    /// dip below zero while a delivery overtakes its ack).
+    pub undelivered: AtomicI64,
     pub ack_us: Mutex<Histogram<u64>>,
+}
+
+impl Live {
+    pub fn new(start: Instant) -> Self {
+        Live {
+            start,
+            acked: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            outstanding: AtomicI64::new(0),
+            undelivered: AtomicI64::new(0),
+            ack_us: Mutex::new(histogram()),
+        }
+    }
 }
 
 /// What one connection measured and saw.

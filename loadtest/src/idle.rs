@@ -8,13 +8,14 @@ use tokio::time::Instant;
 
 use crate::cli::Args;
 use crate::client::connect;
+use crate::process;
 use crate::report::Idle;
 use crate::setup::Layout;
 
 /// Opens `connections` sockets (spread over the accounts), keeps them open and reading for the
 /// run's duration, and reports the server's memory per connection from its `/metrics`.
 pub async fn idle(args: &Args, layout: &Layout) -> Idle {
-    let before = server_metric(args, RSS).await;
+    let before = process::server(args).await.map(|u| u.rss_bytes);
     let started = Instant::now();
     let accounts = &layout.accounts;
     let opened: Vec<_> = futures_util::stream::iter(0..args.connections)
@@ -31,7 +32,7 @@ pub async fn idle(args: &Args, layout: &Layout) -> Idle {
         .collect();
     let open = readers.len();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
-    let after = server_metric(args, RSS).await;
+    let after = process::server(args).await.map(|u| u.rss_bytes);
     for reader in readers {
         reader.abort();
     }
@@ -46,19 +47,4 @@ pub async fn idle(args: &Args, layout: &Layout) -> Idle {
             .filter(|_| open > 0)
             .map(|(b, a)| (a - b) / open as f64),
     }
-}
-
-const RSS: &str = "xfchat_process_resident_memory_bytes";
-
-/// One unlabelled figure from the server's `/metrics`, if it exports it.
-pub async fn server_metric(args: &Args, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", args.url))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }

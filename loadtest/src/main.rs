@@ -5,7 +5,9 @@
 mod cli;
 mod client;
 mod figures;
+mod glance;
 mod idle;
+mod process;
 mod report;
 mod resume;
 mod run;
@@ -79,10 +81,13 @@ async fn load(args: Args) -> anyhow::Result<bool> {
     };
     match args.scenario {
         Scenario::Idle => report.idle = Some(idle::idle(&args, &layout).await),
-        Scenario::Chat | Scenario::Room | Scenario::Reconnect | Scenario::Slow => {
+        Scenario::Reconnect => {
             let (step, _) = step(&args, &layout, args.rate, &Seqs::new()).await?;
             report.exact = step.exactness.ok;
             report.result = Some(step);
+        }
+        Scenario::Chat | Scenario::Room | Scenario::Slow => {
+            fixed(&args, &layout, &mut report).await?
         }
         Scenario::Burst => burst(&args, &layout, &mut report).await?,
         Scenario::Storm => {
@@ -98,6 +103,49 @@ async fn load(args: Args) -> anyhow::Result<bool> {
     Ok(report.exact)
 }
 
+/// Runs `--trials` stretches at each of `--rates` (or at `--rate`), summarising each rate over
+/// its trials; the headline is the first rate's median trial.
+async fn fixed(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Result<()> {
+    let rates = if args.rates.is_empty() {
+        vec![args.rate]
+    } else {
+        args.rates.clone()
+    };
+    let mut before = stored(args, layout).await?.0;
+    for rate in rates {
+        let trials = trials(args, layout, rate, &mut before, report).await?;
+        let summary = StepSummary::of(rate, &trials, args.p99_bound_ms);
+        if report.result.is_none() {
+            report.result = Some(trials[summary.median_trial].clone());
+        }
+        report.step_summaries.push(summary);
+    }
+    Ok(())
+}
+
+/// `--trials` stretches at `rate`, each recorded in the report.
+async fn trials(
+    args: &Args,
+    layout: &Layout,
+    rate: f64,
+    before: &mut Seqs,
+    report: &mut Report,
+) -> anyhow::Result<Vec<Step>> {
+    let mut trials = Vec::new();
+    for trial in 1..=args.trials {
+        eprintln!(
+            "xfchat-load: {rate:.0} msg/s, trial {trial} of {}",
+            args.trials
+        );
+        let (step, after) = step(args, layout, rate, before).await?;
+        *before = after;
+        report.exact &= step.exactness.ok;
+        report.steps.push(step.clone());
+        trials.push(step);
+    }
+    Ok(trials)
+}
+
 /// Steps the rate up, `--trials` stretches per step, judging each step on its median stretch.
 /// A failing step runs once more at the same rate, and the search ends only when it fails
 /// again: one spike cannot end it, and it never goes past the first rate that failed twice.
@@ -107,18 +155,7 @@ async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Res
     let mut before = stored(args, layout).await?.0;
     let mut failed_once = false;
     for _ in 0..args.max_steps {
-        let mut trials = Vec::new();
-        for trial in 1..=args.trials {
-            eprintln!(
-                "xfchat-load: burst step at {rate:.0} msg/s, trial {trial} of {}",
-                args.trials
-            );
-            let (step, after) = step(args, layout, rate, &before).await?;
-            before = after;
-            report.exact &= step.exactness.ok;
-            report.steps.push(step.clone());
-            trials.push(step);
-        }
+        let mut trials = trials(args, layout, rate, &mut before, report).await?;
         let summary = StepSummary::of(rate, &trials, args.p99_bound_ms);
         let passed = summary.passed;
         let median = trials.swap_remove(summary.median_trial);
@@ -149,9 +186,15 @@ async fn step(
 ) -> anyhow::Result<(Step, Seqs)> {
     let mut args = args.clone();
     args.rate = rate;
-    let cpu_before = idle::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
+    let cpu_before = process::server(&args).await.map(|u| u.cpu_seconds);
     let driven = run::drive(&args, layout, !args.quiet).await;
-    let cpu_after = idle::server_metric(&args, "xfchat_process_cpu_seconds_total").await;
+    let cpu_after = process::server(&args).await.map(|u| u.cpu_seconds);
+    if driven.undelivered > 0 {
+        eprintln!(
+            "xfchat-load: {} deliveries of acked messages had not come when the drain ended",
+            driven.undelivered
+        );
+    }
     let mut acked: Seqs = HashMap::new();
     let (mut ack_us, mut delivery_us) = (figures::histogram(), figures::histogram());
     let (mut errors, mut closes) = (BTreeMap::new(), BTreeMap::new());
@@ -221,6 +264,8 @@ async fn step(
             figures,
             exactness,
             server_cpu_seconds,
+            steady: driven.steady,
+            server_rss_bytes: driven.server_rss_bytes,
         },
         after,
     ))
@@ -273,6 +318,8 @@ fn merge(paths: &[PathBuf], out: Option<&Path>) -> anyhow::Result<bool> {
                 first_problems: problems,
             },
             server_cpu_seconds: None,
+            steady: None,
+            server_rss_bytes: None,
         }),
         steps: Vec::new(),
         step_summaries: Vec::new(),

@@ -62,6 +62,27 @@ pub struct Step {
     pub exactness: Exactness,
     /// CPU the server used during the stretch, from its `xfchat_process_cpu_seconds_total`.
     pub server_cpu_seconds: Option<f64>,
+    /// The measured window's counts and what they cost each side.
+    #[serde(default)]
+    pub steady: Option<Steady>,
+    /// The server's resident memory at the end of the stretch.
+    #[serde(default)]
+    pub server_rss_bytes: Option<f64>,
+}
+
+/// The measured window (past the warm-up, to the end of the sending): what was acked and
+/// delivered in it, and the CPU the server and the harness used meanwhile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Steady {
+    pub seconds: f64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub server_cpu_seconds: f64,
+    pub harness_cpu_seconds: f64,
+    pub server_cpu_us_per_acked: Option<f64>,
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Per frame received (acks and deliveries).
+    pub harness_cpu_us_per_frame: Option<f64>,
 }
 
 /// `burst`: one step's verdict over its trials, with the median and the spread of each figure.
@@ -74,7 +95,19 @@ pub struct StepSummary {
     pub median_trial: usize,
     pub p99_ack_ms: Spread,
     pub acked_per_sec: Spread,
+    #[serde(default)]
+    pub deliveries_per_sec: Option<Spread>,
     pub errors: Spread,
+    /// What the steady window cost, when every trial measured it.
+    #[serde(default)]
+    pub server_cpu_us_per_acked: Option<Spread>,
+    #[serde(default)]
+    pub server_cpu_us_per_delivery: Option<Spread>,
+    #[serde(default)]
+    pub harness_cpu_us_per_frame: Option<Spread>,
+    /// The server's resident memory at the end of each trial.
+    #[serde(default)]
+    pub server_rss_bytes: Option<Spread>,
 }
 
 /// A median with the smallest and largest of the values it is the median of.
@@ -86,6 +119,12 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// The spread of values every one of which is known, else None.
+    pub fn of_all(values: impl IntoIterator<Item = Option<f64>>) -> Option<Spread> {
+        let v: Option<Vec<f64>> = values.into_iter().collect();
+        v.filter(|v| !v.is_empty()).map(Spread::of)
+    }
+
     /// The median of `values` (the lower middle one for an even count); none may be NaN.
     pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
         let mut v: Vec<f64> = values.into_iter().collect();
@@ -121,9 +160,19 @@ impl StepSummary {
             median_trial,
             p99_ack_ms: Spread::of(figures().map(|f| f.ack_latency.p99_ms)),
             acked_per_sec: Spread::of(figures().map(|f| f.acked_per_sec)),
+            deliveries_per_sec: Some(Spread::of(figures().map(|f| f.deliveries_per_sec))),
             errors: Spread::of(figures().map(|f| f.errors.values().sum::<u64>() as f64)),
+            server_cpu_us_per_acked: steady(trials, |s| s.server_cpu_us_per_acked),
+            server_cpu_us_per_delivery: steady(trials, |s| s.server_cpu_us_per_delivery),
+            harness_cpu_us_per_frame: steady(trials, |s| s.harness_cpu_us_per_frame),
+            server_rss_bytes: Spread::of_all(trials.iter().map(|t| t.server_rss_bytes)),
         }
     }
+}
+
+/// The spread of one steady-window figure over trials that all have it.
+fn steady(trials: &[Step], figure: impl Fn(&Steady) -> Option<f64>) -> Option<Spread> {
+    Spread::of_all(trials.iter().map(|t| t.steady.as_ref().and_then(&figure)))
 }
 
 /// `idle`: the server's memory with the connections open.
@@ -215,29 +264,42 @@ impl Report {
         );
         if !self.step_summaries.is_empty() {
             println!(
-                "{:>10} {:>6} {:>22} {:>22} {:>8} {:>6}",
+                "{:>10} {:>6} {:>22} {:>22} {:>8} {:>6} {:>18} {:>18} {:>18}",
                 "offered/s",
                 "trials",
                 "acked/s (min-max)",
                 "p99 ack ms (min-max)",
                 "errors",
-                "passed"
+                "passed",
+                "server µs/ack",
+                "server µs/deliv.",
+                "harness µs/frame"
             );
+            let cpu = |s: &Option<Spread>| {
+                s.map_or("-".into(), |s| {
+                    format!("{:.1} ({:.1}-{:.1})", s.median, s.min, s.max)
+                })
+            };
             for s in &self.step_summaries {
                 let (a, p) = (&s.acked_per_sec, &s.p99_ack_ms);
                 println!(
-                    "{:>10.0} {:>6} {:>22} {:>22} {:>8.0} {:>6}",
+                    "{:>10.0} {:>6} {:>22} {:>22} {:>8.0} {:>6} {:>18} {:>18} {:>18}",
                     s.rate,
                     s.trials,
                     format!("{:.0} ({:.0}-{:.0})", a.median, a.min, a.max),
                     format!("{:.2} ({:.2}-{:.2})", p.median, p.min, p.max),
                     s.errors.median,
-                    if s.passed { "yes" } else { "no" }
+                    if s.passed { "yes" } else { "no" },
+                    cpu(&s.server_cpu_us_per_acked),
+                    cpu(&s.server_cpu_us_per_delivery),
+                    cpu(&s.harness_cpu_us_per_frame),
                 );
             }
-            match self.knee_rate {
-                Some(rate) => println!("knee: {rate:.0} msg/s offered is the fastest step whose median trial is within p99 {} ms and without errors", self.config.p99_bound_ms),
-                None => println!("knee: not found (no step passed)"),
+            if self.config.scenario == crate::cli::Scenario::Burst {
+                match self.knee_rate {
+                    Some(rate) => println!("knee: {rate:.0} msg/s offered is the fastest step whose median trial is within p99 {} ms and without errors", self.config.p99_bound_ms),
+                    None => println!("knee: not found (no step passed)"),
+                }
             }
         }
         if let Some(step) = &self.result {

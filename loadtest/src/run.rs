@@ -3,8 +3,8 @@
 //! carried in the message body, so a stalled server shows as latency, not as a lower rate.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,13 +12,13 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
-use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
-
 use xfchat::ids::ChatId;
+use xfchat::protocol::ClientFrame;
 
 use crate::cli::{Args, Scenario};
 use crate::client::{codec, connect, intended, ConnResult, Live};
-use crate::figures::histogram;
+use crate::glance::{glance, Glance};
+use crate::report::Steady;
 use crate::schedule::{Schedule, Sender};
 use crate::setup::Layout;
 
@@ -72,12 +72,15 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
             .collect();
         positions.insert(*i, at);
     }
-    let live = Arc::new(Live {
-        start: Instant::now() + Duration::from_millis(200),
-        acked: AtomicU64::new(0),
-        outstanding: AtomicI64::new(0),
-        ack_us: Mutex::new(histogram()),
-    });
+    // How many driven sockets read each chat: an ack promises a delivery to each of the others.
+    let mut readers: HashMap<i64, i64> = HashMap::new();
+    for (i, _) in &sockets {
+        for &chat in &chats_of[*i] {
+            *readers.entry(chat).or_default() += 1;
+        }
+    }
+    let readers = Arc::new(readers);
+    let live = Arc::new(Live::new(Instant::now() + Duration::from_millis(200)));
     let stop = CancellationToken::new();
     let tasks: Vec<_> = if args.scenario == Scenario::Reconnect {
         // These clients open (and reopen) their own sockets.
@@ -108,18 +111,32 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
                 let (args, live, stop) = (args.clone(), live.clone(), stop.clone());
                 let slow = every.is_some_and(|every| n % every == 0);
                 let at = positions.remove(&i).unwrap_or_default();
-                tokio::spawn(connection(args, chats, at, ws, rate, slow, live, stop))
+                let readers = readers.clone();
+                tokio::spawn(connection(
+                    args, chats, at, ws, rate, slow, live, readers, stop,
+                ))
             })
             .collect()
     };
     let bar = progress.then(|| crate::report::progress(args, live.clone()));
+    tokio::time::sleep_until(live.start + args.warmup()).await;
+    let from = Sample::take(args, &live).await;
     tokio::time::sleep_until(live.start + args.total()).await;
+    let to = Sample::take(args, &live).await;
+    // Every send answered, and (where the harness knows who reads what) every acked message
+    // received by every connected member, within the drain time.
+    let counts_deliveries = args.scenario != Scenario::Reconnect;
     let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);
-    while live.outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while (live.outstanding.load(Ordering::Relaxed) > 0
+        || counts_deliveries && live.undelivered.load(Ordering::Relaxed) > 0)
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Acks and fan-out leave the server together; give deliveries a moment to land.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A moment more, so a duplicate sent after the last expected frame is still seen; resuming
+    // clients, whose deliveries are not counted, get a second.
+    let linger = if counts_deliveries { 200 } else { 1000 };
+    tokio::time::sleep(Duration::from_millis(linger)).await;
     stop.cancel();
     if let Some(bar) = bar {
         bar.abort();
@@ -139,6 +156,48 @@ pub async fn drive(args: &Args, layout: &Layout, progress: bool) -> Driven {
         results,
         failures,
         unanswered: live.outstanding.load(Ordering::Relaxed).max(0) as u64,
+        undelivered: live.undelivered.load(Ordering::Relaxed).max(0) as u64,
+        steady: from.zip(to).map(|(from, to)| to.since(&from)),
+        server_rss_bytes: crate::process::server(args).await.map(|u| u.rss_bytes),
+    }
+}
+
+/// The counters and both processes' CPU at one instant.
+struct Sample {
+    at: Instant,
+    acked: u64,
+    delivered: u64,
+    server: crate::process::Usage,
+    harness: crate::process::Usage,
+}
+
+impl Sample {
+    async fn take(args: &Args, live: &Live) -> Option<Sample> {
+        let server = crate::process::server(args).await?;
+        Some(Sample {
+            at: Instant::now(),
+            acked: live.acked.load(Ordering::Relaxed),
+            delivered: live.delivered.load(Ordering::Relaxed),
+            server,
+            harness: crate::process::own()?,
+        })
+    }
+
+    fn since(&self, from: &Sample) -> Steady {
+        let per = |seconds: f64, n: u64| (n > 0).then(|| seconds * 1e6 / n as f64);
+        let server = self.server.cpu_seconds - from.server.cpu_seconds;
+        let harness = self.harness.cpu_seconds - from.harness.cpu_seconds;
+        let (acked, delivered) = (self.acked - from.acked, self.delivered - from.delivered);
+        Steady {
+            seconds: (self.at - from.at).as_secs_f64(),
+            acked,
+            delivered,
+            server_cpu_seconds: server,
+            harness_cpu_seconds: harness,
+            server_cpu_us_per_acked: per(server, acked),
+            server_cpu_us_per_delivery: per(server, delivered),
+            harness_cpu_us_per_frame: per(harness, acked + delivered),
+        }
     }
 }
 
@@ -168,6 +227,12 @@ pub struct Driven {
     pub failures: usize,
     /// Sends that got neither an ack nor an error by the end of the drain.
     pub unanswered: u64,
+    /// Deliveries the acks promised that had not come by the end of the drain.
+    pub undelivered: u64,
+    /// The measured window, past the warm-up.
+    pub steady: Option<Steady>,
+    /// The server's resident memory at the end.
+    pub server_rss_bytes: Option<f64>,
 }
 
 /// A socket's position in each of its chats.
@@ -184,6 +249,7 @@ async fn connection(
     rate: f64,
     slow: bool,
     live: Arc<Live>,
+    readers: Arc<HashMap<i64, i64>>,
     stop: CancellationToken,
 ) -> ConnResult {
     let codec = codec(args.codec);
@@ -245,30 +311,34 @@ async fn connection(
             None => break,
         };
         let now_us = live.start.elapsed().as_micros() as u64;
-        match Codec::decode::<ServerFrame>(&msg) {
-            Ok(ServerFrame::Ack { message, .. }) => {
-                let (chat, seq) = (message.chat_id.0, message.seq);
-                r.ack(&live, chat, seq, intended(&message.body), now_us, warmup_us);
-                r.log.seen.entry(chat).or_default().push(seq);
+        match glance(&msg) {
+            Some(Glance::Ack(m)) => {
+                let others = readers.get(&m.chat_id).map_or(0, |n| n - 1);
+                live.undelivered.fetch_add(others, Ordering::Relaxed);
+                r.ack(
+                    &live,
+                    m.chat_id,
+                    m.seq,
+                    intended(&m.body),
+                    now_us,
+                    warmup_us,
+                );
+                r.log.seen.entry(m.chat_id).or_default().push(m.seq);
             }
-            Ok(ServerFrame::Message { message }) => {
-                r.log
-                    .seen
-                    .entry(message.chat_id.0)
-                    .or_default()
-                    .push(message.seq);
-                r.delivery(intended(&message.body), now_us, warmup_us);
+            Some(Glance::Message(m)) => {
+                live.delivered.fetch_add(1, Ordering::Relaxed);
+                live.undelivered.fetch_sub(1, Ordering::Relaxed);
+                r.log.seen.entry(m.chat_id).or_default().push(m.seq);
+                r.delivery(intended(&m.body), now_us, warmup_us);
             }
-            Ok(ServerFrame::Error {
-                code, reference, ..
-            }) => {
-                if reference.is_some() {
+            Some(Glance::Error { code, answered }) => {
+                if answered {
                     live.outstanding.fetch_sub(1, Ordering::Relaxed);
                 }
-                *r.errors.entry(code.to_string()).or_default() += 1;
+                *r.errors.entry(code.into_owned()).or_default() += 1;
             }
-            Ok(_) => {}
-            Err(_) => *r.errors.entry("undecodable".into()).or_default() += 1,
+            Some(Glance::Other) => {}
+            None => *r.errors.entry("undecodable".into()).or_default() += 1,
         }
     }
     if let Ok((sent, mut sink)) = sender.await {

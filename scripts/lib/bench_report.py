@@ -29,6 +29,40 @@ def knee_summary(report):
     return next((s for s in report.get("step_summaries", []) if s["rate"] == report.get("knee_rate")), None)
 
 
+def fixed_rate(summary):
+    """One fixed rate's figures over its trials."""
+    keys = ("acked_per_sec", "p99_ack_ms", "server_cpu_us_per_acked", "harness_cpu_us_per_frame", "server_rss_bytes")
+    return {"rate": summary["rate"], "passed": summary["passed"]} | {k: summary.get(k) for k in keys}
+
+
+def fanout_cpu(hub, base):
+    """Per rate both servers ran: their CPU per delivery, the harness's per frame, and the ratio
+    of the medians."""
+    base_at = {s["rate"]: s for s in base["step_summaries"]}
+    rows = []
+    for h in hub["step_summaries"]:
+        b = base_at.get(h["rate"])
+        if not b:
+            continue
+        hc, bc = h.get("server_cpu_us_per_delivery"), b.get("server_cpu_us_per_delivery")
+        rows.append({
+            "rate": h["rate"],
+            "hub_deliveries_per_sec": h.get("deliveries_per_sec"),
+            "baseline_deliveries_per_sec": b.get("deliveries_per_sec"),
+            "hub_cpu_us_per_delivery": hc,
+            "baseline_cpu_us_per_delivery": bc,
+            "hub_over_baseline": hc["median"] / bc["median"] if hc and bc and bc["median"] else None,
+            "harness_cpu_us_per_frame": {"hub": h.get("harness_cpu_us_per_frame"), "baseline": b.get("harness_cpu_us_per_frame")},
+        })
+    return rows
+
+
+def rss_at_end(report):
+    """The server's resident memory after the scenario's last stretch."""
+    steps = report.get("steps") or ([report["result"]] if report.get("result") else [])
+    return steps[-1].get("server_rss_bytes") if steps else None
+
+
 def main(work, out, mode):
     pg = json.load(open(os.path.join(work, "pgbench.json")))
     pg |= {"tps": spread(pg["trials"])["median"], "tps_spread": spread(pg["trials"])}
@@ -41,13 +75,23 @@ def main(work, out, mode):
     one_burst, two_burst = (load(os.path.join(work, f"{n}-node-burst.json")) for n in ("one", "two"))
     one_half, two_half = (load(os.path.join(work, f"{n}-node-half.json")) for n in ("one", "two"))
     cpu = {"cpu_seconds": half["result"]["server_cpu_seconds"], "acked": half["result"]["figures"]["acked"]}
+    fixed = load(os.path.join(work, "hub-chat-fixed.json"))
+    room_fixed = {n: load(os.path.join(work, f"{n}-room-fixed.json")) for n in ("hub", "baseline")}
+    fanout = fanout_cpu(room_fixed["hub"], room_fixed["baseline"])
+    named = {
+        "hub_chat_burst": hub, "hub_chat_half": half, "hub_chat_fixed": fixed,
+        "hub_room_burst": room_hub, "hub_room_fixed": room_fixed["hub"],
+        "baseline_room_burst": room_base, "baseline_room_fixed": room_fixed["baseline"],
+        "one_node_burst": one_burst, "one_node_half": one_half,
+        "two_nodes_burst": two_burst, "two_nodes_half": two_half,
+    }
 
     hub_k, half_f = knee(hub), half["result"]["figures"]
     # The sustained rate: the median over the knee step's trials (a single stretch without one).
     hub_step = knee_summary(hub)
     hub_sustained = hub_step["acked_per_sec"]["median"] if hub_step else hub_k["acked_per_sec"]
     room_hub_k, room_base_k = knee(room_hub), knee(room_base)
-    exact = all(r["exact"] for r in (hub, half, room_hub, room_base, one_burst, two_burst, one_half, two_half))
+    exact = all(r["exact"] for r in named.values())
     one_k, two_k = knee(one_burst), knee(two_burst)
     one_h, two_h = one_half["result"]["figures"], two_half["result"]["figures"]
     ratios = {
@@ -64,9 +108,11 @@ def main(work, out, mode):
             if one_h["delivery_latency"]["p99_ms"]
             else None
         ),
-        "cpu_us_per_acked_message": (
+        # Over the steady window when the harness measured one, else over the whole stretch.
+        "cpu_us_per_acked_message": (half["result"].get("steady") or {}).get("server_cpu_us_per_acked") or (
             cpu["cpu_seconds"] * 1e6 / cpu["acked"] if cpu["acked"] and cpu["cpu_seconds"] is not None else None
         ),
+        "hub_cpu_per_delivery_over_baseline": fanout[-1]["hub_over_baseline"] if fanout else None,
     }
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {
@@ -110,6 +156,19 @@ def main(work, out, mode):
             "one_node": {"ack_latency": one_h["ack_latency"], "delivery_latency": one_h["delivery_latency"]},
             "two_nodes": {"ack_latency": two_h["ack_latency"], "delivery_latency": two_h["delivery_latency"]},
         },
+        "cpu_at_fixed_rates": {
+            "layout": "2-member chats, %d sockets; the server's CPU over the steady window per acked message"
+            % fixed["config"]["connections"],
+            "trials": fixed["config"]["trials"],
+            "rates": [fixed_rate(s) for s in fixed["step_summaries"]],
+        },
+        "fanout_cpu": {
+            "layout": "one room of %d sockets, hub and baseline at the same offered rates"
+            % room_fixed["hub"]["config"]["connections"],
+            "trials": room_fixed["hub"]["config"]["trials"],
+            "rates": fanout,
+        },
+        "server_rss_bytes_at_end": {name: rss_at_end(r) for name, r in named.items()},
         "idle": idle["idle"],
         "password_storm": storm,
         "cpu": cpu,
@@ -149,6 +208,15 @@ def main(work, out, mode):
             fmt(storm["grown_bytes"] / (1024 * 1024), ".1f"),
         ),
         ("Server CPU microseconds per acked message", fmt(ratios["cpu_us_per_acked_message"], ".1f")),
+    ] + [
+        ("  at %s msgs/s, 2-member chats, median of trials" % fmt(f["rate"]), fmt((f["server_cpu_us_per_acked"] or {}).get("median"), ".1f"))
+        for f in report["cpu_at_fixed_rates"]["rates"]
+    ] + [
+        ("Room at %s msgs/s: CPU us per delivery, hub / baseline" % fmt(f["rate"]),
+         "%s / %s" % (fmt((f["hub_cpu_us_per_delivery"] or {}).get("median"), ".2f"), fmt((f["baseline_cpu_us_per_delivery"] or {}).get("median"), ".2f")))
+        for f in fanout
+    ] + [
+        ("RATIO hub CPU per delivery / baseline (highest common rate)", fmt(ratios["hub_cpu_per_delivery_over_baseline"], ".2f")),
         ("Exactness (every harness run)", "OK" if exact else "FAILED"),
     ]
     width = max(len(r[0]) for r in rows)

@@ -103,8 +103,51 @@ def render(r):
                 f"| {fmt(s['rate'])} | {fmt(s['acked_per_sec'])} | {ms(s['ack_latency']['p99_ms'])} | "
                 f"{ms(s['delivery_latency']['p99_ms'])} | {'yes' if s['exact'] else 'no'} |"
             )
+    lines += cpu_tables(r)
     lines.append(END)
     return "\n".join(lines)
+
+
+def cpu_tables(r):
+    """The CPU at fixed rates, the fan-out compared on CPU, and the memory at each scenario's
+    end, when the report has them."""
+    lines = []
+    fixed, fanout, rss = r.get("cpu_at_fixed_rates"), r.get("fanout_cpu"), r.get("server_rss_bytes_at_end")
+    us = lambda s, spec=".1f": spread(s, spec) + " µs" if s else "n/a"
+    if fixed:
+        lines += [
+            "",
+            f"Server CPU per acked message at fixed rates ({fixed['layout']}; median of {fixed['trials']} trials, range):",
+            "",
+            "| offered msg/s | acked msg/s | p99 ack | server CPU per acked message | harness CPU per frame | server memory at the end |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for f in fixed["rates"]:
+            p = f["p99_ack_ms"]
+            mib = f.get("server_rss_bytes")
+            lines.append(
+                f"| {fmt(f['rate'])} | {spread(f['acked_per_sec'])} | {p['median']:.1f} ms ({p['min']:.1f}–{p['max']:.1f}) | "
+                f"{us(f['server_cpu_us_per_acked'])} | {us(f['harness_cpu_us_per_frame'], '.2f')} | "
+                f"{fmt(mib['median'] / 2**20, '.1f') + ' MiB' if mib else 'n/a'} |"
+            )
+    if fanout:
+        lines += [
+            "",
+            f"Fan-out compared on CPU ({fanout['layout']}; median of {fanout['trials']} trials, range):",
+            "",
+            "| offered msg/s | deliveries/s, hub | hub CPU per delivery | baseline CPU per delivery | hub ÷ baseline | harness CPU per frame (hub run) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for f in fanout["rates"]:
+            lines.append(
+                f"| {fmt(f['rate'])} | {spread(f['hub_deliveries_per_sec']) if f['hub_deliveries_per_sec'] else 'n/a'} | "
+                f"{us(f['hub_cpu_us_per_delivery'], '.2f')} | {us(f['baseline_cpu_us_per_delivery'], '.2f')} | "
+                f"{fmt(f['hub_over_baseline'], '.2f')} | {us(f['harness_cpu_us_per_frame']['hub'], '.2f')} |"
+            )
+    if rss:
+        names = ", ".join(f"{k.replace('_', ' ')} {fmt(v / 2**20, '.0f')} MiB" for k, v in rss.items() if v is not None)
+        lines += ["", f"Server resident memory at the end of each scenario: {names}."]
+    return lines
 
 
 def main(args):
