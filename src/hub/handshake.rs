@@ -85,9 +85,10 @@ impl Handshake {
 pub async fn socket(on_upgrade: OnUpgrade, max_frame_bytes: usize) -> hyper::Result<Socket> {
     let upgraded = on_upgrade.await?;
     // tungstenite reads into a 128 KiB buffer by default, which dominated the memory of an idle
-    // socket; 4 KiB holds typical frames and grows for larger ones.
+    // socket, and keeps it for the socket's life. 1 KiB holds a few typical frames per read; a
+    // larger frame grows it to the frame's length, read in one call once its header is in.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes));
     Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)

@@ -170,7 +170,9 @@ impl Hub {
             } = admitted;
             match handshake::socket(on_upgrade, hub.ws.max_frame_bytes).await {
                 Ok(socket) => {
-                    Connection::new(hub, session, codec, socket, inbox)
+                    // Boxed, so the task holds the connection once (an async fn taking
+                    // `self` by value keeps two copies of it in its future).
+                    Box::new(Connection::new(hub, session, codec, socket, inbox))
                         .run()
                         .await
                 }

@@ -22,7 +22,8 @@ pub const RESUME_MAX_CHATS: usize = 1000;
 
 impl Connection {
     /// Handles one client frame; returns the frame to answer with, if any. Errors carry the
-    /// frame's `ref`.
+    /// frame's `ref`. Syncs, read markers and typing, whose database calls would otherwise
+    /// size every socket's task by their futures, run boxed; sends do not.
     pub(super) async fn on_frame(
         &mut self,
         frame: ClientFrame,
@@ -50,7 +51,7 @@ impl Connection {
                 if let Err(e) = self.budget("sync") {
                     return Ok(Some(error_frame(&e, reference)));
                 }
-                self.on_sync(chat_id, after_seq, limit, reference).await?
+                Box::pin(self.on_sync(chat_id, after_seq, limit, reference)).await?
             }
             ClientFrame::Resume {
                 positions,
@@ -66,10 +67,8 @@ impl Connection {
                     return Ok(Some(error_frame(&e, reference)));
                 }
                 for (chat, after_seq) in positions {
-                    if let Some(frame) = self
-                        .on_sync(chat, after_seq, None, reference.clone())
-                        .await?
-                    {
+                    let sync = self.on_sync(chat, after_seq, None, reference.clone());
+                    if let Some(frame) = Box::pin(sync).await? {
                         self.reply(frame).await?;
                     }
                 }
@@ -79,13 +78,11 @@ impl Connection {
                 chat_id,
                 seq,
                 reference,
-            } => self
-                .on_read(chat_id, seq)
+            } => Box::pin(self.on_read(chat_id, seq))
                 .await
                 .err()
                 .map(|e| error_frame(&e, reference)),
-            ClientFrame::Typing { chat_id, reference } => self
-                .on_typing(chat_id)
+            ClientFrame::Typing { chat_id, reference } => Box::pin(self.on_typing(chat_id))
                 .await
                 .err()
                 .map(|e| error_frame(&e, reference)),

@@ -100,7 +100,7 @@ impl Connection {
         }
     }
 
-    pub async fn run(mut self) {
+    pub async fn run(mut self: Box<Self>) {
         // A panic here is a bug, never client input; it closes this socket with 1011 and
         // releases its registry slot instead of leaking them with the task.
         let end = match AssertUnwindSafe(self.serve()).catch_unwind().await {

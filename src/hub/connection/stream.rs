@@ -290,7 +290,20 @@ impl Connection {
     /// Writes the stored messages of `chat` after `after` (and before `until`, at most
     /// `limit`), a page per query and one flush per page, moving the cursor as it goes.
     /// Returns the last seq written (or `after` when there was nothing).
+    ///
+    /// Boxed: reading the database is the rare path, and its future (over a kilobyte) would
+    /// otherwise be part of every idle socket's task.
     pub(super) async fn stream(
+        &mut self,
+        chat: ChatId,
+        after: i64,
+        until: Option<i64>,
+        limit: i64,
+    ) -> Result<i64, Stop> {
+        Box::pin(self.stream_stored(chat, after, until, limit)).await
+    }
+
+    async fn stream_stored(
         &mut self,
         chat: ChatId,
         after: i64,
