@@ -106,6 +106,20 @@ pub fn install(node: &str) -> PrometheusHandle {
         .clone()
 }
 
+/// Folds the histograms' recorded samples into their buckets every few seconds. The exporter
+/// keeps every sample until then: without it, a server nobody scrapes (or scrapes rarely)
+/// would grow by eight bytes per sample, several samples per message.
+pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 /// Registers the counters that alerts and panels read, so a healthy server shows 0 rather than
 /// "No data" before the first failure.
 fn register_at_zero() {
