@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use xfchat::ids::ChatId;
-use xfchat::protocol::{ClientFrame, ServerFrame};
+use xfchat::protocol::{ClientFrame, Codec, ServerFrame};
 
 use crate::common::{metric, spawn_app_config, spawn_app_with, TestApp, User};
 use crate::ws::{send, sync, Ws, WAIT};
@@ -140,17 +140,31 @@ async fn a_reader_that_pauses_in_a_busy_room_is_caught_up_from_the_database_not_
     b.send(&sync(chat, 0)).await;
     assert!(matches!(b.next().await, ServerFrame::Synced { .. }));
     // 24 MiB while Bob reads nothing: far beyond his queue and the kernel's buffers.
-    let mut a = app.ws(&alice).await;
+    // Alice reads her acks while she sends, as a client must: 24 MiB of acks unread would
+    // fill both directions' buffers, and then neither side could write.
+    let a = app.ws(&alice).await;
+    let codec = a.codec;
+    let (mut sink, mut stream) = a.stream.split();
     let body = "x".repeat(30 * 1024);
-    for _ in 0..800 {
-        a.send(&send(chat, &body).1).await;
-    }
-    let mut acks = 0;
-    while acks < 800 {
-        if let ServerFrame::Ack { .. } = a.next().await {
-            acks += 1;
+    let sending = async {
+        for _ in 0..800 {
+            sink.send(codec.encode(&send(chat, &body).1)).await.unwrap();
         }
-    }
+    };
+    let acking = async {
+        let mut acks = 0;
+        while acks < 800 {
+            let msg = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("an ack arrives in time")
+                .expect("Alice's socket is open")
+                .expect("Alice's socket reads");
+            if let Ok(ServerFrame::Ack { .. }) = Codec::decode(&msg) {
+                acks += 1;
+            }
+        }
+    };
+    tokio::join!(sending, acking);
     tokio::time::sleep(Duration::from_secs(2)).await;
     read_contiguous(&mut b, &BTreeMap::from([(chat, 0)]), 800, 0).await;
     b.expect_silence(Duration::from_millis(300)).await;
