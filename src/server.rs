@@ -101,7 +101,10 @@ impl Server {
             shutdown.clone(),
         ));
         tokio::spawn(throttles.sweep(shutdown.clone()));
-        tokio::spawn(crate::metrics::upkeep(state.metrics.clone(), shutdown.clone()));
+        tokio::spawn(crate::metrics::upkeep(
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
         // Logouts on other servers close this server's sockets of those tokens too.
         tokio::spawn({
             let (db, stop, hub) = (db.clone(), shutdown.clone(), hub.clone());

@@ -57,13 +57,29 @@ pub struct DbConn {
     conn: PoolConnection<Postgres>,
     _permit: OwnedSemaphorePermit,
     op: Op,
-    since: Instant,
+    /// When the operation in progress began, if one is.
+    since: Option<Instant>,
+}
+
+impl DbConn {
+    /// Ends the operation in progress (recording its duration) on a connection its holder
+    /// keeps for the next one.
+    pub fn finish_operation(&mut self) {
+        if let Some(since) = self.since.take() {
+            metrics::histogram!(m::DB_OPERATION, "operation" => self.op.as_str())
+                .record(since.elapsed());
+        }
+    }
+
+    /// Begins another operation on a kept connection.
+    pub fn start_operation(&mut self) {
+        self.since = Some(Instant::now());
+    }
 }
 
 impl Drop for DbConn {
     fn drop(&mut self) {
-        metrics::histogram!(m::DB_OPERATION, "operation" => self.op.as_str())
-            .record(self.since.elapsed());
+        self.finish_operation();
     }
 }
 
@@ -95,7 +111,7 @@ impl Db {
             conn,
             _permit: permit,
             op,
-            since: Instant::now(),
+            since: Some(Instant::now()),
         })
     }
 

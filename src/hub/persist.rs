@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{timeout, Duration, Instant};
 
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
 use crate::bus::Publisher;
 use crate::config::{Faults, WsConfig};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
-use crate::db::{Db, Op};
+use crate::db::{Db, DbConn, Op};
 use crate::error::{is_input_error, AppError};
 use crate::ids::UserId;
 use crate::metrics::{self as m, HubMetrics};
@@ -100,17 +100,37 @@ impl Persister {
     }
 }
 
+/// How long a worker keeps its connection (and its permit) without a send to store. Taking a
+/// connection from the pool and giving it back each cost a round trip (the pool pings it both
+/// ways), twice the commit's own; a worker that keeps storing keeps its connection and pays
+/// neither. Short, so that an idle worker never holds back the others' database work.
+const KEEP_IDLE: Duration = Duration::from_millis(20);
+
 async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size: usize) {
     let registry = &shared.registry;
     let mut waiting = Vec::with_capacity(batch_size);
-    while rx.recv_many(&mut waiting, batch_size).await > 0 {
+    let mut kept: Option<DbConn> = None;
+    loop {
+        // recv_many is cancel safe: a timeout loses no send.
+        let received = match timeout(KEEP_IDLE, rx.recv_many(&mut waiting, batch_size)).await {
+            Ok(n) => n,
+            Err(_) => {
+                kept = None;
+                rx.recv_many(&mut waiting, batch_size).await
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let (batch, replies): (Vec<NewMessage>, Vec<ReplyTo>) =
             waiting.drain(..).map(|r| (r.message, r.reply)).unzip();
         let mut replies: Vec<Option<ReplyTo>> = replies.into_iter().map(Some).collect();
-        let handled = AssertUnwindSafe(handle_batch(&shared, &batch, &mut replies))
+        let handled = AssertUnwindSafe(handle_batch(&shared, &mut kept, &batch, &mut replies))
             .catch_unwind()
             .await;
         if handled.is_err() {
+            // The connection may be mid-statement: it goes back to the pool, which tests it.
+            kept = None;
             // A bug, never client input: the worker carries on with the next batch, and the
             // sends of this one that were not answered yet are told to try again (a resend of
             // one that was stored is answered from the database, not stored twice).
@@ -127,7 +147,12 @@ async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size:
 }
 
 /// Commits one batch and answers each of its sends, taking its reply out of `replies`.
-async fn handle_batch(shared: &Shared, batch: &[NewMessage], replies: &mut [Option<ReplyTo>]) {
+async fn handle_batch(
+    shared: &Shared,
+    kept: &mut Option<DbConn>,
+    batch: &[NewMessage],
+    replies: &mut [Option<ReplyTo>],
+) {
     let Shared {
         registry,
         metrics,
@@ -142,7 +167,7 @@ async fn handle_batch(shared: &Shared, batch: &[NewMessage], replies: &mut [Opti
     let started = Instant::now();
     let bus = shared.bus.as_ref();
     let Committed { outcomes, members } =
-        commit(&shared.db, batch, bus.and_then(Publisher::in_commit)).await;
+        commit(&shared.db, kept, batch, bus.and_then(Publisher::in_commit)).await;
     metrics.commit.record(started.elapsed());
     if let Some(bus) = bus {
         bus.announce(outcomes.iter().filter_map(|o| match o {
@@ -193,12 +218,25 @@ async fn handle_batch(shared: &Shared, batch: &[NewMessage], replies: &mut [Opti
 /// transaction for one bad value (class 22) or one broken constraint (class 23); then the batch
 /// is split in halves, each committed on its own, down to the one send at fault, which alone is
 /// refused. Halves are committed in order, so each chat's sends keep their order. A database
-/// failure (connection lost, timeout) fails only the sends not yet committed.
-async fn commit(db: &Db, batch: &[NewMessage], announce_as: Option<&str>) -> Committed {
+/// failure (connection lost, timeout) fails only the sends not yet committed, and the kept
+/// connection goes back to the pool (which tests it) rather than serving the next batch.
+async fn commit(
+    db: &Db,
+    kept: &mut Option<DbConn>,
+    batch: &[NewMessage],
+    announce_as: Option<&str>,
+) -> Committed {
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut members = HashMap::new();
     let mut failure = None;
-    match db.conn(Op::Persist).await {
+    let conn = match kept.take() {
+        Some(mut conn) => {
+            conn.start_operation();
+            Ok(conn)
+        }
+        None => db.conn(Op::Persist).await,
+    };
+    match conn {
         Err(err) => failure = Some(err),
         Ok(mut conn) => {
             // Ranges still to store, the next one last.
@@ -232,6 +270,10 @@ async fn commit(db: &Db, batch: &[NewMessage], announce_as: Option<&str>) -> Com
                         break;
                     }
                 }
+            }
+            if failure.is_none() {
+                conn.finish_operation();
+                *kept = Some(conn);
             }
         }
     }
