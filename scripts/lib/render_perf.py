@@ -35,8 +35,13 @@ def render(r):
     ratios, storm = r["ratios"], r["password_storm"]
     trials, knee_step = chat.get("trials", 1), chat.get("knee_step")
     if trials > 1:
+        measured = (
+            "pgbench's rate, each step of the hub's chat-mix search and every fixed rate of the CPU tables"
+            if r.get("cpu_at_fixed_rates")
+            else "pgbench's rate and each step of the hub's chat-mix search"
+        )
         method = (
-            f"pgbench's rate and each step of the hub's chat-mix search are medians of {trials} trials "
+            f"{measured} are medians of {trials} trials "
             "(their range in brackets); a step passes on its median trial, and a failing step runs "
             "again at the same rate before it ends the search. The other figures are single "
             "measurements."
