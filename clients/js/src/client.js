@@ -3,7 +3,10 @@
  *
  * - an outbox: every send has a `client_msg_id` and stays in the outbox until its `ack`; after
  *   any reconnect the unacked sends go again with the same id, which the server recognises, so
- *   a message is never stored twice;
+ *   a message is never stored twice. Each chat has one send on the wire at a time, its oldest
+ *   unacked one: a send the server refuses for now (RETRYABLE) is retried before the chat's
+ *   later sends go, so every chat stores its sends in the order of the `send` calls, while
+ *   other chats go on;
  * - positions: the last seq it has of each chat; every (re)connect starts with one `resume`
  *   from them, so the `message` events of a chat come once each, in seq order, without gaps;
  * - reconnects with exponential backoff and jitter, reset by a successful open, that honour
@@ -77,7 +80,7 @@ export class Client extends Emitter {
   state = 'idle';
   /** @type {Map<number, number>} the last seq this client has of each chat */
   positions = new Map();
-  /** @type {Map<string, {chat_id: number, body: string, resolve: Function, reject: Function, timer?: any}>} */
+  /** @type {Map<string, {chat_id: number, body: string, resolve: Function, reject: Function, timer?: any, attempt?: number}>} */
   outbox = new Map();
 
   #ws = null;
@@ -129,7 +132,8 @@ export class Client extends Emitter {
 
   /**
    * Sends a message; resolves with the stored message once the server acked it. Survives
-   * reconnects: an unacked send goes again, with the same id, on every new socket.
+   * reconnects: an unacked send goes again, with the same id, on every new socket. A chat's
+   * messages are stored in the order of the calls: each waits for the chat's earlier sends.
    * @param {number} chatId
    * @param {string} body
    * @param {{ clientMsgId?: string }} [options]
@@ -141,7 +145,7 @@ export class Client extends Emitter {
       this.outbox.set(id, { chat_id: chatId, body, resolve, reject });
     });
     promise.catch(() => {}); // the caller decides whether a refusal matters
-    this.#sendFrame(this.#sendOf(id));
+    if (this.#headOf(chatId) === id) this.#sendFrame(this.#sendOf(id));
     return promise;
   }
 
@@ -215,7 +219,8 @@ export class Client extends Emitter {
       for (let i = 0; i === 0 || i < positions.length; i += RESUME_MAX_CHATS) {
         this.#raw({ type: 'resume', positions: Object.fromEntries(positions.slice(i, i + RESUME_MAX_CHATS)) });
       }
-      for (const id of this.outbox.keys()) this.#raw(this.#sendOf(id));
+      // Then each chat's oldest unacked send; each ack lets the chat's next one go.
+      for (const id of this.#heads()) this.#raw(this.#sendOf(id));
       this.#startBeat();
       this.#setState('open');
     };
@@ -286,6 +291,7 @@ export class Client extends Emitter {
         const entry = this.outbox.get(frame.client_msg_id);
         this.outbox.delete(frame.client_msg_id);
         clearTimeout(entry?.timer);
+        if (entry) this.#sendHead(entry.chat_id);
         if (this.#advance(frame.message)) this.emit('message', frame.message);
         this.emit('ack', frame);
         entry?.resolve(frame.message);
@@ -332,15 +338,20 @@ export class Client extends Emitter {
   #onError(frame) {
     const entry = typeof frame.ref === 'string' ? this.outbox.get(frame.ref) : undefined;
     if (entry && RETRYABLE.has(frame.code)) {
-      // Not stored: the same send again after a pause, unless a reconnect resends it first.
+      // Not stored: the same send again after a pause (written by its timer, also after a
+      // reconnect). It stays its chat's oldest send, so the chat's later sends wait for it.
       clearTimeout(entry.timer);
       entry.attempt = (entry.attempt ?? 0) + 1;
-      entry.timer = setTimeout(() => this.#sendFrame(this.#sendOf(frame.ref)), this.delayFor(entry.attempt));
+      entry.timer = setTimeout(() => {
+        entry.timer = null;
+        this.#sendFrame(this.#sendOf(frame.ref));
+      }, this.#retryDelay(entry.attempt, frame.retry_after_ms));
       this.emit('retrying', frame);
       return;
     }
     if (entry) {
       this.outbox.delete(frame.ref);
+      this.#sendHead(entry.chat_id);
       entry.reject(new SendError(frame.code, frame.message, frame.ref));
     }
     const waiting = this.#waiting.get(frame.ref);
@@ -349,6 +360,42 @@ export class Client extends Emitter {
       waiting.reject(new SendError(frame.code, frame.message, null));
     }
     this.emit('error', frame);
+  }
+
+  /**
+   * The pause before a refused send goes again: at least the server's `retry_after_ms` when it
+   * names one (plus up to a tenth, so that sends refused together do not all come back
+   * together), else the reconnect backoff for the send's `attempt`.
+   */
+  #retryDelay(attempt, retryAfterMs) {
+    if (Number.isFinite(retryAfterMs) && retryAfterMs >= 0) return retryAfterMs * (1 + Math.random() / 10);
+    return this.delayFor(attempt);
+  }
+
+  /**
+   * The chat's oldest unacked send: the only one of the chat that may be on the wire. A later
+   * one written beside it could be stored while it is refused, ahead of it.
+   */
+  #headOf(chatId) {
+    for (const [id, entry] of this.outbox) if (entry.chat_id === chatId) return id;
+    return undefined;
+  }
+
+  /** Each chat's oldest unacked send, except those pausing before a retry (their timer sends). */
+  #heads() {
+    const chats = new Set();
+    const heads = [];
+    for (const [id, entry] of this.outbox) {
+      if (chats.has(entry.chat_id)) continue;
+      chats.add(entry.chat_id);
+      if (!entry.timer) heads.push(id);
+    }
+    return heads;
+  }
+
+  /** Writes the chat's oldest unacked send, once the one before it is answered. */
+  #sendHead(chatId) {
+    this.#sendFrame(this.#sendOf(this.#headOf(chatId)));
   }
 
   #sendOf(id) {

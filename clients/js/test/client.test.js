@@ -3,7 +3,7 @@ import { after, test as nodeTest } from 'node:test';
 
 import { ApiError, SendError } from '../src/index.js';
 import { msgpackCodec } from '../src/msgpack.js';
-import { client, EXPIRING, friends, once, PASSWORD, Proxy, SERVER, signup, sleep, until } from './helpers.js';
+import { client, EXPIRING, friends, LIMITED, once, PASSWORD, Proxy, SERVER, signup, sleep, until } from './helpers.js';
 
 /** Each test within its own bound, so a lost message fails it instead of hanging the run. */
 const test = (name, fn) => nodeTest(name, { timeout: 30000 }, fn);
@@ -160,6 +160,87 @@ test('a send the server refuses for good rejects and leaves the outbox', async (
   await assert.rejects(c.send(999999, 'nowhere'), (e) => e instanceof SendError && e.code === 'not_found');
   assert.equal(c.outbox.size, 0);
   await assert.rejects(api.chat(999999), (e) => e instanceof ApiError && e.status === 404 && e.code === 'not_found');
+});
+
+test('the library keeps order across rate_limited retries', async (t) => {
+  // The limited server lets a user send 5 a second (burst 10): most of a burst of 60 is refused
+  // with rate_limited at first and stored only after the client retried it.
+  const api = await signup('rl', LIMITED);
+  const { chat } = await api.createGroup('burst', []);
+  const c = open(api, LIMITED);
+  const refusals = [];
+  c.on('retrying', (frame) => refusals.push(frame));
+  await once(c, 'state', (s) => s.state === 'open');
+  const bodies = Array.from({ length: 60 }, (_, i) => `burst ${i + 1}`);
+  const acked = await Promise.all(bodies.map((body) => c.send(chat.id, body)));
+  const retried = new Set(refusals.map((f) => f.ref)).size;
+  t.diagnostic(`${retried} of ${bodies.length} sends refused first (${refusals.length} refusals), then retried`);
+  assert.ok(retried > 0, 'some sends were refused first');
+  assert.deepEqual([...new Set(refusals.map((f) => f.code))], ['rate_limited']);
+  const { messages } = await api.history(chat.id, { limit: 200 });
+  assert.deepEqual(messages.map((m) => m.body), bodies, 'stored in the order of the sends');
+  assert.deepEqual(acked.map((m) => m.seq), bodies.map((_, i) => i + 1), 'each ack has its seq');
+  assert.equal(c.outbox.size, 0);
+});
+
+/** A socket the test plays the server of: it records the frames the client writes. */
+class FakeSocket {
+  static last = null;
+  sent = [];
+  constructor() {
+    FakeSocket.last = this;
+    setTimeout(() => this.onopen(), 0);
+  }
+  send(data) {
+    this.sent.push(JSON.parse(data));
+  }
+  close() {}
+  /** A frame from the "server". */
+  answer(frame) {
+    this.onmessage({ data: JSON.stringify(frame) });
+  }
+  /** The bodies of the sends written to this socket, in order. */
+  bodies() {
+    return this.sent.filter((f) => f.type === 'send').map((f) => f.body);
+  }
+  idOf(body) {
+    return this.sent.find((f) => f.body === body).client_msg_id;
+  }
+  ack(body, seq) {
+    const { chat_id, client_msg_id } = this.sent.find((f) => f.body === body);
+    this.answer({ type: 'ack', client_msg_id, message: { chat_id, seq, client_msg_id, body } });
+  }
+}
+
+test('a refused send holds back only its own chat, for at least the retry_after_ms it names', async () => {
+  const c = open({ token: 't' }, 'http://127.0.0.1:9', { WebSocket: FakeSocket, ...fast });
+  await until(() => c.state === 'open', 'the socket to open');
+  let ws = FakeSocket.last;
+  const sent = ['a1', 'a2', 'b1', 'b2'].map((body) => c.send(body[0] === 'a' ? 1 : 2, body));
+  assert.deepEqual(ws.bodies(), ['a1', 'b1'], "one send of each chat on the wire: the chat's oldest");
+
+  // a1 is refused for 300 ms: chat 2 goes on meanwhile, a2 waits behind a1.
+  const refused = Date.now();
+  ws.answer({ type: 'error', code: 'rate_limited', message: 'slow down', ref: ws.idOf('a1'), retry_after_ms: 300 });
+  ws.ack('b1', 1);
+  assert.deepEqual(ws.bodies(), ['a1', 'b1', 'b2']);
+
+  // A reconnect during the pause resends b2 (unacked) at once, a1 only after its pause, a2
+  // only after a1's ack.
+  ws.onclose({ code: 1006, reason: 'cut' });
+  await until(() => c.state === 'open' && FakeSocket.last !== ws, 'the reconnect');
+  ws = FakeSocket.last;
+  assert.deepEqual(ws.bodies(), ['b2']);
+  await until(() => ws.bodies().includes('a1'), 'the retry of a1');
+  assert.ok(Date.now() - refused >= 300, `a1 retried ${Date.now() - refused} ms after its refusal`);
+  assert.deepEqual(ws.bodies(), ['b2', 'a1']);
+  ws.ack('a1', 1);
+  assert.deepEqual(ws.bodies(), ['b2', 'a1', 'a2']);
+  ws.ack('b2', 2);
+  ws.ack('a2', 2);
+  const acked = await Promise.all(sent);
+  assert.deepEqual(acked.map((m) => `${m.body}:${m.seq}`), ['a1:1', 'a2:2', 'b1:1', 'b2:2']);
+  assert.equal(c.outbox.size, 0);
 });
 
 test('MessagePack and JSON clients share a chat, and a new chat is followed from its start', async () => {

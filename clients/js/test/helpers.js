@@ -11,6 +11,8 @@ import { Api, Client } from '../src/index.js';
 export const SERVER = process.env.XFCHAT_URL;
 /** A server whose tokens expire 2 s after they are made (set by scripts/test-clients). */
 export const EXPIRING = process.env.XFCHAT_EXPIRING_URL;
+/** A server whose users may send 5 a second, burst 10 (set by scripts/test-clients). */
+export const LIMITED = process.env.XFCHAT_LIMITED_URL;
 export const PASSWORD = 'correct horse battery';
 if (!SERVER) throw new Error('XFCHAT_URL is not set: run these tests through scripts/test-clients');
 
