@@ -432,6 +432,9 @@ pub struct Faults {
     pub connection_panic_body: Option<String>,
     pub persist_panic_body: Option<String>,
     pub lost_fanout_body: Option<String>,
+    /// How many of the sockets' next database reads (syncs, catch-ups) fail as if the database
+    /// had gone away; shared, so a test can set it while the server runs.
+    pub failing_stream_reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Faults {
@@ -441,6 +444,14 @@ impl Faults {
 
     pub fn loses_fanout(&self, body: &str) -> bool {
         self.lost_fanout_body.as_deref() == Some(body)
+    }
+
+    /// True (once per count) while reads are set to fail.
+    pub fn fails_stream_read(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.failing_stream_reads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     pub fn panics_persist(&self, batch: &[crate::db::messages::NewMessage]) -> bool {

@@ -72,6 +72,14 @@ impl AppError {
     }
 
     /// The machine-readable code clients branch on; also used in WebSocket `error` frames.
+    /// How long a client should wait before trying again, when the error says.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RateLimited(wait) => Some(*wait),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidJson(_) => ErrorCode::InvalidJson,

@@ -35,13 +35,30 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 
     /// Takes one unit of `key`'s budget, or says how long until there is one.
     fn check(&self, key: &K) -> AppResult<()> {
+        self.check_n(key, NonZeroU32::MIN)
+    }
+
+    /// Takes `n` units of `key`'s budget at once (at most its burst), or says how long until
+    /// there are.
+    fn check_n(&self, key: &K, n: NonZeroU32) -> AppResult<()> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(key).map_err(|not_until| {
+        let refused = |wait| {
             metrics::counter!(m::RATE_LIMITED, "limit" => self.name).increment(1);
-            AppError::RateLimited(not_until.wait_time_from(DefaultClock::default().now()))
-        })
+            AppError::RateLimited(wait)
+        };
+        match limiter.check_key_n(key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(refused(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            // More than the burst: take what the burst allows.
+            Err(governor::InsufficientCapacity(burst)) => match NonZeroU32::new(burst) {
+                Some(burst) if burst < n => self.check_n(key, burst),
+                _ => Err(refused(Duration::from_secs(1))),
+            },
+        }
     }
 
     /// Forgets keys whose budget is full again, so the map holds only recent clients.
@@ -123,6 +140,12 @@ impl Throttles {
     /// One send, sync or read marker of `user`, over any socket or HTTP.
     pub fn user_action(&self, user: UserId) -> AppResult<()> {
         self.user.check(&user)
+    }
+
+    /// `units` of `user`'s budget for one frame that costs more than one (a `resume`).
+    pub fn user_actions(&self, user: UserId, units: u32) -> AppResult<()> {
+        self.user
+            .check_n(&user, NonZeroU32::new(units).unwrap_or(NonZeroU32::MIN))
     }
 
     /// Forgets idle keys every minute until `stop`.

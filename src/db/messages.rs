@@ -294,3 +294,75 @@ pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
     }
     Ok(())
 }
+
+/// One page of a socket's stream: the chat's last seq and up to `limit` messages after
+/// `after_seq`, read in one snapshot with the membership of `user`; None when `user` is not a
+/// member (never was, left, or was removed), so a stream stops at a removal whatever its state.
+pub async fn stream_page(
+    conn: &mut PgConnection,
+    user: UserId,
+    chat: ChatId,
+    after_seq: i64,
+    limit: i64,
+) -> AppResult<Option<(i64, Vec<Message>)>> {
+    #[derive(sqlx::FromRow)]
+    struct PageRow {
+        last_seq: i64,
+        id: Option<MessageId>,
+        seq: Option<i64>,
+        sender_id: Option<UserId>,
+        client_msg_id: Option<Uuid>,
+        body: Option<String>,
+        created_at: Option<DateTime<Utc>>,
+    }
+    let rows: Vec<PageRow> = sqlx::query_as(
+        "SELECT c.last_seq, m.id, m.seq, m.sender_id, m.client_msg_id, m.body, m.created_at \
+         FROM conversations c \
+         JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = $2 \
+         LEFT JOIN LATERAL (SELECT * FROM messages WHERE conversation_id = c.id AND seq > $3 \
+                            ORDER BY seq LIMIT $4) m ON true \
+         WHERE c.id = $1 ORDER BY m.seq",
+    )
+    .bind(chat)
+    .bind(user)
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    let Some(last_seq) = rows.first().map(|r| r.last_seq) else {
+        return Ok(None);
+    };
+    let messages = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Message {
+                id: r.id?,
+                chat_id: chat,
+                seq: r.seq?,
+                sender_id: r.sender_id?,
+                client_msg_id: r.client_msg_id?,
+                body: r.body?,
+                created_at: r.created_at?,
+            })
+        })
+        .collect();
+    Ok(Some((last_seq, messages)))
+}
+
+/// Of `chats`, those `user` is a member of, with their last seqs: one query for a whole
+/// `resume`.
+pub async fn member_tails(
+    conn: &mut PgConnection,
+    user: UserId,
+    chats: &[ChatId],
+) -> AppResult<Vec<(ChatId, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT c.id, c.last_seq FROM conversations c \
+         JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = $2 \
+         WHERE c.id = ANY($1)",
+    )
+    .bind(chats)
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}

@@ -56,7 +56,7 @@ pub struct Hub {
     connections: TaskTracker,
     /// Database reads for syncs, gap repairs and catch-ups: half the pool guard's permits, so a
     /// reconnect storm leaves the other half to sends.
-    catchups: Semaphore,
+    catchups: Arc<Semaphore>,
     /// Per chat, the last seq delivered here, for the bus's position check.
     positions: Arc<Positions>,
     /// Events to other nodes; None without a bus.
@@ -107,7 +107,7 @@ impl Hub {
             throttles,
             shutdown: shutdown.child_token(),
             connections: TaskTracker::new(),
-            catchups: Semaphore::new((config.db_permits as usize / 2).max(1)),
+            catchups: Arc::new(Semaphore::new((config.db_permits as usize / 2).max(1))),
             positions,
             bus,
         })
@@ -182,6 +182,15 @@ impl Hub {
                 }
             }
         });
+    }
+
+    /// A slot among the sockets' database reads, waited for in turn.
+    async fn catchup_slot(&self) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
+        self.catchups
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AppError::Unavailable)
     }
 
     /// Closes every socket of `user` opened with token `jti` (4002).

@@ -188,12 +188,18 @@ pub enum ServerFrame {
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
     },
-    /// `ref` names the frame it answers (null when it could not be read).
+    /// `ref` names the frame it answers (null when it could not be read); `chat_id` the chat
+    /// it is about when the frame named several (a `resume`); `retry_after_ms` when to try
+    /// again after `rate_limited`.
     Error {
         code: ErrorCode,
         message: String,
         #[serde(rename = "ref")]
         reference: Option<Ref>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chat_id: Option<ChatId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -219,7 +225,25 @@ impl ServerFrame {
             code,
             message: message.into(),
             reference,
+            chat_id: None,
+            retry_after_ms: None,
         }
+    }
+
+    /// The same error, about one chat of the frame it answers.
+    pub fn about_chat(mut self, chat: ChatId) -> Self {
+        if let Self::Error { chat_id, .. } = &mut self {
+            *chat_id = Some(chat);
+        }
+        self
+    }
+
+    /// The same error, saying when to try again.
+    pub fn retry_after(mut self, wait: Option<std::time::Duration>) -> Self {
+        if let Self::Error { retry_after_ms, .. } = &mut self {
+            *retry_after_ms = wait.map(|w| (w.as_millis() as u64).max(1));
+        }
+        self
     }
 }
 

@@ -213,6 +213,7 @@ async fn unknown_fields_are_refused_on_sockets_as_over_http() {
             code,
             message,
             reference,
+            ..
         } => {
             assert_eq!((code, reference), (ErrorCode::BadFrame, Some(id.into())));
             assert!(message.contains("silent"), "names the field: {message}");

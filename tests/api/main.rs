@@ -16,6 +16,7 @@ mod hub;
 mod hub_failures;
 mod hub_limits;
 mod limits;
+mod liveness;
 mod membership;
 mod memory;
 mod messages;

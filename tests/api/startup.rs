@@ -4,8 +4,11 @@ use std::time::{Duration, Instant};
 use crate::common::{settings, TestDb, SECRET};
 use xfchat::server::{Migrations, Server};
 
+/// The server binary: this build's, or `XFCHAT_TEST_BIN` (a release build, for fault runs at the
+/// speed operators see).
 fn xfchat(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfchat"));
+    let bin = std::env::var("XFCHAT_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_xfchat").into());
+    let mut cmd = Command::new(bin);
     cmd.args(args).env_clear().env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);

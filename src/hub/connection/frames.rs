@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::stream::Stop;
+use super::fetch::Ask;
 use super::{Connection, End};
 use crate::db::messages::{self, NewMessage};
 use crate::db::{chats, Op};
@@ -19,6 +19,9 @@ use crate::protocol::{ClientFrame, ErrorCode, Ref, ServerFrame};
 
 /// Most chats one `resume` may name.
 pub const RESUME_MAX_CHATS: usize = 1000;
+
+/// Chats of a `resume` that cost one unit of the user's budget.
+const RESUME_CHATS_PER_UNIT: usize = 10;
 
 impl Connection {
     /// Handles one client frame; returns the frame to answer with, if any. Errors carry the
@@ -48,10 +51,17 @@ impl Connection {
                     let e = AppError::invalid("after_seq must be >= 0 and limit >= 1");
                     return Ok(Some(error_frame(&e, reference)));
                 }
-                if let Err(e) = self.budget("sync") {
+                if let Err(e) = self.budget("sync", 1) {
                     return Ok(Some(error_frame(&e, reference)));
                 }
-                Box::pin(self.on_sync(chat_id, after_seq, limit, reference)).await?
+                self.work.asks.push_back(Ask::Sync {
+                    chat: chat_id,
+                    after: after_seq,
+                    remaining: limit.unwrap_or(i64::MAX),
+                    reference,
+                    started: false,
+                });
+                None
             }
             ClientFrame::Resume {
                 positions,
@@ -63,14 +73,16 @@ impl Connection {
                     ));
                     return Ok(Some(error_frame(&e, reference)));
                 }
-                if let Err(e) = self.budget("sync") {
+                // A resume costs by the chats it names: one unit per ten.
+                let units = positions.len().div_ceil(RESUME_CHATS_PER_UNIT).max(1) as u32;
+                if let Err(e) = self.budget("sync", units) {
                     return Ok(Some(error_frame(&e, reference)));
                 }
-                for (chat, after_seq) in positions {
-                    let sync = self.on_sync(chat, after_seq, None, reference.clone());
-                    if let Some(frame) = Box::pin(sync).await? {
-                        self.reply(frame).await?;
-                    }
+                if !positions.is_empty() {
+                    self.work.asks.push_back(Ask::Resume {
+                        positions,
+                        reference,
+                    });
                 }
                 None
             }
@@ -96,8 +108,14 @@ impl Connection {
             crate::metrics::send_refused(code);
             Some(ServerFrame::error(code, text, Some(client_msg_id.into())))
         };
-        if let Err(e) = self.budget("send") {
-            return refuse(e.code(), "too many sends; slow down".into());
+        if let Err(e) = self.budget("send", 1) {
+            crate::metrics::send_refused(e.code());
+            let frame = ServerFrame::error(
+                e.code(),
+                "too many sends; slow down",
+                Some(client_msg_id.into()),
+            );
+            return Some(frame.retry_after(e.retry_after()));
         }
         if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes) {
             return refuse(e.code(), e.to_string());
@@ -126,57 +144,8 @@ impl Connection {
         None
     }
 
-    /// Sets the chat's cursor to `after_seq` (clamped to the chat's end) and streams every
-    /// stored message after it (up to `limit`), then `synced`: live messages of the chat come
-    /// after it, in order, from where the stream stopped. Returns the error to answer with.
-    async fn on_sync(
-        &mut self,
-        chat: ChatId,
-        after_seq: i64,
-        limit: Option<i64>,
-        reference: Option<Ref>,
-    ) -> Result<Option<ServerFrame>, End> {
-        let last_seq = {
-            let found = match self.hub.db.conn(Op::Sync).await {
-                Ok(mut conn) => chats::get(&mut conn, self.user, chat).await,
-                Err(e) => Err(e),
-            };
-            match found {
-                Ok(view) => view.last_seq,
-                Err(e) => {
-                    // The database failed, not the request: the position stands all the same,
-                    // so a message of this chat arriving live is written only after the gap
-                    // before it is filled from the database, never from the live tail on. (A
-                    // cursor alone reads nothing: only live messages, which reach members only,
-                    // make it read.)
-                    if e.code().fault() == "server" {
-                        self.cursors.insert(chat, after_seq);
-                    }
-                    return Ok(Some(error_frame(&e, reference)));
-                }
-            }
-        };
-        // Past the chat's end there is nothing to send: the sync is empty, and the positions
-        // stay within the chat's seqs, so no arithmetic on a client number can overflow.
-        let after_seq = after_seq.min(last_seq);
-        let limit = limit.unwrap_or(i64::MAX);
-        let reached = match self.stream(chat, after_seq, None, limit).await {
-            Ok(reached) => reached,
-            Err(Stop::End(end)) => return Err(end),
-            Err(Stop::Db(e)) => return Ok(Some(error_frame(&e, reference))),
-        };
-        self.reply(ServerFrame::Synced {
-            chat_id: chat,
-            last_seq: reached,
-            more: reached < last_seq,
-            reference,
-        })
-        .await?;
-        Ok(None)
-    }
-
     async fn on_read(&mut self, chat: ChatId, seq: i64) -> Result<(), AppError> {
-        self.budget("read")?;
+        self.budget("read", 1)?;
         let members = {
             let mut conn = self.hub.db.conn(Op::Read).await?;
             if !chats::mark_read(&mut conn, chat, self.user, seq).await? {
@@ -220,13 +189,21 @@ impl Connection {
 impl Connection {
     /// Takes one unit of the user's budget for sends, syncs and read markers, which all their
     /// sockets and HTTP share; counts a refusal by frame kind.
-    fn budget(&self, kind: &'static str) -> Result<(), AppError> {
-        self.hub.throttles.user_action(self.user).inspect_err(|_| {
-            metrics::counter!(m::WS_RATE_LIMITED, "kind" => kind).increment(1);
-        })
+    fn budget(&self, kind: &'static str, units: u32) -> Result<(), AppError> {
+        self.hub
+            .throttles
+            .user_actions(self.user, units)
+            .inspect_err(|_| {
+                metrics::counter!(m::WS_RATE_LIMITED, "kind" => kind).increment(1);
+            })
     }
 }
 
-fn error_frame(e: &AppError, reference: Option<Ref>) -> ServerFrame {
-    ServerFrame::error(e.code(), e.to_string(), reference)
+pub(super) fn error_frame(e: &AppError, reference: Option<Ref>) -> ServerFrame {
+    ServerFrame::error(e.code(), e.to_string(), reference).retry_after(e.retry_after())
+}
+
+/// An error about one chat of a frame that named several.
+pub(super) fn chat_error(e: &AppError, reference: Option<Ref>, chat: ChatId) -> ServerFrame {
+    error_frame(e, reference).about_chat(chat)
 }

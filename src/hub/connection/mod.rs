@@ -4,8 +4,10 @@
 //! only after every in-flight send is answered; and every close is a WebSocket closing
 //! handshake with a code from [`close`].
 
+mod fetch;
 mod frames;
 mod stream;
+mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -27,7 +29,9 @@ use super::Hub;
 use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics::{self as m, reason};
+use crate::protocol::Encoded;
 use crate::protocol::{close, ClientFrame, Codec, ErrorCode, Ref, ServerFrame};
+use fetch::Work;
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -51,11 +55,13 @@ pub struct Connection {
     in_flight: HashMap<Uuid, (ChatId, u32)>,
     /// Sends whose ack was written in their message's place before the persister's came.
     acked_early: HashSet<Uuid>,
-    /// Acks held back because the messages before them could not be read from the database;
-    /// catching up writes each in its message's place.
-    held_acks: HashSet<Uuid>,
-    /// When a catch-up that failed on the database may try again.
-    retry_at: Option<Instant>,
+    /// Acks held back until the messages before them are read from the database, which
+    /// writes each in its message's place: the chat and seq, and the frame.
+    held_acks: HashMap<Uuid, (ChatId, i64, Arc<Encoded>)>,
+    /// What is still to be read from the database, and the read in flight.
+    work: Work,
+    /// Chats this socket heard `chat_removed` for: nothing more of them is written.
+    removed: HashSet<ChatId>,
     /// Until the client's first frame (or [`GREETING`] at most), live messages of chats
     /// without a cursor are held, so that a `resume` or `sync` sent first starts the stream
     /// exactly where the client asked.
@@ -93,8 +99,9 @@ impl Connection {
             cursors: HashMap::new(),
             in_flight: HashMap::new(),
             acked_early: HashSet::new(),
-            held_acks: HashSet::new(),
-            retry_at: None,
+            held_acks: HashMap::new(),
+            work: Work::default(),
+            removed: HashSet::new(),
             greeting_until: Some(Instant::now() + GREETING),
             held: HashMap::new(),
         }
@@ -158,7 +165,10 @@ impl Connection {
                     reason::SHUTDOWN,
                 ));
             }
-            let (retry_at, greeting_until) = (self.retry_at, self.greeting_until);
+            // Whatever happened last, the next database read starts here if one is due: no work
+            // waits for a client frame or a new message to wake it.
+            self.schedule();
+            let (retry_at, greeting_until) = (self.work.retry_at, self.greeting_until);
             tokio::select! {
                 biased;
                 _ = kick.cancelled() => return Err(self.kicked()),
@@ -166,13 +176,14 @@ impl Connection {
                 _ = &mut expiry => {
                     return Err(End::Close(close::TOKEN_EXPIRED, "token expired", reason::TOKEN_EXPIRED));
                 }
+                fetched = fetch::finished(&mut self.work.reading) => self.on_fetched(fetched).await?,
                 out = self.inbox.rx.recv() => match out {
                     Some(out) => self.drain(out).await?,
                     None => return Err(End::Gone(reason::ERROR)),
                 },
-                _ = backlog.fell_behind() => self.drain_ready().await?,
-                _ = sleep_until_some(retry_at) => self.drain_ready().await?,
-                _ = sleep_until_some(greeting_until) => self.end_greeting().await?,
+                _ = backlog.fell_behind() => {}
+                _ = sleep_until_some(retry_at) => {}
+                _ = sleep_until_some(greeting_until) => self.end_greeting(),
                 incoming = self.socket.next(), if !draining => match incoming {
                     Some(Ok(msg)) => self.on_message(msg, &mut awaiting_pong).await?,
                     Some(Err(e)) => return Err(read_failed(e)),
@@ -257,7 +268,8 @@ impl Connection {
         if let Some(frame) = self.on_frame(frame).await? {
             self.reply(frame).await?;
         }
-        self.end_greeting().await
+        self.end_greeting();
+        Ok(())
     }
 }
 

@@ -5,42 +5,20 @@
 //! from the position the client asked for, whatever the live fan-out did: it is only the fast
 //! path, and the database is the log.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::sync::Arc;
 
 use futures_util::SinkExt;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use uuid::Uuid;
 
 use super::{Connection, End};
-use crate::db::messages;
-use crate::db::Op;
-use crate::error::AppError;
 use crate::hub::registry::{Kind, Outbound};
 use crate::ids::ChatId;
 use crate::metrics::reason;
 use crate::protocol::{close, Encoded, Message, ServerFrame};
 
-/// Rows read per query when a socket syncs, repairs a gap or catches up.
-pub(super) const PAGE: i64 = 500;
-
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
-
-/// Why streaming from the database stopped early.
-pub(super) enum Stop {
-    /// The socket is done for.
-    End(End),
-    /// The database failed; the cursor stays where the last written message left it.
-    Db(AppError),
-}
-
-impl From<AppError> for Stop {
-    fn from(e: AppError) -> Self {
-        Stop::Db(e)
-    }
-}
 
 impl Connection {
     fn stalled(&self) -> End {
@@ -100,8 +78,7 @@ impl Connection {
     }
 
     /// Writes a queued frame and what else is already waiting (up to a batch) with one flush,
-    /// so a busy socket costs one write call per batch rather than per frame. Once the queue is
-    /// empty, a socket that fell behind catches up.
+    /// so a busy socket costs one write call per batch rather than per frame.
     pub(super) async fn drain(&mut self, first: Outbound) -> Result<(), End> {
         let mut next = Some(first);
         let mut written = 0;
@@ -112,11 +89,7 @@ impl Connection {
                 next = self.inbox.rx.try_recv().ok();
             }
         }
-        self.flush().await?;
-        if self.inbox.backlog.is_behind() && self.inbox.rx.is_empty() {
-            self.catch_up().await?;
-        }
-        Ok(())
+        self.flush().await
     }
 
     async fn write_queued(&mut self, out: Outbound) -> Result<(), End> {
@@ -144,7 +117,18 @@ impl Connection {
                     return self.acked(chat, seq, &out.frame).await;
                 }
             }
-            Kind::Event => {}
+            Kind::Event => match &out.frame.frame {
+                // Nothing of the chat comes after this frame: its stream stops here.
+                ServerFrame::ChatRemoved { chat_id } => {
+                    self.forget(*chat_id).await?;
+                    self.removed.insert(*chat_id);
+                }
+                // A member again (added back): its live messages come again.
+                ServerFrame::Chat { chat } => {
+                    self.removed.remove(&chat.id);
+                }
+                _ => {}
+            },
         }
         self.count_out(&out.frame.frame);
         self.feed(out.frame.message(self.codec)).await
@@ -190,7 +174,7 @@ impl Connection {
                     message: message.clone(),
                 });
                 // A held ack was the persister's: no other is coming for it.
-                if !self.held_acks.remove(&id) {
+                if self.held_acks.remove(&id).is_none() {
                     self.acked_early.insert(id);
                 }
                 ServerFrame::Ack {
@@ -202,9 +186,18 @@ impl Connection {
         }
     }
 
-    /// A message from the live fan-out, written in its place in the chat's order.
+    /// A message from the live fan-out, written in its place in the chat's order: only when it
+    /// is the cursor's next and the chat has no database work pending; otherwise the chat is
+    /// read from the database, this message included.
     async fn live(&mut self, chat: ChatId, seq: i64, frame: &Encoded) -> Result<(), End> {
+        if self.removed.contains(&chat) {
+            return Ok(());
+        }
         match self.cursors.get(&chat).copied() {
+            _ if self.work.pending(chat) => {
+                self.work.behind(chat, seq);
+                return Ok(());
+            }
             // Held until the client's first frame says where to start.
             None if self.greeting_until.is_some() => {
                 let held = self.held.entry(chat).or_insert((seq, seq));
@@ -215,17 +208,10 @@ impl Connection {
             None => {}
             Some(cursor) if seq <= cursor => return Ok(()),
             Some(cursor) if cursor.checked_add(1) == Some(seq) => {}
-            Some(cursor) => match self.stream(chat, cursor, Some(seq), i64::MAX).await {
-                Ok(_) => {}
-                Err(Stop::End(end)) => return Err(end),
-                Err(Stop::Db(e)) => {
-                    // The gap cannot be filled now: hold this message back too, and retry
-                    // from the cursor when catching up.
-                    tracing::warn!(error = %e, "could not repair a gap from the database");
-                    self.inbox.backlog.miss(chat, seq);
-                    return Ok(());
-                }
-            },
+            Some(_) => {
+                self.work.behind(chat, seq);
+                return Ok(());
+            }
         }
         if self.is_own_in_flight(&frame.frame) {
             let ack = self.in_place(frame.frame.clone());
@@ -251,164 +237,92 @@ impl Connection {
                 .is_some_and(|(chat, _)| *chat == message.chat_id)
     }
 
-    /// An ack, which stands for its message on this socket: whatever of the chat comes before
-    /// it is written first, and the cursor moves past it. An ack for a message the socket has
-    /// already had (a resend) is written as it is.
-    async fn acked(&mut self, chat: ChatId, seq: i64, frame: &Encoded) -> Result<(), End> {
-        let mut gap = false;
-        if let Some(cursor) = self.cursors.get(&chat).copied() {
-            if seq > cursor.saturating_add(1) {
-                match self.stream(chat, cursor, Some(seq), i64::MAX).await {
-                    Ok(_) => {}
-                    Err(Stop::End(end)) => return Err(end),
-                    // The gap cannot be read now: hold the ack back, so that nothing of the
-                    // chat comes after it out of order or twice. The send counts as in flight
-                    // again, and catching up (from the cursor, once the database answers)
-                    // writes the ack in its message's place.
-                    Err(Stop::Db(_)) => {
-                        self.inbox.backlog.miss(chat, cursor + 1);
-                        if let ServerFrame::Ack { client_msg_id, .. } = &frame.frame {
-                            if self.held_acks.insert(*client_msg_id) {
-                                self.in_flight.entry(*client_msg_id).or_insert((chat, 0)).1 += 1;
-                            }
-                            return Ok(());
-                        }
-                        gap = true;
-                    }
+    /// An ack, which stands for its message on this socket: written when it is the cursor's
+    /// next (the cursor moves past it) or is for a message the socket already had (a resend).
+    /// Otherwise it is held back, the send counts as in flight again, and reading the chat from
+    /// the database writes the ack in its message's place.
+    async fn acked(&mut self, chat: ChatId, seq: i64, frame: &Arc<Encoded>) -> Result<(), End> {
+        let cursor = self.cursors.get(&chat).copied();
+        let had = cursor.is_some_and(|c| seq <= c);
+        let out_of_order = self.work.pending(chat) || cursor.is_some_and(|c| seq > c + 1);
+        if !had && out_of_order && !self.removed.contains(&chat) {
+            if let ServerFrame::Ack { client_msg_id, .. } = &frame.frame {
+                if self
+                    .held_acks
+                    .insert(*client_msg_id, (chat, seq, frame.clone()))
+                    .is_none()
+                {
+                    self.in_flight.entry(*client_msg_id).or_insert((chat, 0)).1 += 1;
                 }
+                self.work.behind(chat, seq);
+                return Ok(());
             }
         }
         self.count_out(&frame.frame);
         self.feed(frame.message(self.codec)).await?;
-        if !gap {
-            let cursor = self.cursors.entry(chat).or_insert(seq);
-            *cursor = (*cursor).max(seq);
+        if !had && !self.removed.contains(&chat) {
+            self.cursors.insert(chat, seq);
         }
         Ok(())
     }
 
-    /// Writes the stored messages of `chat` after `after` (and before `until`, at most
-    /// `limit`), a page per query and one flush per page, moving the cursor as it goes.
-    /// Returns the last seq written (or `after` when there was nothing).
-    ///
-    /// Boxed: reading the database is the rare path, and its future (over a kilobyte) would
-    /// otherwise be part of every idle socket's task.
-    pub(super) async fn stream(
-        &mut self,
-        chat: ChatId,
-        after: i64,
-        until: Option<i64>,
-        limit: i64,
-    ) -> Result<i64, Stop> {
-        Box::pin(self.stream_stored(chat, after, until, limit)).await
+    /// Writes the acks held back for `chat` that its stream did not write in their messages'
+    /// places (their messages lie at or before where the stream started), as they are.
+    pub(super) async fn release_acks(&mut self, chat: ChatId) -> Result<(), End> {
+        let cursor = self.cursors.get(&chat).copied();
+        self.release_acks_upto(chat, cursor).await
     }
 
-    async fn stream_stored(
-        &mut self,
-        chat: ChatId,
-        after: i64,
-        until: Option<i64>,
-        limit: i64,
-    ) -> Result<i64, Stop> {
-        let mut cursor = after;
-        let mut remaining = limit;
-        self.cursors.insert(chat, cursor);
-        while remaining > 0 {
-            let page = {
-                // Catch-up reads share at most half the pool guard's permits, so a reconnect
-                // storm cannot starve sends.
-                let _slot = self
-                    .hub
-                    .catchups
-                    .acquire()
-                    .await
-                    .map_err(|_| Stop::Db(AppError::Unavailable))?;
-                let mut conn = self.hub.db.conn(Op::Sync).await?;
-                messages::page(&mut conn, chat, Some(cursor), until, PAGE.min(remaining)).await?
-            };
-            let Some(last) = page.last() else { break };
-            let (last_seq, count) = (last.seq, page.len() as i64);
-            let full = count == PAGE.min(remaining);
-            self.hub.metrics.from_database.increment(count as u64);
-            for message in page {
-                let frame = Encoded::new(self.in_place(ServerFrame::Message { message }));
+    /// Writes the acks held back for `chat` up to `upto` (all of them without).
+    async fn release_acks_upto(&mut self, chat: ChatId, cursor: Option<i64>) -> Result<(), End> {
+        let due: Vec<Uuid> = self
+            .held_acks
+            .iter()
+            .filter(|(_, (c, seq, _))| *c == chat && cursor.is_none_or(|at| *seq <= at))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some((_, _, frame)) = self.held_acks.remove(&id) {
+                self.answered(&frame.frame);
                 self.count_out(&frame.frame);
-                self.feed(frame.message(self.codec))
-                    .await
-                    .map_err(Stop::End)?;
-            }
-            self.flush().await.map_err(Stop::End)?;
-            remaining -= count;
-            cursor = last_seq;
-            self.cursors.insert(chat, cursor);
-            if !full {
-                break;
-            }
-        }
-        Ok(cursor)
-    }
-
-    /// Reads from the database what the socket missed while behind, chat by chat, then goes
-    /// back to live delivery.
-    pub(super) async fn catch_up(&mut self) -> Result<(), End> {
-        if self.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Ok(());
-        }
-        self.retry_at = None;
-        let missed: Vec<(ChatId, i64)> = self.inbox.backlog.take_missed().into_iter().collect();
-        for (i, &(chat, first)) in missed.iter().enumerate() {
-            let from = self.cursors.get(&chat).copied().unwrap_or(first - 1);
-            match self.stream(chat, from, None, i64::MAX).await {
-                Ok(_) => {}
-                Err(Stop::End(end)) => return Err(end),
-                Err(Stop::Db(e)) => {
-                    // Everything not caught up yet waits for the next try.
-                    tracing::warn!(error = %e, "catch-up from the database failed; will retry");
-                    for &(chat, first) in &missed[i..] {
-                        let at = self.cursors.get(&chat).map_or(first, |c| c + 1);
-                        self.inbox.backlog.miss(chat, at);
-                    }
-                    self.retry_at = Some(Instant::now() + RETRY);
-                    break;
-                }
+                self.feed(frame.message(self.codec)).await?;
             }
         }
         Ok(())
     }
 
-    /// Ends the greeting: what was held for chats the client gave no position for is written
-    /// from the first held message on; chats it gave a position for already have it.
-    pub(super) async fn end_greeting(&mut self) -> Result<(), End> {
+    /// Writes a page read from the database, moving the cursor; own sends not acked yet are
+    /// written as their acks.
+    pub(super) async fn write_page(&mut self, chat: ChatId, page: Vec<Message>) -> Result<(), End> {
+        self.hub.metrics.from_database.increment(page.len() as u64);
+        for message in page {
+            let seq = message.seq;
+            let frame = Encoded::new(self.in_place(ServerFrame::Message { message }));
+            self.count_out(&frame.frame);
+            self.feed(frame.message(self.codec)).await?;
+            self.cursors.insert(chat, seq);
+        }
+        Ok(())
+    }
+
+    /// Ends the greeting: what was held for chats the client gave no position for is read
+    /// from the first held message on; chats it gave a position for are read from it.
+    pub(super) fn end_greeting(&mut self) {
         if self.greeting_until.take().is_none() {
-            return Ok(());
+            return;
         }
         for (chat, (first, last)) in std::mem::take(&mut self.held) {
-            let from = self.cursors.get(&chat).copied().unwrap_or(first - 1);
-            if from < last {
-                match self.stream(chat, from, None, i64::MAX).await {
-                    Ok(_) => {}
-                    Err(Stop::End(end)) => return Err(end),
-                    Err(Stop::Db(_)) => self.inbox.backlog.miss(chat, from + 1),
-                }
-            }
+            self.note_behind(chat, first);
+            self.work.behind(chat, last);
         }
+    }
+
+    /// The chat is gone for this socket (left, removed, or found not a member): its stream
+    /// stops here; acks held for it are answers to sends and are written.
+    pub(super) async fn forget(&mut self, chat: ChatId) -> Result<(), End> {
+        self.work.behind.remove(&chat);
+        self.release_acks_upto(chat, None).await?;
+        self.cursors.remove(&chat);
         Ok(())
     }
-
-    /// Takes whatever is queued right now, without waiting.
-    pub(super) async fn drain_ready(&mut self) -> Result<(), End> {
-        match self.inbox.rx.try_recv() {
-            Ok(out) => self.drain(out).await,
-            Err(TryRecvError::Empty) => {
-                if self.inbox.backlog.is_behind() {
-                    self.catch_up().await?;
-                }
-                Ok(())
-            }
-            Err(TryRecvError::Disconnected) => Err(End::Gone(reason::ERROR)),
-        }
-    }
 }
-
-/// How long a catch-up that failed on the database waits before it tries again.
-pub(super) const RETRY: Duration = Duration::from_secs(1);
