@@ -56,6 +56,14 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(message: &WsMessage) -> Result<T, DecodeError> {
         match message {
             WsMessage::Text(text) => {
+                // serde_json allows 128 levels; a frame is held to what MessagePack allows:
+                // MAX_DEPTH levels counting the innermost value, so one fewer of arrays and
+                // objects.
+                if json_depth(text) >= MAX_DEPTH {
+                    return Err(DecodeError(format!(
+                        "nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
                 serde_json::from_str(text).map_err(|e| DecodeError(e.to_string()))
             }
             WsMessage::Binary(bytes) => {
@@ -70,8 +78,36 @@ impl Codec {
     }
 }
 
-/// The deepest nesting a MessagePack frame may have.
+/// The deepest nesting a frame may have, in either codec, counting the innermost value.
 const MAX_DEPTH: usize = 16;
+
+/// How deep arrays and objects nest in a JSON text (the frame's own object is level 1), read
+/// without parsing: brackets inside strings do not count.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// MessagePack with field names, and ids and times written as in JSON (strings), so both codecs
 /// carry the same values.
@@ -130,5 +166,41 @@ impl Encoded {
 
     fn msgpack(&self) -> &Bytes {
         self.msgpack.get_or_init(|| msgpack(&self.frame).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::protocol::ClientFrame;
+
+    fn ping_nested(levels: usize) -> Value {
+        let mut nonce = json!("x]}\\\"[{");
+        for _ in 0..levels {
+            nonce = json!([nonce]);
+        }
+        json!({ "type": "ping", "nonce": nonce })
+    }
+
+    #[test]
+    fn json_and_msgpack_refuse_the_same_nesting() {
+        let mut accepted = Vec::new();
+        for levels in 0..40 {
+            let frame = ping_nested(levels);
+            let text = WsMessage::Text(frame.to_string().into());
+            let binary = WsMessage::Binary(rmp_serde::to_vec_named(&frame).unwrap().into());
+            let as_json = Codec::decode::<ClientFrame>(&text).is_ok();
+            let as_msgpack = Codec::decode::<ClientFrame>(&binary).is_ok();
+            assert_eq!(as_json, as_msgpack, "{levels} levels: json {as_json}");
+            if as_json {
+                accepted.push(levels);
+            }
+        }
+        assert!(
+            accepted.contains(&3) && !accepted.contains(&39),
+            "{accepted:?}"
+        );
     }
 }

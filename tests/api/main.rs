@@ -2,6 +2,7 @@
 
 mod abuse;
 mod accounts;
+mod catch_up;
 mod chats;
 mod client_contract;
 mod cluster;

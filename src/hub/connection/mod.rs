@@ -133,9 +133,16 @@ impl Connection {
                 reason: reason.into(),
             };
             // Our Close, then the client's answer, then the TCP close (RFC 6455 5.5.1). A
-            // stalled client may never read ours: neither step waits for long.
-            let _ = tokio::time::timeout(CLOSING, self.socket.close(Some(frame))).await;
-            self.await_close().await;
+            // stalled client may never read ours: neither step waits for long. One closed as
+            // stalled gets longer, so that a client that reads again finds the frames still
+            // buffered and then the 4004, not a reset.
+            let patience = if code == close::STALLED {
+                STALLED_CLOSING
+            } else {
+                CLOSING
+            };
+            let _ = tokio::time::timeout(patience, self.socket.close(Some(frame))).await;
+            self.await_close(patience).await;
         }
     }
 
@@ -217,8 +224,8 @@ impl Connection {
     }
 
     /// After our Close: reads until the client's Close (or the end of the stream), briefly.
-    async fn await_close(&mut self) {
-        let _ = tokio::time::timeout(CLOSING, async {
+    async fn await_close(&mut self, patience: Duration) {
+        let _ = tokio::time::timeout(patience, async {
             while let Some(Ok(msg)) = self.socket.next().await {
                 if msg.is_close() {
                     break;
@@ -274,19 +281,25 @@ impl Connection {
 }
 
 /// The reference of a frame that could not be read as a whole: its `ref`, or a send's
-/// `client_msg_id`, when those fields can be read.
+/// `client_msg_id`, when those fields can be read (a string of at most [`Ref::MAX_BYTES`]).
 fn unreadable_frame_ref(msg: &WsMessage) -> Option<Ref> {
     let value = Codec::decode::<serde_json::Value>(msg).ok()?;
     if let Some(reference) = value.get("ref") {
         let reference = serde_json::from_value::<Ref>(reference.clone()).ok()?;
         return (!reference.is_too_long()).then_some(reference);
     }
-    let id = value.get("client_msg_id")?.as_str()?.parse::<Uuid>().ok()?;
-    Some(id.into())
+    // A send's reference is its client_msg_id, as given even when it is no UUID.
+    let id = value.get("client_msg_id")?.as_str()?;
+    let reference = Ref::Text(id.to_owned());
+    (!reference.is_too_long()).then_some(reference)
 }
 
 /// How long each step of a closing handshake may take.
 const CLOSING: Duration = Duration::from_secs(1);
+
+/// How long each step may take for a socket closed as stalled. Its registry slot is free
+/// already; only its buffers wait.
+const STALLED_CLOSING: Duration = Duration::from_secs(10);
 
 /// The end for a read error: violations of the WebSocket protocol close with the code RFC 6455
 /// gives them; a broken connection just ends.
