@@ -13,7 +13,10 @@ use tokio::time::Instant;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, ErrorCode, Ref, ServerFrame};
 
-use crate::common::{metrics_text, spawn_app_config, spawn_app_with, TestApp, User};
+use crate::common::{
+    metrics_text, spawn_app_config, spawn_app_with, TestApp, TestDb, User, SECRET,
+};
+use crate::startup::{serve_binary, Process};
 use crate::ws::{send, sync, Ws, WAIT};
 
 /// A server whose sockets' next database reads fail while the returned count is above 0.
@@ -166,17 +169,35 @@ async fn flood(app: &TestApp, alice: &User, chat: i64, n: usize) {
     tokio::join!(sending, acking);
 }
 
-fn small_queues(s: &mut xfchat::config::Settings) {
-    s.ws_queue_frames = 16;
-    s.ws_queue_bytes = 64 * 1024;
-    s.user_rate = 0;
-    s.ws_stall_timeout_ms = 300_000;
-    s.ws_ping_interval_ms = 300_000;
+/// A server process (this build's, or `XFCHAT_TEST_BIN`) on a fresh database with `extra`
+/// settings; it lives as long as the returned process.
+async fn serve(extra: &[(&str, &str)]) -> (TestApp, Process) {
+    let db = TestDb::create().await;
+    let mut env = vec![
+        ("JWT_SECRET", SECRET),
+        ("DATABASE_URL", db.url.as_str()),
+        ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+    ];
+    env.extend_from_slice(extra);
+    let (server, base) = serve_binary(&["serve"], &env).await;
+    (TestApp::at(&base, db), Process(server))
+}
+
+/// A server whose sockets fall behind after 16 queued messages, with nothing else in the way.
+async fn small_queues() -> (TestApp, Process) {
+    serve(&[
+        ("XFCHAT_WS_QUEUE_FRAMES", "16"),
+        ("XFCHAT_WS_QUEUE_BYTES", "65536"),
+        ("XFCHAT_USER_RATE", "0"),
+        ("XFCHAT_WS_STALL_TIMEOUT_MS", "300000"),
+        ("XFCHAT_WS_PING_INTERVAL_MS", "300000"),
+    ])
+    .await
 }
 
 #[tokio::test]
 async fn a_member_removed_while_behind_hears_nothing_committed_after_the_removal() {
-    let app = spawn_app_with(small_queues).await;
+    let (app, _server) = small_queues().await;
     let (alice, bob, carol) = (
         app.signup("alice").await,
         app.signup("bob").await,
@@ -205,7 +226,7 @@ async fn a_member_removed_while_behind_hears_nothing_committed_after_the_removal
 
 #[tokio::test]
 async fn a_member_removed_while_syncing_hears_nothing_committed_after_the_removal() {
-    let app = spawn_app_with(small_queues).await;
+    let (app, _server) = small_queues().await;
     let (alice, bob, carol) = (
         app.signup("alice").await,
         app.signup("bob").await,
@@ -233,7 +254,7 @@ async fn a_member_removed_while_syncing_hears_nothing_committed_after_the_remova
 
 #[tokio::test]
 async fn a_member_removed_during_the_greeting_hears_nothing_committed_after_the_removal() {
-    let app = spawn_app_with(small_queues).await;
+    let (app, _server) = small_queues().await;
     let (alice, bob, carol) = (
         app.signup("alice").await,
         app.signup("bob").await,
@@ -256,15 +277,7 @@ async fn a_member_removed_during_the_greeting_hears_nothing_committed_after_the_
 #[tokio::test]
 async fn a_resume_of_1000_chats_one_is_not_in_costs_one_query_and_names_each_chat_in_its_error() {
     // A server process of its own: in-process servers share one metrics registry.
-    let db = crate::common::TestDb::create().await;
-    let env = [
-        ("JWT_SECRET", crate::common::SECRET),
-        ("DATABASE_URL", db.url.as_str()),
-        ("XFCHAT_USER_RATE", "1000"),
-    ];
-    let (server, base) = crate::startup::serve_binary(&["serve"], &env).await;
-    let _server = crate::startup::Process(server);
-    let app = TestApp::at(&base, db);
+    let (app, _server) = serve(&[("XFCHAT_USER_RATE", "1000")]).await;
     let bob = app.signup("bob").await;
     let mut b = app.ws(&bob).await;
     let queries = |text: &str| {

@@ -1,6 +1,6 @@
 //! Liveness under database faults at load: 16 clients in one group chat send 500 messages a
 //! second for 30 s while every backend of the server is terminated every 3 s. Each client syncs
-//! from its contiguous position on every (re)connect and resends its unacked sends with the same
+//! (`resume`) from its contiguous position on every (re)connect and resends its unacked sends with the same
 //! ids. Afterwards every send is acked within 30 s of resending, every socket's final `sync` is
 //! answered within 5 s without any other client frame, and every raw stream is exact: each
 //! chat's messages once, in seq order, with no gap, up to the chat's end. On one node and on two
@@ -28,6 +28,8 @@ use crate::common::{admin_url, TestApp, TestDb, User, SECRET};
 use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 
 const CLIENTS: usize = 16;
+/// Each node's pool: the default. Tests share one PostgreSQL (100 connections).
+const POOL: &str = "16";
 /// Messages a second over all clients.
 const RATE: u64 = 500;
 const TRAFFIC: Duration = Duration::from_secs(30);
@@ -82,10 +84,8 @@ impl Client {
         .ok()?;
         let (mut sink, source) = ws.split();
         // On every connect: a sync from the contiguous position, then every unacked send again.
-        let mut hello = vec![ClientFrame::Sync {
-            chat_id: ChatId(self.chat),
-            after_seq: self.seen.seq,
-            limit: None,
+        let mut hello = vec![ClientFrame::Resume {
+            positions: [(ChatId(self.chat), self.seen.seq)].into(),
             reference: Some(Ref::Text("hello".into())),
         }];
         hello.extend(self.seen.pending.values().cloned());
@@ -276,7 +276,7 @@ async fn under_backend_terminations(nodes: usize) {
             ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
             ("XFCHAT_NODE_ID", node.as_str()),
             // Tests share one PostgreSQL (100 connections) and run side by side.
-            ("XFCHAT_DB_MAX_CONNECTIONS", "8"),
+            ("XFCHAT_DB_MAX_CONNECTIONS", POOL),
         ];
         let (child, base) =
             serve_binary_logging_to(&free_listen_address(), &env, Stdio::null()).await;
