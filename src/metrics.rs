@@ -38,6 +38,7 @@ pub const WS_FRAMES_OUT: &str = "xfchat_ws_frames_sent_total";
 pub const WS_QUEUE: &str = "xfchat_ws_outbound_queue_frames";
 pub const WS_QUEUE_BYTES: &str = "xfchat_ws_outbound_queue_bytes";
 pub const WS_CATCHUPS: &str = "xfchat_ws_catchup_messages_total";
+pub const WS_READ_RETRIES: &str = "xfchat_ws_read_retries_total";
 pub const WS_ERROR_FRAMES: &str = "xfchat_ws_error_frames_total";
 pub const WS_SENDS_REFUSED: &str = "xfchat_ws_sends_refused_total";
 pub const WS_RATE_LIMITED: &str = "xfchat_ws_rate_limited_total";
@@ -271,6 +272,10 @@ fn describe() {
         "Messages sockets read from the database rather than the live fan-out (sync, resume, gap repair, catch-up)"
     );
     describe_counter!(
+        WS_READ_RETRIES,
+        "Sockets' database reads (sync, resume, gap repair, catch-up) that failed and were tried again by the socket after a backoff"
+    );
+    describe_counter!(
         WS_RATE_LIMITED,
         "Socket frames refused by a rate limit, by kind (send, sync, read, typing)"
     );
@@ -318,6 +323,8 @@ pub struct HubMetrics {
     pub queue_depth: Histogram,
     pub queue_bytes: Histogram,
     pub from_database: Counter,
+    /// Socket reads that failed and will be tried again.
+    pub read_retries: Counter,
     frames_out: [Counter; FRAME_KINDS.len()],
 }
 
@@ -348,6 +355,7 @@ impl HubMetrics {
             queue_depth: metrics::histogram!(WS_QUEUE),
             queue_bytes: metrics::histogram!(WS_QUEUE_BYTES),
             from_database: metrics::counter!(WS_CATCHUPS),
+            read_retries: metrics::counter!(WS_READ_RETRIES),
             frames_out: FRAME_KINDS.map(|kind| metrics::counter!(WS_FRAMES_OUT, "type" => kind)),
         }
     }

@@ -1,10 +1,12 @@
 //! Liveness under database faults at load: 16 clients in one group chat send 500 messages a
-//! second for 30 s while every backend of the server is terminated every 3 s. Each client syncs
-//! (`resume`) from its contiguous position on every (re)connect and resends its unacked sends with the same
-//! ids. Afterwards every send is acked within 30 s of resending, every socket's final `sync` is
-//! answered within 5 s without any other client frame, and every raw stream is exact: each
-//! chat's messages once, in seq order, with no gap, up to the chat's end. On one node and on two
-//! nodes (every client of the second half on the second node).
+//! second for 30 s while every backend of the servers is terminated every 3 s. Each client
+//! resumes from its contiguous position on every (re)connect, drops its socket now and then, and
+//! resends its unacked sends with the same ids. Afterwards every send is acked within 30 s of
+//! resending, every socket's final `sync` is answered within 5 s without any other client frame,
+//! every raw stream is exact (each message once, in seq order, with no gap, up to the chat's
+//! end), and the connection gauges count the open sockets. On one node, on two nodes (the second
+//! half of the clients on the second node), and on two nodes whose first is also killed and
+//! started again while the database later refuses connections for 3 s.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -24,7 +26,7 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, Codec, Ref, ServerFrame};
 
-use crate::common::{admin_url, TestApp, TestDb, User, SECRET};
+use crate::common::{admin_url, metric, TestApp, TestDb, User, SECRET};
 use crate::startup::{free_listen_address, serve_binary_logging_to, Process};
 
 const CLIENTS: usize = 16;
@@ -136,7 +138,11 @@ impl Client {
 
     /// Sends at `every` while the phase is Traffic; then resends what is unacked every second
     /// until the phase is Done; then one final sync on the open socket.
-    async fn run(mut self, every: Duration, mut phase: watch::Receiver<Phase>) -> Seen {
+    async fn run(
+        mut self,
+        every: Duration,
+        mut phase: watch::Receiver<Phase>,
+    ) -> (Seen, Option<(Sink, Source)>) {
         let mut link: Option<(Sink, Source)> = None;
         let mut tick = tokio::time::interval(every);
         let mut resend = tokio::time::interval(Duration::from_secs(1));
@@ -223,6 +229,7 @@ impl Client {
             if sink.send(Codec::Json.encode(&sync)).await.is_err() {
                 continue;
             }
+            let mut open = true;
             while let Ok(Some(Ok(msg))) = timeout_at(deadline, source.next()).await {
                 match self.on_frame(msg) {
                     Ok(Some(Ref::Text(r))) if r == "final" => {
@@ -230,11 +237,17 @@ impl Client {
                         break;
                     }
                     Ok(_) => {}
-                    Err(()) => break,
+                    Err(()) => {
+                        open = false;
+                        break;
+                    }
                 }
             }
+            if open {
+                link = Some((sink, source));
+            }
         }
-        self.seen
+        (self.seen, link)
     }
 }
 
@@ -262,26 +275,42 @@ async fn terminate_backends(admin: &PgPool, name: &str) -> u64 {
     .unwrap_or(0)
 }
 
-async fn under_backend_terminations(nodes: usize) {
+/// Which faults the traffic meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Faults {
+    /// Every backend of the servers terminated every 3 s.
+    Terminations,
+    /// That, and the first node killed with SIGKILL and started again on its address after
+    /// 9 s, and the database refusing every connection for 3 s after 18 s.
+    All,
+}
+
+/// Starts node `i` on `listen`, on the database at `url`.
+async fn node(i: usize, listen: &str, url: &str) -> Process {
+    let node = format!("node{i}");
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("DATABASE_URL", url),
+        ("XFCHAT_USER_RATE", "0"),
+        ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+        ("XFCHAT_NODE_ID", node.as_str()),
+        // Tests share one PostgreSQL (100 connections) and run side by side.
+        ("XFCHAT_DB_MAX_CONNECTIONS", POOL),
+    ];
+    Process(serve_binary_logging_to(listen, &env, Stdio::null()).await.0)
+}
+
+async fn under_faults(nodes: usize, faults: Faults) {
     let db = TestDb::create().await;
     let url = db.url.clone();
     let mut servers = Vec::new();
+    let mut listens = Vec::new();
     let mut bases = Vec::new();
     for i in 0..nodes {
-        let node = format!("node{i}");
-        let env = [
-            ("JWT_SECRET", SECRET),
-            ("DATABASE_URL", url.as_str()),
-            ("XFCHAT_USER_RATE", "0"),
-            ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
-            ("XFCHAT_NODE_ID", node.as_str()),
-            // Tests share one PostgreSQL (100 connections) and run side by side.
-            ("XFCHAT_DB_MAX_CONNECTIONS", POOL),
-        ];
-        let (child, base) =
-            serve_binary_logging_to(&free_listen_address(), &env, Stdio::null()).await;
-        servers.push(Process(child));
-        bases.push(base);
+        let listen = free_listen_address();
+        servers.push(node(i, &listen, &url).await);
+        bases.push(format!("http://{listen}"));
+        listens.push(listen);
     }
     let app = TestApp::at(&bases[0], db);
     let mut users: Vec<User> = Vec::new();
@@ -317,9 +346,22 @@ async fn under_backend_terminations(nodes: usize) {
     let admin = Arc::new(PgPool::connect(&admin_url()).await.unwrap());
     let started = Instant::now();
     let mut kills = 0;
+    let (mut restarted, mut refused) = (false, false);
     while started.elapsed() < TRAFFIC {
         sleep(KILL_EVERY).await;
         kills += terminate_backends(&admin, &app.db.name).await;
+        if faults == Faults::All && !restarted && started.elapsed() >= Duration::from_secs(9) {
+            restarted = true;
+            // Killed first, so that the new process can take its address.
+            servers.remove(0);
+            servers.insert(0, node(0, &listens[0], &url).await);
+        }
+        if faults == Faults::All && !refused && started.elapsed() >= Duration::from_secs(18) {
+            refused = true;
+            app.db.accept_connections(false).await;
+            sleep(Duration::from_secs(3)).await;
+            app.db.accept_connections(true).await;
+        }
     }
     phase_tx.send(Phase::Resend).unwrap();
     let resending = Instant::now();
@@ -331,8 +373,29 @@ async fn under_backend_terminations(nodes: usize) {
     let resent_for = resending.elapsed();
     phase_tx.send(Phase::Done).unwrap();
     let mut seen = Vec::new();
+    let mut open = Vec::new();
     for client in clients {
-        seen.push(client.await.expect("a client task"));
+        let (client_saw, link) = client.await.expect("a client task");
+        seen.push(client_saw);
+        open.extend(link);
+    }
+    // The connection gauges count exactly the open sockets (closed ones leave within their
+    // closing handshake's second or two).
+    let mut counted = 0.0;
+    let settle = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < settle {
+        counted = 0.0;
+        for base in &bases {
+            let text = match reqwest::get(format!("{base}/metrics")).await {
+                Ok(res) => res.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            counted += metric(&text, "xfchat_ws_connections").unwrap_or(0.0);
+        }
+        if counted == open.len() as f64 {
+            break;
+        }
+        sleep(Duration::from_millis(200)).await;
     }
 
     let pool = app.db.pool().await;
@@ -346,9 +409,10 @@ async fn under_backend_terminations(nodes: usize) {
     let reconnects: u32 = seen.iter().map(|s| s.reconnects).sum();
     let behind: Vec<i64> = seen.iter().map(|s| stored - s.seq).collect();
     eprintln!(
-        "nodes {nodes}: {stored} stored, {kills} backends terminated, {reconnects} connects, \
+        "nodes {nodes}, {faults:?}: {stored} stored, {kills} backends terminated, {reconnects} connects, \
          {unacked} unacked after resending for {resent_for:?}, slowest final sync {slowest:?}, \
-         behind the chat's end per client {behind:?}"
+         behind the chat's end per client {behind:?}, {} sockets open, {counted} counted",
+        open.len()
     );
     let violations: Vec<&String> = seen.iter().flat_map(|s| &s.violations).collect();
     assert!(violations.is_empty(), "streams not exact: {violations:?}");
@@ -368,16 +432,24 @@ async fn under_backend_terminations(nodes: usize) {
         behind.iter().all(|&b| b == 0),
         "every stream reached the chat's end: {behind:?}"
     );
+    assert_eq!(open.len(), CLIENTS, "every client holds its socket");
+    assert_eq!(counted, CLIENTS as f64, "the gauge counts the open sockets");
     drop(servers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_backend_terminations_at_load_every_send_is_acked_and_every_stream_keeps_moving() {
-    under_backend_terminations(1).await;
+    under_faults(1, Faults::Terminations).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_backend_terminations_at_load_on_two_nodes_every_send_is_acked_and_every_stream_keeps_moving(
 ) {
-    under_backend_terminations(2).await;
+    under_faults(2, Faults::Terminations).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_terminations_a_node_restart_and_an_outage_on_two_nodes_every_send_is_acked_and_every_stream_keeps_moving(
+) {
+    under_faults(2, Faults::All).await;
 }
