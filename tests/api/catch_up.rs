@@ -107,6 +107,17 @@ async fn while_a_sync_waits_for_the_database_pings_are_answered_and_the_sync_com
     );
 }
 
+/// Alice's group with Bob and Carol.
+async fn group_of_three(app: &TestApp) -> (User, User, i64) {
+    let (alice, bob, carol) = (
+        app.signup("alice").await,
+        app.signup("bob").await,
+        app.signup("carol").await,
+    );
+    let chat = app.group(&alice, &[&bob, &carol]).await;
+    (alice, bob, chat)
+}
+
 async fn remove(app: &TestApp, owner: &User, chat: i64, member: &User) {
     let (status, body) = app
         .call(
@@ -198,12 +209,7 @@ async fn small_queues() -> (TestApp, Process) {
 #[tokio::test]
 async fn a_member_removed_while_behind_hears_nothing_committed_after_the_removal() {
     let (app, _server) = small_queues().await;
-    let (alice, bob, carol) = (
-        app.signup("alice").await,
-        app.signup("bob").await,
-        app.signup("carol").await,
-    );
-    let chat = app.group(&alice, &[&bob, &carol]).await;
+    let (alice, bob, chat) = group_of_three(&app).await;
     let mut b = app.ws(&bob).await;
     b.send(&sync(chat, 0)).await;
     assert!(matches!(b.next().await, ServerFrame::Synced { .. }));
@@ -227,12 +233,7 @@ async fn a_member_removed_while_behind_hears_nothing_committed_after_the_removal
 #[tokio::test]
 async fn a_member_removed_while_syncing_hears_nothing_committed_after_the_removal() {
     let (app, _server) = small_queues().await;
-    let (alice, bob, carol) = (
-        app.signup("alice").await,
-        app.signup("bob").await,
-        app.signup("carol").await,
-    );
-    let chat = app.group(&alice, &[&bob, &carol]).await;
+    let (alice, bob, chat) = group_of_three(&app).await;
     // 16 MB: more than the socket's buffers hold, so the sync is under way at the removal.
     flood(&app, &alice, chat, 2000).await;
     // Bob syncs from the start and reads nothing: his sync is under way when he is removed.
@@ -255,12 +256,7 @@ async fn a_member_removed_while_syncing_hears_nothing_committed_after_the_remova
 #[tokio::test]
 async fn a_member_removed_during_the_greeting_hears_nothing_committed_after_the_removal() {
     let (app, _server) = small_queues().await;
-    let (alice, bob, carol) = (
-        app.signup("alice").await,
-        app.signup("bob").await,
-        app.signup("carol").await,
-    );
-    let chat = app.group(&alice, &[&bob, &carol]).await;
+    let (alice, bob, chat) = group_of_three(&app).await;
     // Bob's new socket says nothing: live messages are held for its first frame.
     let mut b = app.ws(&bob).await;
     stored_messages(&app, &alice, chat, 3).await;

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::db::{messages, Op};
+use crate::db::{messages, DbConn, Op};
 use crate::error::{AppError, AppResult};
 use crate::hub::Hub;
 use crate::ids::{ChatId, UserId};
@@ -111,15 +112,21 @@ impl Work {
 /// The longest wait between two tries of a failed read.
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// A page of `chat` for `user`, read within the catch-up share of the pool guard.
+/// A connection for a socket's read, within the catch-up share of the pool guard: the slot
+/// and the guarded connection, both given back on drop.
+async fn reader(hub: &Hub) -> AppResult<(OwnedSemaphorePermit, DbConn)> {
+    let slot = hub.catchup_slot().await?;
+    if hub.faults.fails_stream_read() {
+        return Err(AppError::Unavailable);
+    }
+    Ok((slot, hub.db.conn(Op::Sync).await?))
+}
+
+/// A page of `chat` for `user`.
 fn page(hub: Arc<Hub>, user: UserId, chat: ChatId, after: i64, limit: i64) -> Reading {
     Box::pin(async move {
         let result = async {
-            let _slot = hub.catchup_slot().await?;
-            if hub.faults.fails_stream_read() {
-                return Err(AppError::Unavailable);
-            }
-            let mut conn = hub.db.conn(Op::Sync).await?;
+            let (_slot, mut conn) = reader(&hub).await?;
             messages::stream_page(&mut conn, user, chat, after, limit).await
         }
         .await;
@@ -131,14 +138,11 @@ fn page(hub: Arc<Hub>, user: UserId, chat: ChatId, after: i64, limit: i64) -> Re
     })
 }
 
+/// Which of `chats` `user` is in, with their last seqs.
 fn members(hub: Arc<Hub>, user: UserId, chats: Vec<ChatId>) -> Reading {
     Box::pin(async move {
         let result = async {
-            let _slot = hub.catchup_slot().await?;
-            if hub.faults.fails_stream_read() {
-                return Err(AppError::Unavailable);
-            }
-            let mut conn = hub.db.conn(Op::Sync).await?;
+            let (_slot, mut conn) = reader(&hub).await?;
             messages::member_tails(&mut conn, user, &chats).await
         }
         .await;
