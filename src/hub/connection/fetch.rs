@@ -57,10 +57,11 @@ impl Ask {
 /// What a finished read brought.
 pub(super) enum Fetched {
     /// A page of `chat` after `after`: the chat's last seq and its messages, or None when the
-    /// user is not a member.
+    /// user is not a member; read for the client's oldest ask, or for a chat that is behind.
     Page {
         chat: ChatId,
         after: i64,
+        for_ask: bool,
         result: AppResult<Option<(i64, Vec<Message>)>>,
     },
     /// The member chats of a resume, with their last seqs.
@@ -123,7 +124,8 @@ async fn reader(hub: &Hub) -> AppResult<(OwnedSemaphorePermit, DbConn)> {
 }
 
 /// A page of `chat` for `user`.
-fn page(hub: Arc<Hub>, user: UserId, chat: ChatId, after: i64, limit: i64) -> Reading {
+fn page(hub: Arc<Hub>, user: UserId, at: (ChatId, i64), limit: i64, for_ask: bool) -> Reading {
+    let (chat, after) = at;
     Box::pin(async move {
         let result = async {
             let (_slot, mut conn) = reader(&hub).await?;
@@ -133,6 +135,7 @@ fn page(hub: Arc<Hub>, user: UserId, chat: ChatId, after: i64, limit: i64) -> Re
         Fetched::Page {
             chat,
             after,
+            for_ask,
             result,
         }
     })
@@ -182,7 +185,7 @@ impl Connection {
                 } else {
                     *after
                 };
-                page(hub, user, *chat, from, PAGE.min(*remaining))
+                page(hub, user, (*chat, from), PAGE.min(*remaining), true)
             }
             Some(Ask::Resume { positions, .. }) => {
                 members(hub, user, positions.keys().copied().collect())
@@ -197,7 +200,7 @@ impl Connection {
                 let Some((&chat, _)) = self.work.behind.iter().next() else {
                     return;
                 };
-                page(hub, user, chat, cursors[&chat], PAGE)
+                page(hub, user, (chat, cursors[&chat]), PAGE, false)
             }
         };
         self.work.reading = Some(reading);

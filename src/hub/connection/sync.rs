@@ -17,8 +17,18 @@ impl Connection {
             Fetched::Page {
                 chat,
                 after,
+                for_ask: true,
                 result: Ok(page),
             } => return self.on_page(chat, after, page).await,
+            Fetched::Page {
+                chat,
+                after,
+                for_ask: false,
+                result: Ok(page),
+            } => {
+                self.work.failures = 0;
+                return self.caught_up_page(chat, after, page).await;
+            }
             Fetched::Members(Err(e)) | Fetched::Page { result: Err(e), .. } => e,
         };
         // Counted, not logged at warn: during an outage every socket with a read pending
@@ -47,7 +57,7 @@ impl Connection {
             _ => None,
         };
         let Some((from, remaining, started)) = sync else {
-            return self.caught_up_page(chat, after, page).await;
+            return Ok(()); // not the ask it was read for (cannot be): read again
         };
         let Some((last_seq, messages)) = page else {
             let Some(Ask::Sync { reference, .. }) = self.work.asks.pop_front() else {
