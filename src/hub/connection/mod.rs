@@ -29,8 +29,7 @@ use super::Hub;
 use crate::auth::Session;
 use crate::ids::{ChatId, UserId};
 use crate::metrics::{self as m, reason};
-use crate::protocol::Encoded;
-use crate::protocol::{close, ClientFrame, Codec, ErrorCode, Ref, ServerFrame};
+use crate::protocol::{close, ClientFrame, Codec, Encoded, ErrorCode, Ref, ServerFrame};
 use fetch::Work;
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
