@@ -165,8 +165,8 @@ impl Registry {
         {
             let mut from_ip = self.by_ip.entry(ip).or_default();
             if *from_ip >= caps.per_ip {
+                // This attempt took no slot of the address, so it gives none back.
                 drop(from_ip);
-                self.release_ip(ip);
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 return Err(Refused::Address);
             }

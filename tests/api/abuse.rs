@@ -172,6 +172,30 @@ async fn sockets_per_client_address_are_capped_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn refused_sockets_free_no_slot_so_the_per_address_cap_holds_over_many_attempts() {
+    let app = spawn_app_with(|s| s.ws_max_per_ip = 2).await;
+    let alice = app.signup("alice").await;
+    let url = format!(
+        "{}/ws?token={}",
+        app.base.replace("http://", "ws://"),
+        alice.token
+    );
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status().as_u16(), 429);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (2, 10), "two sockets, ten refusals");
+}
+
+#[tokio::test]
 async fn a_read_marker_that_does_not_move_is_not_announced() {
     let app = spawn_app_with(|_| {}).await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
