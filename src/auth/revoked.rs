@@ -17,6 +17,9 @@ use crate::ids::UserId;
 /// How often a server reads the revocations other servers made.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
+/// Revocations read per query.
+const PAGE: i64 = 10_000;
+
 /// One revocation: whose token, and until when it would have been valid.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct Revocation {
@@ -65,25 +68,36 @@ impl Revoked {
         Ok(())
     }
 
-    /// Reads revocations newer than the last read; returns them, so their sockets can close.
+    /// Reads every unexpired revocation newer than the last read, a page at a time; returns
+    /// them, so their sockets can close. At startup that is all of them, so a token revoked
+    /// before the server started is refused from its first request.
     pub async fn refresh(&self, conn: &mut PgConnection) -> AppResult<Vec<Revocation>> {
-        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
-        let rows: Vec<Revocation> = sqlx::query_as(
-            "SELECT id, jti, user_id, expires_at FROM revoked_tokens \
-             WHERE id > $1 AND expires_at > now() ORDER BY id LIMIT 10000",
-        )
-        .bind(seen)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in &rows {
-            self.learn(r);
+        let mut read = Vec::new();
+        loop {
+            let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+            let rows: Vec<Revocation> = sqlx::query_as(
+                "SELECT id, jti, user_id, expires_at FROM revoked_tokens \
+                 WHERE id > $1 AND expires_at > now() ORDER BY id LIMIT $2",
+            )
+            .bind(seen)
+            .bind(PAGE)
+            .fetch_all(&mut *conn)
+            .await?;
+            for r in &rows {
+                self.learn(r);
+            }
+            let full = rows.len() as i64 == PAGE;
+            read.extend(rows);
+            if !full {
+                break;
+            }
         }
         let now = Utc::now();
         self.jtis.retain(|_, expires| *expires > now);
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < now()")
             .execute(conn)
             .await?;
-        Ok(rows)
+        Ok(read)
     }
 
     /// Keeps the mirror current until `stop`; `on_new` hears of each revocation read.

@@ -89,3 +89,40 @@ async fn a_logout_on_one_server_closes_the_tokens_sockets_on_another() {
     let (status, _) = there.get("/api/auth/me", &alice).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_server_that_starts_refuses_every_unexpired_revoked_token_from_its_first_request() {
+    let app = spawn_app().await;
+    let alice = app.signup("alice").await;
+    // 25,000 revocations made before alice's logout, so hers is far past the first page read.
+    let pool = app.db.pool().await;
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at) \
+         SELECT gen_random_uuid(), $1, now() + interval '1 day' FROM generate_series(1, 25000)",
+    )
+    .bind(alice.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (status, _) = app
+        .call(Method::POST, "/api/auth/logout", Some(&alice.token), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let config = settings(&app.db).validate().unwrap();
+    let second = Server::start(config, Migrations::Apply).await.unwrap();
+    let there = TestApp {
+        base: format!("http://{}", second.local_addr()),
+        client: reqwest::Client::new(),
+        server: Some(second),
+        db: crate::common::TestDb {
+            name: String::new(),
+            url: app.db.url.clone(),
+        },
+    };
+    let (status, _) = there.get("/api/auth/me", &alice).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "revoked before the server started"
+    );
+}
