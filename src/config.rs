@@ -268,7 +268,7 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<String>,
-    /// Typing indicators a socket may send per second (burst twice this).
+    /// Typing indicators a user may send per second over all their sockets (burst twice this).
     #[arg(
         long,
         env = "XFCHAT_WS_TYPING_RATE",
@@ -476,6 +476,8 @@ pub struct ThrottleConfig {
     pub login_account_burst: u32,
     pub login_ip_per_min: u32,
     pub signup_ip_per_min: u32,
+    /// Typing indicators per second per user, over all their sockets.
+    pub typing_per_sec: u32,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -487,7 +489,6 @@ pub struct WsConfig {
     pub queue_frames: usize,
     pub queue_bytes: usize,
     pub stall_timeout: Duration,
-    pub typing_rate: u32,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub max_connections: usize,
@@ -670,6 +671,7 @@ impl Settings {
                 login_account_burst: self.login_account_burst,
                 login_ip_per_min: self.login_ip_rate_per_min,
                 signup_ip_per_min: self.signup_rate_per_min,
+                typing_per_sec: self.ws_typing_rate,
                 trusted_proxies,
             },
             ws: WsConfig {
@@ -677,7 +679,6 @@ impl Settings {
                 queue_frames: self.ws_queue_frames,
                 queue_bytes: self.ws_queue_bytes,
                 stall_timeout: Duration::from_millis(self.ws_stall_timeout_ms),
-                typing_rate: self.ws_typing_rate,
                 ping_interval: Duration::from_millis(self.ws_ping_interval_ms),
                 pong_timeout: Duration::from_millis(self.ws_pong_timeout_ms),
                 max_connections: self.ws_max_connections,

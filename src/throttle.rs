@@ -76,6 +76,7 @@ pub struct Throttles {
     login_ip: Limit<IpAddr>,
     signup_ip: Limit<IpAddr>,
     user: Limit<UserId>,
+    typing: Limit<UserId>,
 }
 
 /// `per` units per `period` with bursts of `burst`; `None` for a rate of 0 (no limit).
@@ -83,15 +84,6 @@ fn quota(per: u32, period: Duration, burst: u32) -> Option<Quota> {
     let per = NonZeroU32::new(per)?;
     let quota = Quota::with_period(period / per.get())?;
     Some(quota.allow_burst(NonZeroU32::new(burst).unwrap_or(per)))
-}
-
-/// A limiter of `per_sec` a second with bursts of twice that, for one socket's own use.
-pub fn per_socket(per_sec: u32) -> governor::DefaultDirectRateLimiter {
-    let per = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(
-        Quota::per_second(per)
-            .allow_burst(per.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"))),
-    )
 }
 
 impl Throttles {
@@ -123,6 +115,14 @@ impl Throttles {
                     config.user_per_sec.saturating_mul(2),
                 ),
             ),
+            typing: Limit::new(
+                "typing",
+                quota(
+                    config.typing_per_sec.max(1),
+                    second,
+                    config.typing_per_sec.max(1).saturating_mul(2),
+                ),
+            ),
         })
     }
 
@@ -142,7 +142,13 @@ impl Throttles {
         self.user.check(&user)
     }
 
-    /// `units` of `user`'s budget for one frame that costs more than one (a `resume`).
+    /// One typing indicator of `user`, over all their sockets (apart from the user's budget).
+    pub fn typing(&self, user: UserId) -> AppResult<()> {
+        self.typing.check(&user)
+    }
+
+    /// `units` of `user`'s budget for one frame that costs more than one (a `resume`, a
+    /// large ping).
     pub fn user_actions(&self, user: UserId, units: u32) -> AppResult<()> {
         self.user
             .check_n(&user, NonZeroU32::new(units).unwrap_or(NonZeroU32::MIN))
@@ -159,6 +165,7 @@ impl Throttles {
                     self.login_ip.forget_idle();
                     self.signup_ip.forget_idle();
                     self.user.forget_idle();
+                    self.typing.forget_idle();
                 }
             }
         }

@@ -158,7 +158,9 @@ async fn sends_over_the_rate_get_rate_limited_and_typing_is_limited_separately_a
         codes["ack"] >= 10,
         "the burst of twice the rate goes through: {codes:?}"
     );
-    // Typing has its own bucket: the send limit did not use it up.
+    // Typing pays from the same budget, and has a per-user limit of its own besides: once the
+    // budget has room again, one goes through, and the next ones past the typing limit do not.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     a.send(&ClientFrame::Typing {
         chat_id: ChatId(chat),
         reference: None,
@@ -271,4 +273,84 @@ async fn connections_per_user_and_per_server_are_capped_before_the_upgrade() {
     let (s4, _k4) = status(bob.token.clone()).await;
     let (s5, _) = status(bob.token.clone()).await;
     assert_eq!((s4, s5), (101, 503));
+}
+
+#[tokio::test]
+async fn pings_and_unreadable_frames_cost_from_the_user_s_budget_and_typing_is_limited_per_user() {
+    let app = spawn_app_with(|s| {
+        s.user_rate = 10;
+        s.ws_typing_rate = 1;
+    })
+    .await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    // Pings of 60 KB cost 16 units each: a burst of 20 units holds one of them.
+    let mut a = app.ws(&alice).await;
+    let nonce = "x".repeat(60 * 1024 - 100);
+    for i in 0..4 {
+        a.send(&ClientFrame::Ping {
+            nonce: serde_json::json!(nonce),
+            reference: Some(xfchat::protocol::Ref::Number(i)),
+        })
+        .await;
+    }
+    let mut pongs = 0;
+    for _ in 0..4 {
+        match a.next().await {
+            ServerFrame::Pong { .. } => pongs += 1,
+            ServerFrame::Error {
+                code,
+                retry_after_ms,
+                ..
+            } => {
+                assert_eq!(code, "rate_limited");
+                assert!(retry_after_ms.is_some(), "with a retry hint");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(pongs, 1, "one large ping fits the burst");
+    // Unreadable frames cost too: 30 of them against what is left.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..30 {
+        a.send_raw(WsMessage::Text("{not json".into())).await;
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        if let ServerFrame::Error { code, .. } = a.next().await {
+            limited += usize::from(code == "rate_limited");
+        }
+    }
+    assert!(limited >= 5, "{limited} of 30 refused by the budget");
+    // Typing: one a second per user, over all their sockets (burst two).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut sockets = vec![a];
+    for _ in 0..3 {
+        sockets.push(app.ws(&alice).await);
+    }
+    for ws in sockets.iter_mut() {
+        ws.send(&ClientFrame::Typing {
+            chat_id: ChatId(chat),
+            reference: Some(xfchat::protocol::Ref::Number(7)),
+        })
+        .await;
+    }
+    // Each socket hears the others' typing; the refusals are errors with the typing's ref.
+    let mut refused = 0;
+    for ws in sockets.iter_mut() {
+        while let Ok(frame) = tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            match frame {
+                ServerFrame::Error { code, .. } => {
+                    assert_eq!(code, "rate_limited");
+                    refused += 1;
+                }
+                ServerFrame::Typing { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        refused, 2,
+        "four sockets share the user's two typing indicators"
+    );
 }

@@ -2,8 +2,6 @@
 //! stream from the database into the socket's ordered stream, read markers and typing are
 //! checked and announced.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -30,6 +28,7 @@ impl Connection {
     pub(super) async fn on_frame(
         &mut self,
         frame: ClientFrame,
+        units: u32,
     ) -> Result<Option<ServerFrame>, End> {
         if frame.reference().is_some_and(Ref::is_too_long) {
             let e = AppError::invalid(format!("ref: at most {} bytes", Ref::MAX_BYTES));
@@ -98,7 +97,10 @@ impl Connection {
                 .await
                 .err()
                 .map(|e| error_frame(&e, reference)),
-            ClientFrame::Ping { nonce, reference } => Some(ServerFrame::Pong { nonce, reference }),
+            ClientFrame::Ping { nonce, reference } => match self.budget("ping", units) {
+                Ok(()) => Some(ServerFrame::Pong { nonce, reference }),
+                Err(e) => Some(error_frame(&e, reference)),
+            },
         };
         Ok(answer)
     }
@@ -166,10 +168,10 @@ impl Connection {
     }
 
     async fn on_typing(&mut self, chat: ChatId) -> Result<(), AppError> {
-        if self.typing.check().is_err() {
+        self.budget("typing", 1)?;
+        self.hub.throttles.typing(self.user).inspect_err(|_| {
             metrics::counter!(m::WS_RATE_LIMITED, "kind" => "typing").increment(1);
-            return Err(AppError::RateLimited(Duration::from_millis(500)));
-        }
+        })?;
         let members = {
             let mut conn = self.hub.db.conn(Op::Typing).await?;
             chats::member_ids(&mut conn, chat).await?
@@ -189,7 +191,7 @@ impl Connection {
 impl Connection {
     /// Takes one unit of the user's budget for sends, syncs and read markers, which all their
     /// sockets and HTTP share; counts a refusal by frame kind.
-    fn budget(&self, kind: &'static str, units: u32) -> Result<(), AppError> {
+    pub(super) fn budget(&self, kind: &'static str, units: u32) -> Result<(), AppError> {
         self.hub
             .throttles
             .user_actions(self.user, units)

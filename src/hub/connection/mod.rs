@@ -34,9 +34,6 @@ use fetch::Work;
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// A socket's own limit on typing indicators, apart from the user's budget.
-type Typing = governor::DefaultDirectRateLimiter;
-
 pub struct Connection {
     hub: Arc<Hub>,
     user: UserId,
@@ -45,7 +42,6 @@ pub struct Connection {
     codec: Codec,
     socket: Socket,
     inbox: ConnInbox,
-    typing: Typing,
     /// Per chat, the last seq written to this socket.
     cursors: HashMap<ChatId, i64>,
     /// Sends handed to the persister and not yet answered, by client_msg_id: the chat and a
@@ -86,7 +82,6 @@ impl Connection {
         socket: Socket,
         inbox: ConnInbox,
     ) -> Self {
-        let typing = crate::throttle::per_socket(hub.ws.typing_rate);
         Self {
             hub,
             user: session.user,
@@ -94,7 +89,6 @@ impl Connection {
             codec,
             socket,
             inbox,
-            typing,
             cursors: HashMap::new(),
             in_flight: HashMap::new(),
             acked_early: HashSet::new(),
@@ -262,21 +256,31 @@ impl Connection {
             }
             Err(e) => {
                 metrics::counter!(m::WS_FRAMES_IN, "type" => "bad_frame").increment(1);
-                let reference = unreadable_frame_ref(&msg);
-                let frame = ServerFrame::error(
-                    ErrorCode::BadFrame,
-                    format!("unreadable frame: {e}"),
-                    reference,
-                );
+                // An unreadable frame costs from the user's budget like any other, before a
+                // second look for its ref.
+                let frame = match self.budget("bad_frame", frame_units(&msg)) {
+                    Err(limited) => frames::error_frame(&limited, None),
+                    Ok(()) => ServerFrame::error(
+                        ErrorCode::BadFrame,
+                        format!("unreadable frame: {e}"),
+                        unreadable_frame_ref(&msg),
+                    ),
+                };
                 return self.reply(frame).await;
             }
         };
-        if let Some(frame) = self.on_frame(frame).await? {
+        if let Some(frame) = self.on_frame(frame, frame_units(&msg)).await? {
             self.reply(frame).await?;
         }
         self.end_greeting();
         Ok(())
     }
+}
+
+/// What a frame without a cost of its own (a ping, an unreadable frame) takes from the user's
+/// budget: one unit, and one more per 4 KiB, so large frames cannot be sent for free.
+fn frame_units(msg: &WsMessage) -> u32 {
+    1 + (msg.len() / 4096) as u32
 }
 
 /// The reference of a frame that could not be read as a whole: its `ref`, or a send's
