@@ -66,6 +66,23 @@ pub async fn member_ids(conn: &mut PgConnection, chat: ChatId) -> AppResult<Vec<
     )
 }
 
+/// The members of `chat` who hear what `from` does there besides messages (typing, read
+/// markers): all but those who blocked `from`.
+pub async fn audience(
+    conn: &mut PgConnection,
+    chat: ChatId,
+    from: UserId,
+) -> AppResult<Vec<UserId>> {
+    Ok(sqlx::query_scalar(
+        "SELECT m.user_id FROM conversation_members m WHERE m.conversation_id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = m.user_id AND b.blocked_id = $2)",
+    )
+    .bind(chat)
+    .bind(from)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The chats `user` belongs to, newest activity first; `only` narrows it to one chat.
 async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> AppResult<Vec<Chat>> {
     let rows: Vec<ChatRow> = sqlx::query_as(

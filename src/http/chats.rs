@@ -164,7 +164,7 @@ pub async fn read(
     if !chats::mark_read(&mut conn, id, me, req.seq).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
-    let members = chats::member_ids(&mut conn, id).await?;
+    let members = chats::audience(&mut conn, id, me).await?;
     state.hub.notify(
         &members,
         None,

@@ -232,3 +232,83 @@ async fn a_block_stops_friend_requests_direct_chats_and_direct_messages_from_tha
         "an unblock lets the direct chat work again"
     );
 }
+
+#[tokio::test]
+async fn a_blocked_user_s_typing_and_read_markers_no_longer_reach_the_blocker_but_group_messages_do(
+) {
+    let app = spawn_app().await;
+    let (alice, mallory, carol) = (
+        app.signup("alice").await,
+        app.signup("mallory").await,
+        app.signup("carol").await,
+    );
+    app.befriend(&alice, &mallory).await;
+    app.befriend(&alice, &carol).await;
+    let (_, body) = app
+        .put(
+            &format!("/api/chats/direct/{}", mallory.id),
+            &alice,
+            json!({}),
+        )
+        .await;
+    let direct = body["chat"]["id"].as_i64().unwrap();
+    let group = {
+        let (status, body) = app
+            .post(
+                "/api/chats",
+                &alice,
+                json!({ "title": "g", "member_ids": [mallory.id, carol.id] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["chat"]["id"].as_i64().unwrap()
+    };
+    let (status, _) = app.send(&alice, direct, Uuid::new_v4(), "hi").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app.send(&alice, group, Uuid::new_v4(), "hi all").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = app
+        .post(
+            &format!("/api/users/{}/block", mallory.id),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut a = app.ws(&alice).await;
+    let mut c = app.ws(&carol).await;
+    let mut m = app.ws(&mallory).await;
+    for chat in [direct, group] {
+        m.send(&ClientFrame::Typing {
+            chat_id: ChatId(chat),
+            reference: None,
+        })
+        .await;
+        m.send(&ClientFrame::Read {
+            chat_id: ChatId(chat),
+            seq: 1,
+            reference: None,
+        })
+        .await;
+    }
+    // Carol, who blocked nobody, hears Mallory in the group; Alice hears nothing of her.
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        match c.next().await {
+            frame @ (ServerFrame::Typing { .. } | ServerFrame::Read { .. }) => heard.push(frame),
+            _ => {}
+        }
+    }
+    assert!(heard.iter().all(|f| matches!(f,
+        ServerFrame::Typing { user_id, .. } | ServerFrame::Read { user_id, .. }
+            if *user_id == xfchat::ids::UserId(mallory.id))));
+    a.expect_silence(Duration::from_millis(500)).await;
+    // Group messages are not filtered: a block is about the two of them, and the group is the
+    // others' conversation too.
+    let (_, frame) = send(group, "still here");
+    m.send(&frame).await;
+    match next_non_event(&mut a).await {
+        ServerFrame::Message { message } => assert_eq!(message.body, "still here"),
+        other => panic!("expected Mallory's group message, got {other:?}"),
+    }
+}

@@ -153,7 +153,7 @@ impl Connection {
             if !chats::mark_read(&mut conn, chat, self.user, seq).await? {
                 return Ok(());
             }
-            chats::member_ids(&mut conn, chat).await?
+            chats::audience(&mut conn, chat, self.user).await?
         };
         self.hub.notify(
             &members,
@@ -174,7 +174,7 @@ impl Connection {
         })?;
         let members = {
             let mut conn = self.hub.db.conn(Op::Typing).await?;
-            chats::member_ids(&mut conn, chat).await?
+            chats::audience(&mut conn, chat, self.user).await?
         };
         if !members.contains(&self.user) {
             return Err(AppError::NotFound);
