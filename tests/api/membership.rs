@@ -294,9 +294,8 @@ async fn a_blocked_user_s_typing_and_read_markers_no_longer_reach_the_blocker_bu
     // Carol, who blocked nobody, hears Mallory in the group; Alice hears nothing of her.
     let mut heard = Vec::new();
     while heard.len() < 2 {
-        match c.next().await {
-            frame @ (ServerFrame::Typing { .. } | ServerFrame::Read { .. }) => heard.push(frame),
-            _ => {}
+        if let frame @ (ServerFrame::Typing { .. } | ServerFrame::Read { .. }) = c.next().await {
+            heard.push(frame);
         }
     }
     assert!(heard.iter().all(|f| matches!(f,
