@@ -259,6 +259,15 @@ pub struct Settings {
         global = true
     )]
     pub signup_rate_per_min: u32,
+    /// Friend requests, group creations and membership changes per minute of one user, in
+    /// one budget (0: no limit).
+    #[arg(
+        long,
+        env = "XFCHAT_SOCIAL_RATE_PER_MIN",
+        default_value_t = 30,
+        global = true
+    )]
+    pub social_rate_per_min: u32,
     /// Proxies (addresses or CIDR ranges, comma separated) whose X-Forwarded-For names the
     /// client; from anyone else the header is ignored.
     #[arg(
@@ -476,6 +485,7 @@ pub struct ThrottleConfig {
     pub login_account_burst: u32,
     pub login_ip_per_min: u32,
     pub signup_ip_per_min: u32,
+    pub social_per_min: u32,
     /// Typing indicators per second per user, over all their sockets.
     pub typing_per_sec: u32,
     /// Peers whose X-Forwarded-For is believed.
@@ -671,6 +681,7 @@ impl Settings {
                 login_account_burst: self.login_account_burst,
                 login_ip_per_min: self.login_ip_rate_per_min,
                 signup_ip_per_min: self.signup_rate_per_min,
+                social_per_min: self.social_rate_per_min,
                 typing_per_sec: self.ws_typing_rate,
                 trusted_proxies,
             },

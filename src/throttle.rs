@@ -77,6 +77,7 @@ pub struct Throttles {
     signup_ip: Limit<IpAddr>,
     user: Limit<UserId>,
     typing: Limit<UserId>,
+    social: Limit<UserId>,
 }
 
 /// `per` units per `period` with bursts of `burst`; `None` for a rate of 0 (no limit).
@@ -115,6 +116,10 @@ impl Throttles {
                     config.user_per_sec.saturating_mul(2),
                 ),
             ),
+            social: Limit::new(
+                "social",
+                quota(config.social_per_min, minute, config.social_per_min),
+            ),
             typing: Limit::new(
                 "typing",
                 quota(
@@ -142,6 +147,12 @@ impl Throttles {
         self.user.check(&user)
     }
 
+    /// One friend request, group creation or membership change of `user`: what reaches other
+    /// people's lists, so one user cannot flood them.
+    pub fn social(&self, user: UserId) -> AppResult<()> {
+        self.social.check(&user)
+    }
+
     /// One typing indicator of `user`, over all their sockets (apart from the user's budget).
     pub fn typing(&self, user: UserId) -> AppResult<()> {
         self.typing.check(&user)
@@ -166,6 +177,7 @@ impl Throttles {
                     self.signup_ip.forget_idle();
                     self.user.forget_idle();
                     self.typing.forget_idle();
+                    self.social.forget_idle();
                 }
             }
         }

@@ -93,6 +93,7 @@ pub async fn create_group(
     AuthUser(me): AuthUser,
     Json(req): Json<NewGroup>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
+    state.throttles.social(me)?;
     let title = req.title.trim();
     crate::validate::text("title", title)?;
     if title.is_empty() || title.chars().count() > 100 {

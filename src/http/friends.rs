@@ -28,6 +28,7 @@ pub async fn send(
     Json(req): Json<SendRequest>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
     crate::validate::text("username", &req.username)?;
+    state.throttles.social(me)?;
     let mut conn = state.db.conn(Op::Friends).await?;
     let to = users::by_username(&mut conn, &req.username)
         .await?

@@ -32,6 +32,7 @@ pub async fn add(
     if req.user_ids.is_empty() || req.user_ids.len() > 1000 {
         return Err(AppError::invalid("user_ids: 1 to 1000 users"));
     }
+    state.throttles.social(me)?;
     let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
     let added = members::add(&mut tx, id, me, &req.user_ids).await?;
@@ -56,6 +57,7 @@ pub async fn remove(
     AuthUser(me): AuthUser,
     Path((id, user)): Path<(ChatId, UserId)>,
 ) -> AppResult<StatusCode> {
+    state.throttles.social(me)?;
     gone(&state, id, user, Some(me)).await
 }
 

@@ -219,3 +219,50 @@ async fn a_read_marker_that_does_not_move_is_not_announced() {
     a.expect_silence(std::time::Duration::from_millis(300))
         .await;
 }
+
+#[tokio::test]
+async fn friend_requests_group_creations_and_member_changes_share_a_per_user_limit() {
+    let app = spawn_app_with(|s| s.social_rate_per_min = 5).await;
+    let (alice, bob, carol) = (
+        app.signup("alice").await,
+        app.signup("bob").await,
+        app.signup("carol").await,
+    );
+    app.befriend(&alice, &bob).await; // one request of alice's five
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let (status, body) = app
+            .post(
+                "/api/chats",
+                &alice,
+                json!({ "title": format!("g{i}"), "member_ids": [bob.id] }),
+            )
+            .await;
+        statuses.push(status.as_u16());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(error_code(&body), "rate_limited");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 429, 429],
+        "four groups, then refused"
+    );
+    // Requests pay from the same budget; someone else's is untouched.
+    let (status, _) = app
+        .post(
+            "/api/friends/requests",
+            &alice,
+            json!({ "username": "carol" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = app
+        .post(
+            "/api/friends/requests",
+            &carol,
+            json!({ "username": "alice" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}

@@ -188,6 +188,7 @@ async fn serve(extra: &[(&str, &str)]) -> (TestApp, Process) {
         ("JWT_SECRET", SECRET),
         ("DATABASE_URL", db.url.as_str()),
         ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+        ("XFCHAT_SOCIAL_RATE_PER_MIN", "0"),
     ];
     env.extend_from_slice(extra);
     let (server, base) = serve_binary(&["serve"], &env).await;

@@ -38,6 +38,7 @@ pub async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
             ("DATABASE_URL", db.url.as_str()),
             ("XFCHAT_USER_RATE", "0"),
             ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+            ("XFCHAT_SOCIAL_RATE_PER_MIN", "0"),
             ("XFCHAT_NODE_ID", node.as_str()),
             // Tests share one PostgreSQL (100 connections) and run side by side.
             ("XFCHAT_DB_MAX_CONNECTIONS", "4"),

@@ -98,6 +98,8 @@ pub fn settings(db: &TestDb) -> Settings {
     s.db_connect_timeout_secs = 5;
     // Every test signs its users up from 127.0.0.1; the signup limit has tests of its own.
     s.signup_rate_per_min = 1000;
+    // The same for friend requests and groups, whose limit has tests of its own.
+    s.social_rate_per_min = 0;
     s
 }
 

@@ -129,6 +129,7 @@ async fn faults_then_quiet_syncs() {
         ("DATABASE_URL", url.as_str()),
         ("XFCHAT_USER_RATE", "0"),
         ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+        ("XFCHAT_SOCIAL_RATE_PER_MIN", "0"),
         ("XFCHAT_DB_PERMIT_TIMEOUT_MS", "500"),
         // Tests share one PostgreSQL (100 connections) and run side by side.
         ("XFCHAT_DB_MAX_CONNECTIONS", "6"),

@@ -171,6 +171,7 @@ async fn sends_refused_count_against_the_send_objective_only_when_the_server_is_
         ("XFCHAT_MESSAGE_MAX_BYTES", "100"),
         ("XFCHAT_DB_MAX_CONNECTIONS", "3"),
         ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+        ("XFCHAT_SOCIAL_RATE_PER_MIN", "0"),
     ];
     let (child, base) = serve_binary(&["serve"], &env).await;
     let _server = Process(child);

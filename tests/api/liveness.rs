@@ -293,6 +293,7 @@ async fn node(i: usize, listen: &str, url: &str) -> Process {
         ("DATABASE_URL", url),
         ("XFCHAT_USER_RATE", "0"),
         ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
+        ("XFCHAT_SOCIAL_RATE_PER_MIN", "0"),
         ("XFCHAT_NODE_ID", node.as_str()),
         // Tests share one PostgreSQL (100 connections) and run side by side.
         ("XFCHAT_DB_MAX_CONNECTIONS", POOL),
