@@ -8,6 +8,21 @@ use xfchat::server::{Migrations, Server};
 use crate::common::{error_code, settings, spawn_app, spawn_app_with, TestApp};
 use crate::ws::WAIT;
 
+/// Another server on `app`'s database (the database stays `app`'s to drop).
+async fn second_server(app: &TestApp) -> TestApp {
+    let config = settings(&app.db).validate().unwrap();
+    let second = Server::start(config, Migrations::Apply).await.unwrap();
+    TestApp {
+        base: format!("http://{}", second.local_addr()),
+        client: reqwest::Client::new(),
+        server: Some(second),
+        db: crate::common::TestDb {
+            name: String::new(),
+            url: app.db.url.clone(),
+        },
+    }
+}
+
 fn close_code(close: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Option<u16> {
     close.map(|c| u16::from(c.code))
 }
@@ -68,17 +83,7 @@ async fn logout_revokes_only_the_token_in_use_and_closes_its_sockets_with_4002()
 async fn a_logout_on_one_server_closes_the_tokens_sockets_on_another() {
     let app = spawn_app().await;
     let alice = app.signup("alice").await;
-    let config = settings(&app.db).validate().unwrap();
-    let second = Server::start(config, Migrations::Apply).await.unwrap();
-    let there = TestApp {
-        base: format!("http://{}", second.local_addr()),
-        client: reqwest::Client::new(),
-        server: Some(second),
-        db: crate::common::TestDb {
-            name: String::new(),
-            url: app.db.url.clone(),
-        },
-    };
+    let there = second_server(&app).await;
     let mut ws = there.ws(&alice).await;
     let (status, _) = app
         .call(Method::POST, "/api/auth/logout", Some(&alice.token), None)
@@ -108,17 +113,7 @@ async fn a_server_that_starts_refuses_every_unexpired_revoked_token_from_its_fir
         .call(Method::POST, "/api/auth/logout", Some(&alice.token), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let config = settings(&app.db).validate().unwrap();
-    let second = Server::start(config, Migrations::Apply).await.unwrap();
-    let there = TestApp {
-        base: format!("http://{}", second.local_addr()),
-        client: reqwest::Client::new(),
-        server: Some(second),
-        db: crate::common::TestDb {
-            name: String::new(),
-            url: app.db.url.clone(),
-        },
-    };
+    let there = second_server(&app).await;
     let (status, _) = there.get("/api/auth/me", &alice).await;
     assert_eq!(
         status,
