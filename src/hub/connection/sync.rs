@@ -60,9 +60,7 @@ impl Connection {
             return Ok(()); // not the ask it was read for (cannot be): read again
         };
         let Some((last_seq, messages)) = page else {
-            let Some(Ask::Sync { reference, .. }) = self.work.asks.pop_front() else {
-                unreachable!("the front ask is this sync")
-            };
+            let reference = self.finish_sync();
             self.forget(chat).await?;
             let frame = chat_error(&AppError::NotFound, reference, chat);
             return self.reply(frame).await;
@@ -78,9 +76,7 @@ impl Connection {
             match self.cursors.get(&chat) {
                 // The chat was removed from this socket while it synced.
                 None => {
-                    let Some(Ask::Sync { reference, .. }) = self.work.asks.pop_front() else {
-                        unreachable!("the front ask is this sync")
-                    };
+                    let reference = self.finish_sync();
                     let frame = chat_error(&AppError::NotFound, reference, chat);
                     return self.reply(frame).await;
                 }
@@ -95,9 +91,7 @@ impl Connection {
         let done = count < asked || *remaining == 0;
         self.write_page(chat, messages).await?;
         if done {
-            let Some(Ask::Sync { reference, .. }) = self.work.asks.pop_front() else {
-                unreachable!("the front ask is this sync")
-            };
+            let reference = self.finish_sync();
             self.synced(chat, last_seq, reference).await?;
         }
         self.flush().await
@@ -130,6 +124,14 @@ impl Connection {
             self.release_acks(chat).await?;
         }
         self.flush().await
+    }
+
+    /// Takes the front ask, a sync being answered now; its `ref`.
+    fn finish_sync(&mut self) -> Option<Ref> {
+        match self.work.asks.pop_front() {
+            Some(Ask::Sync { reference, .. }) => reference,
+            _ => unreachable!("the front ask is the sync being answered"),
+        }
     }
 
     /// Answers a sync with where it reached; acks held for the chat at or before it are
