@@ -357,6 +357,23 @@ pub struct Settings {
         global = true
     )]
     pub http_max_connections: usize,
+    /// Open HTTP connections one client address holds; beyond it, its new connections are closed
+    /// at once so that one address cannot take the others' share. Trusted proxies are exempt.
+    #[arg(
+        long,
+        env = "XFCHAT_HTTP_MAX_PER_IP",
+        default_value_t = 256,
+        global = true
+    )]
+    pub http_max_per_ip: usize,
+    /// Time an answer may wait for the client to read it before the connection is closed.
+    #[arg(
+        long,
+        env = "XFCHAT_HTTP_WRITE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub http_write_timeout_ms: u64,
     /// Time a client has to send a request's headers; an idle keep-alive connection is closed
     /// after it too.
     #[arg(
@@ -473,6 +490,10 @@ impl Faults {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub max_connections: usize,
+    pub max_per_ip: usize,
+    pub write_timeout: Duration,
+    /// Peers exempt from `max_per_ip`: every client behind them shares their address.
+    pub trusted_proxies: Vec<IpNet>,
     pub header_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -618,6 +639,11 @@ impl Settings {
             ("XFCHAT_PERSIST_BATCH", self.persist_batch),
             ("XFCHAT_PERSIST_QUEUE", self.persist_queue),
             ("XFCHAT_HTTP_MAX_CONNECTIONS", self.http_max_connections),
+            ("XFCHAT_HTTP_MAX_PER_IP", self.http_max_per_ip),
+            (
+                "XFCHAT_HTTP_WRITE_TIMEOUT_MS",
+                self.http_write_timeout_ms as usize,
+            ),
             (
                 "XFCHAT_HTTP_HEADER_TIMEOUT_MS",
                 self.http_header_timeout_ms as usize,
@@ -672,6 +698,9 @@ impl Settings {
             bus: BusKind::parse(&self.bus, &self.bus_prefix)?,
             http: HttpConfig {
                 max_connections: self.http_max_connections,
+                max_per_ip: self.http_max_per_ip,
+                write_timeout: Duration::from_millis(self.http_write_timeout_ms),
+                trusted_proxies: trusted_proxies.clone(),
                 header_timeout: Duration::from_millis(self.http_header_timeout_ms),
                 request_timeout: Duration::from_millis(self.http_request_timeout_ms),
             },

@@ -49,6 +49,7 @@ pub const RATE_LIMITED: &str = "xfchat_rate_limited_total";
 pub const HTTP_REQUESTS: &str = "xfchat_http_requests_total";
 pub const HTTP_DURATION: &str = "xfchat_http_request_duration_seconds";
 pub const HTTP_CONNECTIONS: &str = "xfchat_http_connections";
+pub const HTTP_CLOSED: &str = "xfchat_http_connections_closed_total";
 pub const BUILD_INFO: &str = "xfchat_build_info";
 pub const LOG_LINES_DROPPED: &str = "xfchat_log_lines_dropped_total";
 pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
@@ -161,6 +162,9 @@ fn register_at_zero() {
     }
     for reason in ["unauthorized", "server_full", "user_full", "address_full"] {
         metrics::counter!(WS_REFUSED, "reason" => reason).increment(0);
+    }
+    for reason in ["write_timeout", "address_cap"] {
+        metrics::counter!(HTTP_CLOSED, "reason" => reason).increment(0);
     }
 }
 
@@ -298,6 +302,10 @@ fn describe() {
     describe_gauge!(
         HTTP_CONNECTIONS,
         "Open HTTP connections (upgraded sockets leave this count at the upgrade)"
+    );
+    describe_counter!(
+        HTTP_CLOSED,
+        "HTTP connections the server closed to protect others, by reason (write_timeout: the client did not read an answer in time; address_cap: its address held XFCHAT_HTTP_MAX_PER_IP)"
     );
     describe_histogram!(
         HTTP_DURATION,

@@ -4,6 +4,7 @@ mod accounts;
 mod auth;
 mod chats;
 mod client_ip;
+mod deadline;
 mod extract;
 mod friends;
 mod health;

@@ -1,15 +1,18 @@
-//! The HTTP connection loop: accepts TCP connections within a cap, serves each with hyper under
-//! a header-read timeout, hands upgrades to the hub, and drains gracefully at shutdown.
+//! The HTTP connection loop: accepts TCP connections within a cap for the server and one per
+//! client address, serves each with hyper under a header-read timeout and a write timeout, hands
+//! upgrades to the hub, and drains gracefully at shutdown.
 //!
-//! axum's own `serve` has neither a header timeout nor a connection cap, so a client that opens
-//! connections and never finishes its headers could hold them forever.
+//! axum's own `serve` has neither timeouts nor caps, so a client that opens connections and
+//! never finishes its headers, or never reads its answers, could hold them for ever.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use dashmap::DashMap;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::deadline::WriteDeadline;
 use crate::config::HttpConfig;
 use crate::metrics as m;
 
@@ -33,6 +37,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let addresses = Addresses::default();
     let connections = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder
@@ -56,8 +61,14 @@ pub async fn serve(
                 }
             },
         };
+        let Some(address_slot) = addresses.take(peer.ip(), &limits) else {
+            // Closing costs the server nothing; the global slot goes back at once.
+            metrics::counter!(m::HTTP_CLOSED, "reason" => "address_cap").increment(1);
+            continue;
+        };
         // Frames are small and latency matters: no Nagle delay.
         let _ = tcp.set_nodelay(true);
+        let (io, disarm) = WriteDeadline::new(tcp, limits.write_timeout);
         let service = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
@@ -65,7 +76,7 @@ pub async fn serve(
                 req
             });
         let conn = builder
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
             .with_upgrades();
         let stop = stop.clone();
         metrics::gauge!(m::HTTP_CONNECTIONS).increment(1.0);
@@ -79,11 +90,14 @@ pub async fn serve(
                     conn.await
                 }
             };
+            // hyper is done with the connection; if it was upgraded, the socket times its own
+            // writes from here on.
+            disarm.store(true, Ordering::Relaxed);
             if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "http connection ended with an error");
             }
             metrics::gauge!(m::HTTP_CONNECTIONS).decrement(1.0);
-            drop(slot);
+            drop((slot, address_slot));
         });
     }
     drop(listener);
@@ -93,6 +107,49 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace period passed; closing remaining HTTP connections");
+    }
+}
+
+/// Open connections per client address.
+#[derive(Default, Clone)]
+struct Addresses(Arc<DashMap<IpAddr, usize>>);
+
+/// One connection of an address, given back on drop.
+struct AddressSlot {
+    addresses: Addresses,
+    ip: Option<IpAddr>,
+}
+
+impl Addresses {
+    /// A slot for a connection from `ip`, or `None` if the address holds its most. Trusted
+    /// proxies speak for many clients and are not counted.
+    fn take(&self, ip: IpAddr, limits: &HttpConfig) -> Option<AddressSlot> {
+        if limits.trusted_proxies.iter().any(|net| net.contains(&ip)) {
+            return Some(AddressSlot {
+                addresses: self.clone(),
+                ip: None,
+            });
+        }
+        let mut open = self.0.entry(ip).or_default();
+        if *open >= limits.max_per_ip {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            addresses: self.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.addresses.0.remove_if_mut(&ip, |_, open| {
+                *open -= 1;
+                *open == 0
+            });
+        }
     }
 }
 

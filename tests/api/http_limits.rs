@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{error_code, spawn_app_with, TestApp};
+use crate::common::{error_code, metric, metrics_text, spawn_app_with, TestApp};
 
 /// Far beyond every timeout these tests configure: reaching it means the server never acted.
 const BOUND: Duration = Duration::from_secs(10);
@@ -103,4 +103,106 @@ async fn a_request_past_the_request_timeout_is_answered_503_timeout() {
         (StatusCode::SERVICE_UNAVAILABLE, "timeout")
     );
     lock.rollback().await.unwrap();
+}
+
+/// A connection from `ip` on the loopback network (all of 127.0.0.0/8 reaches the server), with
+/// a small receive buffer so that unread answers soon fill it.
+async fn connect_from(app: &TestApp, ip: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let server = app.base.trim_start_matches("http://").parse().unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// `/healthz` asked from `ip` on a connection of its own.
+async fn health_from(app: &TestApp, ip: &str) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let asked = client.get(format!("{}/healthz", app.base)).send();
+    tokio::time::timeout(BOUND, asked)
+        .await
+        .expect("answered in time")
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn answers_never_read_close_their_connection_within_the_write_timeout_so_others_are_served() {
+    let app = spawn_app_with(|s| {
+        s.http_max_connections = 2;
+        s.http_write_timeout_ms = 500;
+    })
+    .await;
+    // Two connections take every slot, pipeline requests for the web page and never read.
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let tcp = connect_from(&app, "127.0.0.1").await;
+        let (mut read, mut write) = tcp.into_split();
+        let writer = tokio::spawn(async move {
+            let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+            for _ in 0..64 {
+                if write.write_all(&request).await.is_err() {
+                    break;
+                }
+            }
+            write
+        });
+        hogs.push((
+            writer,
+            tokio::spawn(async move {
+                // Reads nothing until the server has given up, then sees the connection closed.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let mut rest = Vec::new();
+                tokio::time::timeout(BOUND, read.read_to_end(&mut rest)).await
+            }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another client is served once the write timeout has closed a hog.
+    assert_eq!(health_from(&app, "127.0.0.2").await, StatusCode::OK);
+    for (writer, reader) in hogs {
+        let closed = reader.await.unwrap();
+        assert!(closed.is_ok(), "a hog's connection was never closed");
+        writer.abort();
+    }
+    let metrics = metrics_text(&app.base).await;
+    let closed = metric(
+        &metrics,
+        "xfchat_http_connections_closed_total{reason=\"write_timeout\"}",
+    );
+    assert!(closed >= Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_cap_of_http_connections_and_others_are_still_served() {
+    let app = spawn_app_with(|s| s.http_max_per_ip = 2).await;
+    let held = [
+        connect_from(&app, "127.0.0.1").await,
+        connect_from(&app, "127.0.0.1").await,
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect_from(&app, "127.0.0.1").await;
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = read_until_closed(&mut third).await;
+    assert!(
+        answer.is_empty(),
+        "served beyond the address's cap: {answer}"
+    );
+    // Another address is served while the first holds its cap, and the first is served again
+    // once it lets go.
+    assert_eq!(health_from(&app, "127.0.0.2").await, StatusCode::OK);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(health_from(&app, "127.0.0.1").await, StatusCode::OK);
+    let metrics = metrics_text(&app.base).await;
+    let closed = metric(
+        &metrics,
+        "xfchat_http_connections_closed_total{reason=\"address_cap\"}",
+    );
+    assert!(closed >= Some(1.0), "{metrics}");
 }
