@@ -180,14 +180,22 @@ pub struct Settings {
         global = true
     )]
     pub db_connect_timeout_secs: u64,
-    /// Lifetime of an access token.
+    /// Lifetime of an access token; a socket closes (4001) when its token expires.
     #[arg(
         long,
         env = "XFCHAT_TOKEN_TTL_SECS",
-        default_value_t = 86_400,
+        default_value_t = 900,
         global = true
     )]
     pub token_ttl_secs: u64,
+    /// How long a session lives past its last refresh.
+    #[arg(
+        long,
+        env = "XFCHAT_REFRESH_TTL_SECS",
+        default_value_t = 30 * 86_400,
+        global = true
+    )]
+    pub refresh_ttl_secs: u64,
     /// Largest accepted HTTP request body.
     #[arg(long, env = "XFCHAT_BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
     pub body_limit_bytes: usize,
@@ -227,7 +235,7 @@ pub struct Settings {
     /// HTTP (burst twice this; 0: no limit).
     #[arg(long, env = "XFCHAT_USER_RATE", default_value_t = 100, global = true)]
     pub user_rate: u32,
-    /// Login attempts per minute for one account, whoever makes them (0: no limit).
+    /// Login attempts per minute on one account from one address (0: no limit).
     #[arg(
         long,
         env = "XFCHAT_LOGIN_ACCOUNT_RATE_PER_MIN",
@@ -235,7 +243,7 @@ pub struct Settings {
         global = true
     )]
     pub login_account_rate_per_min: u32,
-    /// Login attempts one account may take at once before the per-minute rate applies.
+    /// Login attempts on one account one address may make at once before the rate applies.
     #[arg(
         long,
         env = "XFCHAT_LOGIN_ACCOUNT_BURST",
@@ -243,6 +251,15 @@ pub struct Settings {
         global = true
     )]
     pub login_account_burst: u32,
+    /// Login attempts per minute on one account from all the addresses it has not logged in
+    /// from lately (those it has are exempt).
+    #[arg(
+        long,
+        env = "XFCHAT_LOGIN_ACCOUNT_TOTAL_PER_MIN",
+        default_value_t = 60,
+        global = true
+    )]
+    pub login_account_total_per_min: u32,
     /// Login attempts per minute from one client address (0: no limit).
     #[arg(
         long,
@@ -325,6 +342,15 @@ pub struct Settings {
         global = true
     )]
     pub ws_max_per_ip: usize,
+    /// Origins (such as `https://chat.example.com`, comma separated) whose pages may open
+    /// sockets besides the server's own; a browser socket from any other origin gets 403.
+    #[arg(
+        long,
+        env = "XFCHAT_WS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub ws_allowed_origins: Vec<String>,
     /// Persist workers; chats are sharded across them, each commits its messages in batches.
     #[arg(
         long,
@@ -436,6 +462,7 @@ pub struct Config {
     pub db_permit_timeout: Duration,
     pub db_connect_timeout: Duration,
     pub token_ttl: Duration,
+    pub refresh_ttl: Duration,
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
@@ -504,6 +531,7 @@ pub struct ThrottleConfig {
     pub user_per_sec: u32,
     pub login_account_per_min: u32,
     pub login_account_burst: u32,
+    pub login_account_total_per_min: u32,
     pub login_ip_per_min: u32,
     pub signup_ip_per_min: u32,
     pub social_per_min: u32,
@@ -525,6 +553,8 @@ pub struct WsConfig {
     pub max_connections: usize,
     pub max_per_user: usize,
     pub max_per_ip: usize,
+    /// Lower-case origins besides the server's own whose pages may open sockets.
+    pub allowed_origins: Vec<String>,
     pub persist_workers: usize,
     pub persist_batch: usize,
     pub persist_queue: usize,
@@ -610,6 +640,11 @@ impl Settings {
         if self.token_ttl_secs == 0 {
             return Err(invalid("XFCHAT_TOKEN_TTL_SECS must be at least 1"));
         }
+        if self.refresh_ttl_secs < self.token_ttl_secs {
+            return Err(invalid(
+                "XFCHAT_REFRESH_TTL_SECS must be at least XFCHAT_TOKEN_TTL_SECS",
+            ));
+        }
         if self.message_max_bytes == 0 || self.message_max_bytes > self.body_limit_bytes {
             return Err(invalid(
                 "XFCHAT_MESSAGE_MAX_BYTES must be between 1 and XFCHAT_BODY_LIMIT_BYTES",
@@ -691,6 +726,7 @@ impl Settings {
             db_permit_timeout: Duration::from_millis(self.db_permit_timeout_ms),
             db_connect_timeout: Duration::from_secs(self.db_connect_timeout_secs),
             token_ttl: Duration::from_secs(self.token_ttl_secs),
+            refresh_ttl: Duration::from_secs(self.refresh_ttl_secs),
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
@@ -708,6 +744,7 @@ impl Settings {
                 user_per_sec: self.user_rate,
                 login_account_per_min: self.login_account_rate_per_min,
                 login_account_burst: self.login_account_burst,
+                login_account_total_per_min: self.login_account_total_per_min,
                 login_ip_per_min: self.login_ip_rate_per_min,
                 signup_ip_per_min: self.signup_rate_per_min,
                 social_per_min: self.social_rate_per_min,
@@ -724,6 +761,12 @@ impl Settings {
                 max_connections: self.ws_max_connections,
                 max_per_user: self.ws_max_per_user,
                 max_per_ip: self.ws_max_per_ip,
+                allowed_origins: self
+                    .ws_allowed_origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
                 persist_workers: self.persist_workers,
                 persist_batch: self.persist_batch,
                 persist_queue: self.persist_queue,
@@ -789,6 +832,7 @@ impl std::fmt::Debug for Config {
             .field("db_permit_timeout", &self.db_permit_timeout)
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("token_ttl", &self.token_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
             .field("shutdown_grace", &self.shutdown_grace)

@@ -160,7 +160,13 @@ fn register_at_zero() {
     for kind in ["send", "sync", "read", "typing"] {
         metrics::counter!(WS_RATE_LIMITED, "kind" => kind).increment(0);
     }
-    for reason in ["unauthorized", "server_full", "user_full", "address_full"] {
+    for reason in [
+        "unauthorized",
+        "origin",
+        "server_full",
+        "user_full",
+        "address_full",
+    ] {
         metrics::counter!(WS_REFUSED, "reason" => reason).increment(0);
     }
     for reason in ["write_timeout", "address_cap"] {

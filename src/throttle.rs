@@ -1,5 +1,5 @@
 //! Abuse limits: how often one client address may sign up or try to log in, how often one
-//! account may be tried, and the budget each user's sends, syncs and read markers share over
+//! account may be tried from one address and from all of them, and the budget each user's sends, syncs and read markers share over
 //! all their sockets and HTTP. Each limit is a keyed GCRA limiter (`governor`); a refusal says
 //! when to come back, and is counted by limit.
 
@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
@@ -72,13 +74,23 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 
 /// Every abuse limit of the server.
 pub struct Throttles {
-    login_account: Limit<String>,
+    /// Attempts on one account from one address.
+    login_account: Limit<(String, IpAddr)>,
+    /// Attempts on one account from addresses it never logged in from.
+    login_account_total: Limit<String>,
+    /// Where each account logged in from lately: those addresses skip `login_account_total`,
+    /// so guessing from elsewhere cannot lock the owner out.
+    known: DashMap<(String, IpAddr), Instant>,
     login_ip: Limit<IpAddr>,
     signup_ip: Limit<IpAddr>,
     user: Limit<UserId>,
     typing: Limit<UserId>,
     social: Limit<UserId>,
 }
+
+/// How long a successful login keeps its address known, and how many are kept.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 86_400);
+const KNOWN_MAX: usize = 1_000_000;
 
 /// `per` units per `period` with bursts of `burst`; `None` for a rate of 0 (no limit).
 fn quota(per: u32, period: Duration, burst: u32) -> Option<Quota> {
@@ -100,6 +112,15 @@ impl Throttles {
                     config.login_account_burst,
                 ),
             ),
+            login_account_total: Limit::new(
+                "login_account_total",
+                quota(
+                    config.login_account_total_per_min,
+                    minute,
+                    config.login_account_total_per_min,
+                ),
+            ),
+            known: DashMap::new(),
             login_ip: Limit::new(
                 "login_ip",
                 quota(config.login_ip_per_min, minute, config.login_ip_per_min),
@@ -131,11 +152,32 @@ impl Throttles {
         })
     }
 
-    /// A login attempt for `username` from `ip`; runs before the password is checked, so a
-    /// right password past the limit waits like a wrong one.
+    /// A login attempt (or a password check) for `username` from `ip`; runs before the password
+    /// is checked, so a right password past the limit waits like a wrong one. Guesses from one
+    /// address spend that address's budget for the account, not the owner's; all addresses
+    /// together have a higher ceiling, which addresses the account logged in from lately skip.
     pub fn login(&self, ip: IpAddr, username: &str) -> AppResult<()> {
+        let account = username.to_lowercase();
         self.login_ip.check(&ip)?;
-        self.login_account.check(&username.to_lowercase())
+        let key = (account, ip);
+        self.login_account.check(&key)?;
+        if self.known.contains_key(&key) {
+            return Ok(());
+        }
+        self.login_account_total.check(&key.0)
+    }
+
+    /// `username` logged in from `ip`: that address keeps its way in while others guess.
+    pub fn logged_in(&self, ip: IpAddr, username: &str) {
+        if self.known.len() < KNOWN_MAX {
+            self.known
+                .insert((username.to_lowercase(), ip), Instant::now());
+        }
+    }
+
+    /// A refresh token shown from `ip`: it spends from the address's login budget.
+    pub fn refresh(&self, ip: IpAddr) -> AppResult<()> {
+        self.login_ip.check(&ip)
     }
 
     pub fn signup(&self, ip: IpAddr) -> AppResult<()> {
@@ -173,6 +215,8 @@ impl Throttles {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {
                     self.login_account.forget_idle();
+                    self.login_account_total.forget_idle();
+                    self.known.retain(|_, at| at.elapsed() < KNOWN_FOR);
                     self.login_ip.forget_idle();
                     self.signup_ip.forget_idle();
                     self.user.forget_idle();

@@ -6,4 +6,4 @@ pub mod revoked;
 mod token;
 
 pub use password::{hash_password, verify_password};
-pub use token::{Session, Tokens};
+pub use token::{legacy_session, Session, Tokens};

@@ -1,4 +1,4 @@
-//! Tokens revoked before they expire. PostgreSQL holds the list (so every server learns of a
+//! Tokens and sessions revoked before they expire. PostgreSQL holds the list (so every server learns of a
 //! logout); each server mirrors it in memory, so checking a token costs a map lookup, and reads
 //! the rows added since its last look every few seconds.
 
@@ -47,20 +47,32 @@ impl Revoked {
             .fetch_max(r.id, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Records a revocation in the database and here.
+    /// Records a revocation of token or session `id` in the database and here.
     pub async fn revoke(
         &self,
         conn: &mut PgConnection,
         user: UserId,
-        jti: Uuid,
+        id: Uuid,
         expires_at: DateTime<Utc>,
     ) -> AppResult<()> {
-        self.jtis.insert(jti, expires_at);
+        self.revoke_all(conn, user, &[id], expires_at).await
+    }
+
+    /// Records revocations of the tokens or sessions `ids`, useless after `expires_at`.
+    pub async fn revoke_all(
+        &self,
+        conn: &mut PgConnection,
+        user: UserId,
+        ids: &[Uuid],
+        expires_at: DateTime<Utc>,
+    ) -> AppResult<()> {
+        for id in ids {
+            self.jtis.insert(*id, expires_at);
+        }
         sqlx::query(
-            "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (jti) DO NOTHING",
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at)              SELECT unnest($1::uuid[]), $2, $3 ON CONFLICT (jti) DO NOTHING",
         )
-        .bind(jti)
+        .bind(ids)
         .bind(user)
         .bind(expires_at)
         .execute(conn)
@@ -95,8 +107,9 @@ impl Revoked {
         let now = Utc::now();
         self.jtis.retain(|_, expires| *expires > now);
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < now()")
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
+        crate::db::sessions::sweep(conn).await?;
         Ok(read)
     }
 

@@ -1,6 +1,7 @@
-//! Access tokens: HS256 JWTs with subject, issuer, expiry and a token id (`jti`) that logout
-//! revokes. Only HS256 is accepted, so a token signed with another algorithm (or none) is
-//! refused; a revoked token is refused like an invalid one.
+//! Access tokens: short-lived HS256 JWTs with subject, issuer, expiry, a token id (`jti`) and
+//! the session they belong to (`sid`); ending the session (logout, logout everywhere, a password
+//! change, deletion) revokes them. Only HS256 is accepted, so a token signed with another
+//! algorithm (or none) is refused; a revoked token is refused like an invalid one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,17 @@ struct Claims {
     /// Absent from tokens issued before logout existed; those are known by a hash of the token.
     #[serde(default)]
     jti: Option<Uuid>,
+    /// Absent from tokens issued before sessions existed; those share one session per user.
+    #[serde(default)]
+    sid: Option<Uuid>,
+}
+
+/// The session of tokens issued before sessions existed: one per user, ended with the others.
+pub fn legacy_session(user: UserId) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("xfchat-session:{user}").as_bytes(),
+    )
 }
 
 /// A verified token: who, which token, and until when.
@@ -33,6 +45,8 @@ struct Claims {
 pub struct Session {
     pub user: UserId,
     pub jti: Uuid,
+    /// The login this token belongs to.
+    pub sid: Uuid,
     /// Seconds since the Unix epoch.
     pub expires: u64,
 }
@@ -79,7 +93,13 @@ impl Tokens {
         &self.revoked
     }
 
-    pub fn issue(&self, user: UserId) -> AppResult<String> {
+    /// How long an access token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A new access token of session `sid`.
+    pub fn issue(&self, user: UserId, sid: Uuid) -> AppResult<String> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.0.to_string(),
@@ -87,6 +107,7 @@ impl Tokens {
             iat: now,
             exp: now + self.ttl.as_secs(),
             jti: Some(Uuid::new_v4()),
+            sid: Some(sid),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::Internal(e.into()))
@@ -106,19 +127,26 @@ impl Tokens {
             .claims
             .jti
             .unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, token.as_bytes()));
-        if self.revoked.contains(&jti) {
-            return Err(AppError::Unauthorized("token revoked"));
-        }
         let user = data
             .claims
             .sub
             .parse()
             .map(UserId)
             .map_err(|_| AppError::Unauthorized("invalid token"))?;
-        Ok(Session {
+        let session = Session {
             user,
             jti,
+            sid: data.claims.sid.unwrap_or_else(|| legacy_session(user)),
             expires: data.claims.exp,
-        })
+        };
+        if self.is_revoked(&session) {
+            return Err(AppError::Unauthorized("token revoked"));
+        }
+        Ok(session)
+    }
+
+    /// Whether the token or the session of `session` was revoked.
+    pub fn is_revoked(&self, session: &Session) -> bool {
+        self.revoked.contains(&session.jti) || self.revoked.contains(&session.sid)
     }
 }

@@ -7,6 +7,7 @@ pub mod friends;
 mod guard;
 pub mod members;
 pub mod messages;
+pub mod sessions;
 pub mod users;
 
 use std::collections::BTreeSet;

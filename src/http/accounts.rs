@@ -1,4 +1,4 @@
-//! Signup, login and the caller's own account.
+//! Signup, login and the caller's own account: its password and its deletion.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -6,11 +6,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::AuthUser;
-use super::{AppState, ClientIp, Json};
+use super::{sessions, AppState, ClientIp, Json};
 use crate::auth::{hash_password, verify_password, Session};
-use crate::db::users;
+use crate::db::users::{self, User};
 use crate::db::Op;
 use crate::error::{AppError, AppResult};
+use crate::ids::UserId;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,9 +47,7 @@ pub async fn signup(
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
     state.throttles.signup(ip)?;
     validate_username(&req.username)?;
-    if !(8..=128).contains(&req.password.len()) {
-        return Err(AppError::invalid("password: 8 to 128 bytes"));
-    }
+    validate_password("password", &req.password)?;
     let display_name = req.display_name.unwrap_or_else(|| req.username.clone());
     let display_name = display_name.trim();
     crate::validate::text("display_name", display_name)?;
@@ -58,12 +57,9 @@ pub async fn signup(
     let hash = hash_password(req.password).await?;
     let mut conn = state.db.conn(Op::Accounts).await?;
     let user = users::create(&mut conn, &req.username, display_name, &hash).await?;
-    drop(conn);
-    let token = state.tokens.issue(user.id)?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "user": user, "token": token })),
-    ))
+    state.throttles.logged_in(ip, &req.username);
+    let answer = sessions::open(&state, &mut conn, user).await?;
+    Ok((StatusCode::CREATED, axum::Json(answer)))
 }
 
 pub async fn login(
@@ -87,23 +83,12 @@ pub async fn login(
     let verified = verify_password(req.password, hash).await?;
     match user {
         Some(user) if verified => {
-            let token = state.tokens.issue(user.id)?;
-            Ok(axum::Json(json!({ "user": user, "token": token })))
+            state.throttles.logged_in(ip, &req.username);
+            let mut conn = state.db.conn(Op::Accounts).await?;
+            Ok(axum::Json(sessions::open(&state, &mut conn, user).await?))
         }
         _ => Err(AppError::InvalidCredentials),
     }
-}
-
-/// Revokes the token this request carries, and closes the sockets opened with it.
-pub async fn logout(State(state): State<AppState>, session: Session) -> AppResult<StatusCode> {
-    let mut conn = state.db.conn(Op::Accounts).await?;
-    state
-        .tokens
-        .revoked()
-        .revoke(&mut conn, session.user, session.jti, session.expires_at())
-        .await?;
-    state.hub.revoke(session.user, session.jti);
-    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn me(
@@ -115,4 +100,82 @@ pub async fn me(
         .await?
         .ok_or(AppError::Unauthorized("the token's user no longer exists"))?;
     Ok(axum::Json(json!({ "user": user })))
+}
+
+fn validate_password(field: &str, password: &str) -> AppResult<()> {
+    if !(8..=128).contains(&password.len()) {
+        return Err(AppError::invalid(format!("{field}: 8 to 128 bytes")));
+    }
+    Ok(())
+}
+
+/// Checks `password` against the caller's, under the login limits; returns the account.
+async fn check_password(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    me: UserId,
+    password: String,
+) -> AppResult<User> {
+    let mut conn = state.db.conn(Op::Accounts).await?;
+    let user = users::by_id(&mut conn, me)
+        .await?
+        .ok_or(AppError::Unauthorized("the token's user no longer exists"))?;
+    state.throttles.login(ip, &user.username)?;
+    let hash = users::find_for_login(&mut conn, &user.username)
+        .await?
+        .map(|(_, hash)| hash);
+    drop(conn);
+    if !verify_password(password, hash).await? {
+        return Err(AppError::InvalidCredentials);
+    }
+    Ok(user)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/auth/password`: changes the password and ends every other session.
+pub async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    session: Session,
+    Json(req): Json<PasswordChange>,
+) -> AppResult<StatusCode> {
+    validate_password("new_password", &req.new_password)?;
+    check_password(&state, ip, session.user, req.current_password).await?;
+    let hash = hash_password(req.new_password).await?;
+    let mut conn = state.db.conn(Op::Accounts).await?;
+    users::set_password(&mut conn, session.user, &hash).await?;
+    sessions::end_all(&state, &mut conn, session.user, Some(session.sid)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deletion {
+    password: String,
+}
+
+/// `DELETE /api/auth/me`: deletes the account. Its messages stay in their chats under a
+/// deleted account's name; it leaves every group (the others hear it), loses its friends,
+/// requests, blocks and sessions, and its username is free again.
+pub async fn delete_me(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    session: Session,
+    Json(req): Json<Deletion>,
+) -> AppResult<StatusCode> {
+    check_password(&state, ip, session.user, req.password).await?;
+    let mut conn = state.db.conn(Op::Accounts).await?;
+    let groups = users::delete(&mut conn, session.user).await?;
+    sessions::end_all(&state, &mut conn, session.user, None).await?;
+    drop(conn);
+    for chat in groups {
+        super::members::announce_departure(&state, chat, session.user).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -75,13 +75,21 @@ async fn gone(
         _ => members::leave(&mut tx, chat, user).await?,
     }
     tx.commit().await?;
+    drop(conn);
+    announce_departure(state, chat, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tells `user` they are out of `chat`, and its remaining members who is left.
+pub async fn announce_departure(state: &AppState, chat: ChatId, user: UserId) -> AppResult<()> {
     state
         .hub
         .notify(&[user], None, ServerFrame::ChatRemoved { chat_id: chat });
+    let mut conn = state.db.conn(Op::Chats).await?;
     let remaining = chats::member_ids(&mut conn, chat).await?;
     if let Some(&anyone) = remaining.first() {
         let view = chats::get(&mut conn, anyone, chat).await?;
         announce(state, &mut conn, &view).await;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

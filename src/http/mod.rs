@@ -10,6 +10,7 @@ mod friends;
 mod health;
 mod members;
 mod serve;
+mod sessions;
 mod web;
 mod ws;
 
@@ -52,8 +53,12 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/auth/signup", post(accounts::signup))
         .route("/auth/login", post(accounts::login))
-        .route("/auth/me", get(accounts::me))
-        .route("/auth/logout", post(accounts::logout))
+        .route("/auth/me", get(accounts::me).delete(accounts::delete_me))
+        .route("/auth/password", post(accounts::change_password))
+        .route("/auth/refresh", post(sessions::refresh))
+        .route("/auth/ws-ticket", post(sessions::ws_ticket))
+        .route("/auth/logout", post(sessions::logout))
+        .route("/auth/logout-all", post(sessions::logout_all))
         .route("/friends", get(friends::list))
         .route("/friends/{user_id}", delete(friends::remove))
         .route(

@@ -193,9 +193,9 @@ impl Hub {
             .map_err(|_| AppError::Unavailable)
     }
 
-    /// Closes every socket of `user` opened with token `jti` (4002).
-    pub fn revoke(&self, user: UserId, jti: Uuid) {
-        self.registry.revoke(user, jti);
+    /// Closes every socket of `user` opened with token or session `id` (4002).
+    pub fn revoke(&self, user: UserId, id: Uuid) {
+        self.registry.revoke(user, id);
     }
 
     /// Stores a message sent over HTTP through the same path as a socket's, fan-out included.

@@ -77,6 +77,7 @@ impl KickReason {
 pub struct ConnHandle {
     pub id: ConnId,
     jti: Uuid,
+    sid: Uuid,
     codec: Codec,
     queue: QueueCaps,
     tx: mpsc::Sender<Outbound>,
@@ -183,6 +184,7 @@ impl Registry {
         let handle = ConnHandle {
             id: ConnId(self.next_id.fetch_add(1, Ordering::Relaxed)),
             jti: session.jti,
+            sid: session.sid,
             codec,
             queue,
             tx,
@@ -250,10 +252,10 @@ impl Registry {
         queued
     }
 
-    /// Cuts off every connection of `user` that authenticated with token `jti`.
-    pub fn revoke(&self, user: UserId, jti: Uuid) {
+    /// Cuts off every connection of `user` that authenticated with token or session `id`.
+    pub fn revoke(&self, user: UserId, id: Uuid) {
         if let Some(conns) = self.by_user.get(&user) {
-            for conn in conns.iter().filter(|c| c.jti == jti) {
+            for conn in conns.iter().filter(|c| c.jti == id || c.sid == id) {
                 conn.cut_off(Kick::Revoked);
             }
         }

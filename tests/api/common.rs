@@ -160,6 +160,8 @@ pub struct User {
     pub id: i64,
     pub username: String,
     pub token: String,
+    /// The session's refresh token.
+    pub refresh: String,
 }
 
 impl TestApp {
@@ -246,6 +248,7 @@ impl TestApp {
             id: body["user"]["id"].as_i64().unwrap(),
             username: username.to_owned(),
             token: body["token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
         }
     }
 
@@ -264,6 +267,15 @@ impl TestApp {
             .post(&format!("/api/friends/requests/{id}/accept"), b, json!({}))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// The direct chat of `a` with `b`, friends already; returns its id.
+    pub async fn direct(&self, a: &User, b: &User) -> i64 {
+        let (status, body) = self
+            .put(&format!("/api/chats/direct/{}", b.id), a, json!({}))
+            .await;
+        assert!(status.is_success(), "{body}");
+        body["chat"]["id"].as_i64().unwrap()
     }
 
     /// A group chat of `owner` and `members` (befriended first); returns its id.

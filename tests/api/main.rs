@@ -1,6 +1,7 @@
 //! Black-box tests of the server through HTTP, each against its own fresh database.
 
 mod abuse;
+mod account_sessions;
 mod accounts;
 mod catch_up;
 mod chats;

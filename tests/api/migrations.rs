@@ -28,7 +28,9 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
             "friendships",
             "messages",
             "revoked_tokens",
-            "users"
+            "sessions",
+            "users",
+            "ws_tickets"
         ]
     );
     sqlx::raw_sql(

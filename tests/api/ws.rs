@@ -80,6 +80,16 @@ impl Ws {
         }
     }
 
+    /// The next protocol frame for which `wanted` holds, skipping the others.
+    pub async fn next_matching(&mut self, wanted: impl Fn(&ServerFrame) -> bool) -> ServerFrame {
+        loop {
+            let frame = self.next().await;
+            if wanted(&frame) {
+                return frame;
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close frame (if any) and the frames before it.
     pub async fn until_closed(
         &mut self,
