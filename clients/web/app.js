@@ -3,7 +3,7 @@
 import { Api, ApiError, Client, uuid } from './js/index.js';
 
 const $ = (id) => document.getElementById(id);
-const TOKEN_KEY = 'xfchat.token';
+const TOKENS_KEY = 'xfchat.session';
 const PAGE = 50;
 
 /** Creates an element with attributes (`text` sets its text) and children. */
@@ -18,7 +18,14 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-const api = new Api('');
+// The session's tokens live in localStorage, so a reload keeps it; the Api refreshes them and
+// tells us of each new pair, or of the session's end.
+const api = new Api('', {
+  onTokens: (tokens) => {
+    if (tokens) localStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
+    else localStorage.removeItem(TOKENS_KEY);
+  },
+});
 const s = {
   me: null,
   client: null,
@@ -45,7 +52,6 @@ $('auth-form').addEventListener('submit', async (event) => {
     const answer = action === 'signup'
       ? await api.signup(form.get('username'), form.get('password'))
       : await api.login(form.get('username'), form.get('password'));
-    localStorage.setItem(TOKEN_KEY, answer.token);
     await start(answer.user);
   } catch (err) {
     $('auth-error').textContent = err.message;
@@ -60,8 +66,9 @@ $('logout').addEventListener('click', async () => {
 function signOut(why) {
   s.client?.close();
   s.client = null;
-  localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKENS_KEY);
   api.token = null;
+  api.refreshToken = null;
   $('app-view').hidden = true;
   $('logout').hidden = true;
   $('me').textContent = '';
@@ -71,8 +78,14 @@ function signOut(why) {
 }
 
 async function boot() {
-  api.token = localStorage.getItem(TOKEN_KEY);
-  if (!api.token) return signOut('');
+  let saved = null;
+  try {
+    saved = JSON.parse(localStorage.getItem(TOKENS_KEY) ?? 'null');
+  } catch {
+    saved = null;
+  }
+  if (!saved?.token) return signOut('');
+  Object.assign(api, { token: saved.token, refreshToken: saved.refreshToken, expiresAt: saved.expiresAt });
   try {
     const { user } = await api.me();
     await start(user);
@@ -92,7 +105,7 @@ async function start(user) {
   renderChats();
   // The socket follows every chat from where the loaded views end; history comes over HTTP.
   const positions = Object.fromEntries(chats.map((c) => [c.id, c.last_seq]));
-  s.client = new Client({ token: api.token, positions });
+  s.client = new Client({ api, positions });
   s.client.on('state', ({ state, reason }) => onState(state, reason));
   s.client.on('message', onMessage);
   s.client.on('chat', upsertChat);

@@ -11,7 +11,7 @@ const acceptAll = async () => {
 };
 await acceptAll();
 const { chats } = await api.chats();
-const bot = new Client({ url, token: api.token, WebSocket, positions: Object.fromEntries(chats.map((c) => [c.id, c.last_seq])) });
+const bot = new Client({ url, api, WebSocket, positions: Object.fromEntries(chats.map((c) => [c.id, c.last_seq])) });
 bot.on('friend_request', acceptAll);
 bot.on('state', ({ state }) => console.log('echo-bot:', state));
 bot.on('message', (m) => {

@@ -1,6 +1,11 @@
 /**
  * The HTTP API (docs/api.md): accounts, friends, chats and history. Every method resolves with
  * the answer's JSON body and rejects with an {@link ApiError} carrying the uniform error shape.
+ *
+ * Sessions take care of themselves: access tokens live minutes, so the Api refreshes its token
+ * with the session's refresh token shortly before it expires, and once more when a request is
+ * refused with 401; concurrent callers share one refresh. `onTokens` hears every new pair (to
+ * keep them, e.g. in localStorage) and `null` when the session ended.
  */
 import { uuid } from './codec.js';
 
@@ -20,14 +25,33 @@ export class ApiError extends Error {
   }
 }
 
+/** Routes that take no access token, so never wait for or trigger a refresh. */
+const OPEN_ROUTES = new Set(['/api/auth/signup', '/api/auth/login', '/api/auth/refresh']);
+
+/** How long before its expiry a token is refreshed: 30 s, or a quarter of a shorter life. */
+const REFRESH_AHEAD_MS = 30000;
+
+/**
+ * @typedef {{ token: string, refreshToken: string | null, expiresAt: number | null }} Tokens
+ */
+
 export class Api {
+  /** @type {Promise<string> | null} the refresh under way, shared by every caller */
+  #refreshing = null;
+  #ahead = REFRESH_AHEAD_MS;
+
   /**
    * @param {string} baseUrl e.g. `http://127.0.0.1:8080` (empty: the page's own origin)
-   * @param {{ token?: string, fetch?: typeof fetch }} [options]
+   * @param {{ token?: string, refreshToken?: string, expiresAt?: number,
+   *   onTokens?: (tokens: Tokens | null) => void, fetch?: typeof fetch }} [options]
    */
   constructor(baseUrl = '', options = {}) {
     this.baseUrl = baseUrl.replace(/\/$/, '');
     this.token = options.token ?? null;
+    this.refreshToken = options.refreshToken ?? null;
+    /** @type {number | null} when the access token expires (ms since the epoch) */
+    this.expiresAt = options.expiresAt ?? null;
+    this.onTokens = options.onTokens ?? null;
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   }
 
@@ -37,8 +61,23 @@ export class Api {
    * @param {object} [body]
    */
   async request(method, path, body) {
+    const open = OPEN_ROUTES.has(path);
+    if (!open && this.refreshToken && this.expiresAt !== null && Date.now() > this.expiresAt - this.#ahead) {
+      await this.refresh().catch(() => {});
+    }
+    try {
+      return await this.#request(method, path, body, !open);
+    } catch (err) {
+      if (open || !(err instanceof ApiError) || err.status !== 401 || !this.refreshToken) throw err;
+      // Expired or revoked early: one refresh, one more try.
+      await this.refresh();
+      return this.#request(method, path, body, true);
+    }
+  }
+
+  async #request(method, path, body, authorized) {
     const headers = {};
-    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (authorized && this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     const res = await this.fetch(`${this.baseUrl}${path}`, {
       method,
@@ -55,29 +94,94 @@ export class Api {
     return json;
   }
 
-  /** Signs up and keeps the token for later calls. */
+  /** Keeps the tokens of a signup, login or refresh answer. */
+  #keep(answer) {
+    this.token = answer.token;
+    this.refreshToken = answer.refresh_token ?? this.refreshToken;
+    this.expiresAt = answer.expires_in ? Date.now() + answer.expires_in * 1000 : null;
+    if (answer.expires_in) this.#ahead = Math.min(REFRESH_AHEAD_MS, (answer.expires_in * 1000) / 4);
+    this.onTokens?.({ token: this.token, refreshToken: this.refreshToken, expiresAt: this.expiresAt });
+  }
+
+  /** Forgets the session's tokens: it ended. */
+  #forget() {
+    this.token = null;
+    this.refreshToken = null;
+    this.expiresAt = null;
+    this.onTokens?.(null);
+  }
+
+  /** Signs up and keeps the session's tokens for later calls. */
   async signup(username, password, displayName) {
     const body = { username, password };
     if (displayName) body.display_name = displayName;
     const answer = await this.request('POST', '/api/auth/signup', body);
-    this.token = answer.token;
+    this.#keep(answer);
     return answer;
   }
 
-  /** Logs in and keeps the token for later calls. */
+  /** Logs in and keeps the session's tokens for later calls. */
   async login(username, password) {
     const answer = await this.request('POST', '/api/auth/login', { username, password });
-    this.token = answer.token;
+    this.#keep(answer);
     return answer;
+  }
+
+  /**
+   * A new access token from the refresh token (which rotates); resolves with it. One refresh
+   * at a time: callers during one share it. A refused refresh token ends the session here.
+   * @returns {Promise<string>}
+   */
+  refresh() {
+    this.#refreshing ??= (async () => {
+      try {
+        if (!this.refreshToken) throw new ApiError(401, 'unauthorized', 'no refresh token');
+        const answer = await this.request('POST', '/api/auth/refresh', { refresh_token: this.refreshToken });
+        this.#keep(answer);
+        return this.token;
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) this.#forget();
+        throw err;
+      } finally {
+        this.#refreshing = null;
+      }
+    })();
+    return this.#refreshing;
+  }
+
+  /** A single-use ticket that opens one socket within 30 s (`/ws?ticket=`). */
+  async wsTicket() {
+    return (await this.request('POST', '/api/auth/ws-ticket')).ticket;
   }
 
   me() {
     return this.request('GET', '/api/auth/me');
   }
 
+  /** Ends this session. */
   async logout() {
     await this.request('POST', '/api/auth/logout');
-    this.token = null;
+    this.#forget();
+  }
+
+  /** Ends every session of the account, this one included. */
+  async logoutAll() {
+    await this.request('POST', '/api/auth/logout-all');
+    this.#forget();
+  }
+
+  /** Changes the password; every other session ends. */
+  changePassword(currentPassword, newPassword) {
+    return this.request('POST', '/api/auth/password', {
+      current_password: currentPassword,
+      new_password: newPassword,
+    });
+  }
+
+  /** Deletes the account (docs/api.md says what stays of it). */
+  async deleteAccount(password) {
+    await this.request('DELETE', '/api/auth/me', { password });
+    this.#forget();
   }
 
   friends() {

@@ -11,7 +11,11 @@
  *   from them, so the `message` events of a chat come once each, in seq order, without gaps;
  * - reconnects with exponential backoff and jitter, reset by a successful open, that honour
  *   the close codes: none after a logout (4002) or with a token the server refuses; after
- *   expiry (4001) only with a fresh token from `refreshToken`.
+ *   expiry (4001) only with a fresh token;
+ * - with an `api` (the way browsers should use it), each socket opens with a single-use ticket
+ *   from `api.wsTicket()`, so no token is written into a URL, and the Api refreshes the access
+ *   token by itself. Without one, the socket opens with `?token=` and `refreshToken` supplies
+ *   new tokens.
  */
 import { jsonCodec, uuid } from './codec.js';
 import { Emitter } from './emitter.js';
@@ -60,7 +64,9 @@ export class SendError extends Error {
  *
  * @typedef {object} ClientOptions
  * @property {string} [url] the server's base URL (http(s) or ws(s)); the page's origin in a browser
- * @property {string} token an access token from signup or login
+ * @property {import('./api.js').Api} [api] an Api holding the session: sockets open with its
+ *   tickets, and it refreshes tokens (then `token` and `refreshToken` are not needed)
+ * @property {string} [token] an access token from signup or login, without `api`
  * @property {() => Promise<string | null>} [refreshToken] a fresh token after expiry (4001) or a
  *   refused handshake; null stops the client
  * @property {() => Promise<boolean>} [tokenValid] asked after a connection fails before it
@@ -100,7 +106,8 @@ export class Client extends Emitter {
     if (!base) throw new Error('xfchat: a url is needed outside a browser');
     this.httpUrl = base.replace(/^ws/, 'http').replace(/\/$/, '');
     this.wsUrl = `${this.httpUrl.replace(/^http/, 'ws')}/ws`;
-    this.token = options.token;
+    this.api = options.api ?? null;
+    this.token = options.token ?? this.api?.token ?? null;
     this.refreshToken = options.refreshToken ?? null;
     this.tokenValid = options.tokenValid ?? (() => this.#askTokenValid());
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
@@ -193,11 +200,30 @@ export class Client extends Emitter {
     this.emit('state', { state, ...detail });
   }
 
-  #open() {
+  async #open() {
     clearTimeout(this.#timer);
     this.#timer = null;
     this.#setState('connecting');
-    const url = `${this.wsUrl}?token=${encodeURIComponent(this.token)}`;
+    let url = `${this.wsUrl}?token=${encodeURIComponent(this.token)}`;
+    if (this.api) {
+      let ticket;
+      try {
+        ticket = await this.api.wsTicket();
+      } catch (err) {
+        if (this.state !== 'connecting') return;
+        if (err?.status === 401) {
+          // The Api tried a refresh already: the session is over.
+          this.#setState('closed', { reason: 'unauthorized', code: 401 });
+        } else {
+          this.#lost({ code: 1006, reason: String(err?.message ?? err) }, false);
+        }
+        return;
+      }
+      // Closed, or opened again, while the ticket was on its way.
+      if (this.state !== 'connecting' || this.#ws) return;
+      this.token = this.api.token;
+      url = `${this.wsUrl}?ticket=${encodeURIComponent(ticket)}`;
+    }
     let ws;
     try {
       ws = new this.WebSocket(url, this.codec.protocol);
@@ -254,8 +280,9 @@ export class Client extends Emitter {
       this.#setState('closed', { reason: 'revoked', code });
       return;
     }
-    let refresh = code === CLOSE.TOKEN_EXPIRED;
-    if (!opened && !refresh) {
+    // With an Api, the next ticket refreshes the token when it has to.
+    let refresh = code === CLOSE.TOKEN_EXPIRED && !this.api;
+    if (!opened && !refresh && !this.api) {
       // The browser hides the handshake's status; ask whether the token is the reason.
       refresh = (await this.tokenValid().catch(() => true)) === false;
     }

@@ -313,3 +313,36 @@ test('positions of more chats than one resume may name are resumed in several fr
   await synced;
   assert.deepEqual(seen.map((m) => m.body), ['one']);
 });
+
+test('the Api refreshes its short-lived token by itself, once for concurrent callers, and its client reconnects with tickets', async () => {
+  // EXPIRING's access tokens live 2 s.
+  const plain = await signup('ref', EXPIRING);
+  const refreshes = [];
+  plain.onTokens = (tokens) => refreshes.push(tokens);
+  const first = plain.refreshToken;
+  await sleep(2500);
+  // Three calls after expiry share one refresh.
+  const answers = await Promise.all([plain.me(), plain.me(), plain.chats()]);
+  assert.equal(answers[0].user.id, plain.user.id);
+  assert.equal(refreshes.length, 1, 'one refresh for three callers');
+  assert.notEqual(plain.refreshToken, first, 'the refresh token rotated');
+
+  const api = await signup('ref', EXPIRING);
+  const pairs = [];
+  api.onTokens = (tokens) => pairs.push(tokens);
+  const c = open(null, EXPIRING, { ...fast, api });
+  await once(c, 'state', (s) => s.state === 'open');
+  // The socket closed at its token's expiry (4001) and came back by itself, with a ticket.
+  await once(c, 'disconnect', (d) => d.code === 4001);
+  await once(c, 'state', (s) => s.state === 'open');
+  const { chat } = await api.createGroup('still here', []);
+  const got = once(c, 'message', (m) => m.chat_id === chat.id);
+  await api.sendMessage(chat.id, 'after a refresh');
+  assert.equal((await got).body, 'after a refresh');
+  // Ending the session everywhere stops the client for good.
+  const closed = once(c, 'state', (s) => s.state === 'closed');
+  await api.logoutAll();
+  const stopped = await closed;
+  assert.equal(stopped.reason, 'revoked');
+  assert.deepEqual(pairs.at(-1), null, 'onTokens heard that the session ended');
+});

@@ -39,7 +39,7 @@ export async function friends() {
 
 /** A socket client of `api`'s user, through `url` (the server, or a proxy before it). */
 export function client(api, url = SERVER, options = {}) {
-  return new Client({ url, token: api.token, WebSocket, ...options });
+  return new Client({ url, token: api?.token, WebSocket, ...options });
 }
 
 /** Resolves with the first event `name` of `emitter` for which `test` holds. */

@@ -100,7 +100,7 @@ test('someone who is not a member cannot open the chat', async ({ browser }) => 
 test('older messages load on scroll', async ({ browser }) => {
   const { a, b, an, chatId } = await friends(browser);
   // 120 messages over the API, more than two pages.
-  const token = await a.evaluate(() => localStorage.getItem('xfchat.token'));
+  const { token } = await a.evaluate(() => JSON.parse(localStorage.getItem('xfchat.session')));
   for (let i = 1; i <= 120; i += 1) {
     const res = await a.request.put(`/api/chats/${chatId}/messages/${crypto.randomUUID()}`, {
       headers: { authorization: `Bearer ${token}` },
@@ -119,4 +119,20 @@ test('older messages load on scroll', async ({ browser }) => {
   }
   await expect(bodies(b).first()).toHaveText('old 1');
   await expect(b.locator('#history-note')).toHaveText('The start of this chat.');
+});
+
+test('the page opens its socket with a single-use ticket, never a token in the URL, and keeps the session over a reload', async ({ browser }) => {
+  const page = await (await browser.newContext()).newPage();
+  const urls = [];
+  page.on('websocket', (ws) => urls.push(ws.url()));
+  await signUp(page, unique('tick'));
+  await page.reload();
+  await expect(page.locator('#conn')).toHaveText('online');
+  expect(urls.length).toBeGreaterThanOrEqual(2);
+  for (const url of urls) {
+    expect(url).toContain('?ticket=');
+    expect(url).not.toContain('token');
+  }
+  const saved = await page.evaluate(() => JSON.parse(localStorage.getItem('xfchat.session')));
+  expect(saved.refreshToken).toBeTruthy();
 });
