@@ -188,6 +188,14 @@ pub struct Settings {
         global = true
     )]
     pub token_ttl_secs: u64,
+    /// How long after a declined friend request its sender cannot ask the same person again.
+    #[arg(
+        long,
+        env = "XFCHAT_DECLINED_COOLDOWN_SECS",
+        default_value_t = 86_400,
+        global = true
+    )]
+    pub declined_cooldown_secs: u64,
     /// How long a session lives past its last refresh.
     #[arg(
         long,
@@ -463,6 +471,7 @@ pub struct Config {
     pub db_connect_timeout: Duration,
     pub token_ttl: Duration,
     pub refresh_ttl: Duration,
+    pub declined_cooldown: Duration,
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
@@ -727,6 +736,7 @@ impl Settings {
             db_connect_timeout: Duration::from_secs(self.db_connect_timeout_secs),
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             refresh_ttl: Duration::from_secs(self.refresh_ttl_secs),
+            declined_cooldown: Duration::from_secs(self.declined_cooldown_secs),
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
@@ -833,6 +843,7 @@ impl std::fmt::Debug for Config {
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("token_ttl", &self.token_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
+            .field("declined_cooldown", &self.declined_cooldown)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
             .field("shutdown_grace", &self.shutdown_grace)

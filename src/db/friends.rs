@@ -108,10 +108,13 @@ async fn request_by_id(conn: &mut PgConnection, id: RequestId) -> AppResult<Frie
     Ok(row.into())
 }
 
+/// Sends a friend request; refused while `to` declined `from`'s last one less than `cooldown`
+/// ago, so that a declined request cannot be repeated at once.
 pub async fn send_request(
     conn: &mut PgConnection,
     from: UserId,
     to: UserId,
+    cooldown: std::time::Duration,
 ) -> AppResult<FriendRequest> {
     if from == to {
         return Err(AppError::invalid("username: you cannot befriend yourself"));
@@ -125,6 +128,24 @@ pub async fn send_request(
         return Err(AppError::conflict(
             ErrorCode::AlreadyFriends,
             "you are already friends",
+        ));
+    }
+    let wait: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(updated_at) + make_interval(secs => $3) - now())::float8 \
+         FROM friend_requests WHERE from_user_id = $1 AND to_user_id = $2 AND status = 'declined'",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(cooldown.as_secs_f64())
+    .fetch_one(&mut *conn)
+    .await?;
+    if let Some(wait) = wait.filter(|w| *w > 0.0) {
+        return Err(AppError::conflict(
+            ErrorCode::RequestDeclined,
+            format!(
+                "they declined your last request; you can ask again in {} hours",
+                (wait / 3600.0).ceil()
+            ),
         ));
     }
     let id: RequestId = sqlx::query_scalar(

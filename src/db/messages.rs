@@ -169,7 +169,8 @@ pub async fn store_batch(
         let outcome = match kind.as_str() {
             "not_found" => Outcome::Rejected(AppError::NotFound),
             "blocked" => Outcome::Rejected(AppError::Forbidden(
-                "one of you blocked the other in this direct chat".into(),
+                "this direct chat is closed: you are not friends, or one of you blocked the other"
+                    .into(),
             )),
             "reused" => Outcome::Rejected(reused()),
             kind => match (kind, row.message()) {

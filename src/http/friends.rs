@@ -33,7 +33,8 @@ pub async fn send(
     let to = users::by_username(&mut conn, &req.username)
         .await?
         .ok_or_else(|| AppError::invalid("username: no such user"))?;
-    let request = friends::send_request(&mut conn, me, to.id).await?;
+    let request =
+        friends::send_request(&mut conn, me, to.id, state.config.declined_cooldown).await?;
     let frame = ServerFrame::FriendRequest {
         request: request.clone(),
     };

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     AlreadyFriends,
     RequestPending,
     RequestNotPending,
+    /// A friend request to someone who declined the last one, within the cooldown.
+    RequestDeclined,
     ClientMsgIdReused,
     NotAGroup,
     RateLimited,
@@ -37,7 +39,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server sends, for metrics registered up front.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidJson,
         Self::InvalidInput,
         Self::PayloadTooLarge,
@@ -50,6 +52,7 @@ impl ErrorCode {
         Self::AlreadyFriends,
         Self::RequestPending,
         Self::RequestNotPending,
+        Self::RequestDeclined,
         Self::ClientMsgIdReused,
         Self::NotAGroup,
         Self::RateLimited,
@@ -89,6 +92,7 @@ impl ErrorCode {
             Self::AlreadyFriends => "already_friends",
             Self::RequestPending => "request_pending",
             Self::RequestNotPending => "request_not_pending",
+            Self::RequestDeclined => "request_declined",
             Self::ClientMsgIdReused => "client_msg_id_reused",
             Self::NotAGroup => "not_a_group",
             Self::RateLimited => "rate_limited",

@@ -324,6 +324,14 @@ async fn deleting_an_account_keeps_its_messages_under_a_deleted_name_and_takes_i
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["messages"][0]["sender_id"], alice.id, "{body}");
     }
+    let (status, _) = app
+        .send(&bob, direct, uuid::Uuid::new_v4(), "are you gone?")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "her direct chat takes no new messages"
+    );
     let (_, body) = app.get(&format!("/api/chats/{direct}"), &bob).await;
     let names: Vec<&str> = body["chat"]["members"]
         .as_array()
