@@ -188,6 +188,14 @@ pub struct Settings {
         global = true
     )]
     pub token_ttl_secs: u64,
+    /// Members a group chat holds at most, creator included.
+    #[arg(
+        long,
+        env = "XFCHAT_GROUP_MAX_MEMBERS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub group_max_members: usize,
     /// How long after a declined friend request its sender cannot ask the same person again.
     #[arg(
         long,
@@ -472,6 +480,7 @@ pub struct Config {
     pub token_ttl: Duration,
     pub refresh_ttl: Duration,
     pub declined_cooldown: Duration,
+    pub group_max_members: i64,
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub shutdown_grace: Duration,
@@ -684,6 +693,7 @@ impl Settings {
             ("XFCHAT_PERSIST_QUEUE", self.persist_queue),
             ("XFCHAT_HTTP_MAX_CONNECTIONS", self.http_max_connections),
             ("XFCHAT_HTTP_MAX_PER_IP", self.http_max_per_ip),
+            ("XFCHAT_GROUP_MAX_MEMBERS", self.group_max_members),
             (
                 "XFCHAT_HTTP_WRITE_TIMEOUT_MS",
                 self.http_write_timeout_ms as usize,
@@ -737,6 +747,7 @@ impl Settings {
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             refresh_ttl: Duration::from_secs(self.refresh_ttl_secs),
             declined_cooldown: Duration::from_secs(self.declined_cooldown_secs),
+            group_max_members: self.group_max_members as i64,
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
@@ -844,6 +855,7 @@ impl std::fmt::Debug for Config {
             .field("token_ttl", &self.token_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
             .field("declined_cooldown", &self.declined_cooldown)
+            .field("group_max_members", &self.group_max_members)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
             .field("shutdown_grace", &self.shutdown_grace)

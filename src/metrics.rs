@@ -343,7 +343,7 @@ pub struct HubMetrics {
 }
 
 /// Every server frame `type`, so their counters can be registered up front.
-const FRAME_KINDS: [&str; 10] = [
+const FRAME_KINDS: [&str; 11] = [
     "ack",
     "message",
     "synced",
@@ -351,6 +351,7 @@ const FRAME_KINDS: [&str; 10] = [
     "typing",
     "friend_request",
     "chat",
+    "members",
     "chat_removed",
     "pong",
     "error",

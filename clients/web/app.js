@@ -109,6 +109,7 @@ async function start(user) {
   s.client.on('state', ({ state, reason }) => onState(state, reason));
   s.client.on('message', onMessage);
   s.client.on('chat', upsertChat);
+  s.client.on('members', onMembers);
   s.client.on('chat_removed', ({ chat_id }) => removeChat(chat_id));
   s.client.on('read', onRead);
   s.client.on('typing', onTyping);
@@ -206,6 +207,16 @@ function upsertChat(chat) {
   // A `chat` event carries the receiver's view of its members; keep the counters already known.
   s.chats.set(chat.id, known ? { ...known, members: chat.members, title: chat.title } : chat);
   if (!s.client?.positions.has(chat.id)) s.client?.track(chat.id, chat.last_seq);
+  renderChats();
+}
+
+/** Who joined and who left a chat we are in: only the change comes, not the whole list. */
+function onMembers({ chat_id, added, removed }) {
+  const chat = s.chats.get(chat_id);
+  if (!chat) return;
+  const gone = new Set(removed);
+  const members = chat.members.filter((m) => !gone.has(m.id) && !added.some((a) => a.id === m.id));
+  s.chats.set(chat_id, { ...chat, members: [...members, ...added] });
   renderChats();
 }
 

@@ -204,10 +204,14 @@ pub async fn create_group(
     creator: UserId,
     title: &str,
     members: &[UserId],
+    max_members: i64,
 ) -> AppResult<Chat> {
     let mut others: Vec<UserId> = members.iter().copied().filter(|&m| m != creator).collect();
     others.sort_unstable();
     others.dedup();
+    if others.len() as i64 + 1 > max_members {
+        return Err(group_full(max_members));
+    }
     if friends::count_friends_among(conn, creator, &others).await? != others.len() as i64 {
         return Err(AppError::Forbidden(
             "member_ids: every member must be your friend".into(),
@@ -223,6 +227,30 @@ pub async fn create_group(
     others.push(creator);
     add_members(conn, id, &others).await?;
     get(conn, creator, id).await
+}
+
+/// A group chat at its cap.
+pub fn group_full(max_members: i64) -> AppError {
+    AppError::conflict(
+        crate::protocol::ErrorCode::GroupFull,
+        format!("a group holds at most {max_members} members"),
+    )
+}
+
+/// `chat` as a member who just joined sees it (nothing read yet), for announcing it to new
+/// members: the same for all of them, so it is built and serialised once.
+pub async fn for_newcomers(conn: &mut PgConnection, chat: ChatId) -> AppResult<Chat> {
+    let anyone: UserId = sqlx::query_scalar(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = $1 LIMIT 1",
+    )
+    .bind(chat)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(AppError::NotFound)?;
+    let mut view = get(conn, anyone, chat).await?;
+    view.last_read_seq = 0;
+    view.unread = view.last_seq;
+    Ok(view)
 }
 
 async fn add_members(conn: &mut PgConnection, chat: ChatId, users: &[UserId]) -> AppResult<()> {

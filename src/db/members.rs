@@ -75,6 +75,7 @@ pub async fn add(
     chat: ChatId,
     by: UserId,
     users: &[UserId],
+    max_members: i64,
 ) -> AppResult<Vec<UserId>> {
     lock_group(conn, chat, by).await?;
     let mut ids: Vec<UserId> = users.iter().copied().filter(|&u| u != by).collect();
@@ -90,12 +91,22 @@ pub async fn add(
             "user_ids: a block stands between you".into(),
         ));
     }
-    Ok(sqlx::query_scalar(
+    let added: Vec<UserId> = sqlx::query_scalar(
         "INSERT INTO conversation_members (conversation_id, user_id) \
          SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING RETURNING user_id",
     )
     .bind(chat)
     .bind(&ids)
-    .fetch_all(conn)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?;
+    // The chat's row is locked: the count is the group's size when this commits.
+    let size: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM conversation_members WHERE conversation_id = $1")
+            .bind(chat)
+            .fetch_one(conn)
+            .await?;
+    if size > max_members {
+        return Err(super::chats::group_full(max_members));
+    }
+    Ok(added)
 }

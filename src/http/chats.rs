@@ -1,5 +1,7 @@
 //! Chats, their history, sending by HTTP and read markers.
 
+use std::collections::HashSet;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -78,7 +80,7 @@ pub async fn direct(
     let (chat, created) = chats::get_or_create_direct(&mut tx, me, other).await?;
     tx.commit().await?;
     if created {
-        announce(&state, &mut conn, &chat).await;
+        announce_new(&state, &mut conn, &chat).await;
     }
     let status = if created {
         StatusCode::CREATED
@@ -104,9 +106,10 @@ pub async fn create_group(
     }
     let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
-    let chat = chats::create_group(&mut tx, me, title, &req.member_ids).await?;
+    let max = state.config.group_max_members;
+    let chat = chats::create_group(&mut tx, me, title, &req.member_ids, max).await?;
     tx.commit().await?;
-    announce(&state, &mut conn, &chat).await;
+    announce_new(&state, &mut conn, &chat).await;
     Ok((StatusCode::CREATED, axum::Json(json!({ "chat": chat }))))
 }
 
@@ -178,15 +181,50 @@ pub async fn read(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Tells every member of a new chat about it, as each of them sees it. Best effort: the chat is
-/// committed, and a member who misses this finds it in `GET /api/chats`.
-pub(super) async fn announce(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
-    for member in &chat.members {
-        match chats::get(conn, member.id, chat.id).await {
-            Ok(view) => state
+/// Tells every member of a new chat about it: nothing is read in it yet, so they all see it
+/// alike and get one frame, read and serialised once. Best effort: the chat is committed, and a
+/// member who misses this finds it in `GET /api/chats`.
+async fn announce_new(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
+    match chats::for_newcomers(conn, chat.id).await {
+        Ok(view) => {
+            let members: Vec<UserId> = view.members.iter().map(|m| m.id).collect();
+            state
                 .hub
-                .notify(&[member.id], None, ServerFrame::Chat { chat: view }),
-            Err(e) => tracing::warn!(error = %e, "could not announce a new chat"),
+                .notify(&members, None, ServerFrame::Chat { chat: view });
         }
+        Err(e) => tracing::warn!(error = %e, "could not announce a new chat"),
+    }
+}
+
+/// Tells of a change to a group's members with one read of the chat: the newcomers get the
+/// chat, the members already in it a `members` frame with only the change. Best effort, as
+/// above.
+pub(super) async fn announce_change(
+    state: &AppState,
+    conn: &mut PgConnection,
+    chat: ChatId,
+    added: &[UserId],
+    removed: &[UserId],
+) {
+    let view = match chats::for_newcomers(conn, chat).await {
+        Ok(view) => view,
+        // No one is left to tell.
+        Err(AppError::NotFound) => return,
+        Err(e) => return tracing::warn!(error = %e, "could not announce a membership change"),
+    };
+    let added_set: HashSet<UserId> = added.iter().copied().collect();
+    let (newcomers, others): (Vec<&chats::Member>, Vec<&chats::Member>) =
+        view.members.iter().partition(|m| added_set.contains(&m.id));
+    let frame = ServerFrame::Members {
+        chat_id: chat,
+        added: newcomers.into_iter().cloned().collect(),
+        removed: removed.to_vec(),
+    };
+    let others: Vec<UserId> = others.into_iter().map(|m| m.id).collect();
+    state.hub.notify(&others, None, frame);
+    if !added.is_empty() {
+        state
+            .hub
+            .notify(added, None, ServerFrame::Chat { chat: view });
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::Acquire;
 
 use super::auth::AuthUser;
-use super::chats::announce;
+use super::chats::announce_change;
 use super::extract::Path;
 use super::{AppState, Json};
 use crate::db::{chats, members, Op};
@@ -35,12 +35,13 @@ pub async fn add(
     state.throttles.social(me)?;
     let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
-    let added = members::add(&mut tx, id, me, &req.user_ids).await?;
+    let max = state.config.group_max_members;
+    let added = members::add(&mut tx, id, me, &req.user_ids, max).await?;
     tx.commit().await?;
-    let chat = chats::get(&mut conn, me, id).await?;
     if !added.is_empty() {
-        announce(&state, &mut conn, &chat).await;
+        announce_change(&state, &mut conn, id, &added, &[]).await;
     }
+    let chat = chats::get(&mut conn, me, id).await?;
     Ok(axum::Json(json!({ "chat": chat })))
 }
 
@@ -86,10 +87,6 @@ pub async fn announce_departure(state: &AppState, chat: ChatId, user: UserId) ->
         .hub
         .notify(&[user], None, ServerFrame::ChatRemoved { chat_id: chat });
     let mut conn = state.db.conn(Op::Chats).await?;
-    let remaining = chats::member_ids(&mut conn, chat).await?;
-    if let Some(&anyone) = remaining.first() {
-        let view = chats::get(&mut conn, anyone, chat).await?;
-        announce(state, &mut conn, &view).await;
-    }
+    announce_change(state, &mut conn, chat, &[], &[user]).await;
     Ok(())
 }

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     AlreadyFriends,
     RequestPending,
     RequestNotPending,
+    /// A group at `XFCHAT_GROUP_MAX_MEMBERS`.
+    GroupFull,
     /// A friend request to someone who declined the last one, within the cooldown.
     RequestDeclined,
     ClientMsgIdReused,
@@ -39,7 +41,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server sends, for metrics registered up front.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::InvalidJson,
         Self::InvalidInput,
         Self::PayloadTooLarge,
@@ -53,6 +55,7 @@ impl ErrorCode {
         Self::RequestPending,
         Self::RequestNotPending,
         Self::RequestDeclined,
+        Self::GroupFull,
         Self::ClientMsgIdReused,
         Self::NotAGroup,
         Self::RateLimited,
@@ -93,6 +96,7 @@ impl ErrorCode {
             Self::RequestPending => "request_pending",
             Self::RequestNotPending => "request_not_pending",
             Self::RequestDeclined => "request_declined",
+            Self::GroupFull => "group_full",
             Self::ClientMsgIdReused => "client_msg_id_reused",
             Self::NotAGroup => "not_a_group",
             Self::RateLimited => "rate_limited",

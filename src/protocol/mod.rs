@@ -15,7 +15,7 @@ pub use codec::{Codec, DecodeError, Encoded};
 pub use error_code::ErrorCode;
 
 use crate::ids::{ChatId, UserId};
-pub use wire::{Chat, FriendRequest, Message};
+pub use wire::{Chat, FriendRequest, Member, Message};
 
 /// A frame a client sends. Unknown fields are refused (`bad_frame`), as over HTTP, so a
 /// misspelt field is an error instead of a silent default.
@@ -179,6 +179,13 @@ pub enum ServerFrame {
     Chat {
         chat: Chat,
     },
+    /// Who joined and who left a chat the receiver was already in: the change, not the whole
+    /// member list, so that a change to a large group costs what it changes.
+    Members {
+        chat_id: ChatId,
+        added: Vec<Member>,
+        removed: Vec<UserId>,
+    },
     /// The receiver left the chat or was removed from it: nothing more of it will come.
     ChatRemoved {
         chat_id: ChatId,
@@ -214,6 +221,7 @@ impl ServerFrame {
             Self::Typing { .. } => "typing",
             Self::FriendRequest { .. } => "friend_request",
             Self::Chat { .. } => "chat",
+            Self::Members { .. } => "members",
             Self::ChatRemoved { .. } => "chat_removed",
             Self::Pong { .. } => "pong",
             Self::Error { .. } => "error",

@@ -303,19 +303,26 @@ async fn deleting_an_account_keeps_its_messages_under_a_deleted_name_and_takes_i
 
     // Bob hears that the group changed, and it no longer holds Alice.
     let changed = bob_ws
-        .next_matching(|f| matches!(f, xfchat::protocol::ServerFrame::Chat { .. }))
+        .next_matching(|f| matches!(f, xfchat::protocol::ServerFrame::Members { .. }))
         .await;
-    let xfchat::protocol::ServerFrame::Chat { chat } = changed else {
+    let xfchat::protocol::ServerFrame::Members {
+        chat_id, removed, ..
+    } = changed
+    else {
         unreachable!()
     };
-    let chat = serde_json::to_value(chat).unwrap();
-    let members: Vec<i64> = chat["members"]
+    assert_eq!(
+        (chat_id.0, removed),
+        (group, vec![xfchat::ids::UserId(alice.id)])
+    );
+    let (_, body) = app.get(&format!("/api/chats/{group}"), &bob).await;
+    let members: Vec<i64> = body["chat"]["members"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["id"].as_i64().unwrap())
         .collect();
-    assert!(!members.contains(&alice.id), "{chat}");
+    assert!(!members.contains(&alice.id), "{body}");
     // Her messages stay, under a deleted account's name.
     for chat in [direct, group] {
         let (status, body) = app

@@ -12,6 +12,7 @@ mod doctor;
 mod faults;
 mod friends;
 mod fuzz;
+mod group_limits;
 mod hardening;
 mod http_limits;
 mod hub;

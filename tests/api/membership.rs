@@ -11,11 +11,13 @@ use xfchat::protocol::{ClientFrame, ServerFrame};
 use crate::common::{error_code, spawn_app};
 use crate::ws::{read_seqs, send, sync, Ws};
 
-/// The next frame that is not a `chat` or `read` event.
+/// The next frame that is not a `chat`, `members` or `read` event.
 async fn next_non_event(ws: &mut Ws) -> ServerFrame {
     loop {
         match ws.next().await {
-            ServerFrame::Chat { .. } | ServerFrame::Read { .. } => continue,
+            ServerFrame::Chat { .. } | ServerFrame::Members { .. } | ServerFrame::Read { .. } => {
+                continue
+            }
             other => return other,
         }
     }
@@ -87,7 +89,7 @@ async fn a_removed_member_receives_nothing_after_the_removal_and_can_no_longer_u
 }
 
 #[tokio::test]
-async fn leaving_and_adding_tell_every_member_the_new_member_list() {
+async fn adding_and_leaving_give_newcomers_the_chat_and_the_members_only_the_change() {
     let app = spawn_app().await;
     let (alice, bob, dave) = (
         app.signup("alice").await,
@@ -107,10 +109,26 @@ async fn leaving_and_adding_tell_every_member_the_new_member_list() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    for ws in [&mut a, &mut b, &mut d] {
+    match d.next().await {
+        ServerFrame::Chat { chat: view } => {
+            assert_eq!(view.members.len(), 3);
+            assert_eq!((view.last_read_seq, view.unread), (0, view.last_seq));
+        }
+        other => panic!("expected the chat event, got {other:?}"),
+    }
+    for ws in [&mut a, &mut b] {
         match ws.next().await {
-            ServerFrame::Chat { chat: view } => assert_eq!(view.members.len(), 3),
-            other => panic!("expected the chat event, got {other:?}"),
+            ServerFrame::Members {
+                chat_id,
+                added,
+                removed,
+            } => {
+                assert_eq!(chat_id, ChatId(chat));
+                let added: Vec<i64> = added.iter().map(|m| m.id.0).collect();
+                assert_eq!(added, [dave.id]);
+                assert!(removed.is_empty());
+            }
+            other => panic!("expected the members event, got {other:?}"),
         }
     }
     let (status, _) = app
@@ -120,11 +138,11 @@ async fn leaving_and_adding_tell_every_member_the_new_member_list() {
     assert!(matches!(b.next().await, ServerFrame::ChatRemoved { .. }));
     for ws in [&mut a, &mut d] {
         match ws.next().await {
-            ServerFrame::Chat { chat: view } => {
-                let ids: Vec<i64> = view.members.iter().map(|m| m.id.0).collect();
-                assert_eq!(ids, [alice.id, dave.id]);
+            ServerFrame::Members { added, removed, .. } => {
+                assert!(added.is_empty());
+                assert_eq!(removed, [xfchat::ids::UserId(bob.id)]);
             }
-            other => panic!("expected the chat event, got {other:?}"),
+            other => panic!("expected the members event, got {other:?}"),
         }
     }
     app.send(&alice, chat, Uuid::new_v4(), "welcome").await;
@@ -228,8 +246,17 @@ async fn a_block_stops_friend_requests_direct_chats_and_direct_messages_from_tha
         .await;
     assert_eq!(
         status,
+        StatusCode::FORBIDDEN,
+        "the block ended the friendship, and a direct chat needs one"
+    );
+    app.befriend(&bob, &alice).await;
+    let (status, _) = app
+        .send(&alice, direct, Uuid::new_v4(), "hello again")
+        .await;
+    assert_eq!(
+        status,
         StatusCode::CREATED,
-        "an unblock lets the direct chat work again"
+        "friends again after the unblock, the direct chat works again"
     );
 }
 

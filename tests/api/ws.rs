@@ -154,7 +154,8 @@ pub async fn read_seqs(ws: &mut Ws, want: usize) -> Vec<i64> {
             ServerFrame::Synced { .. }
             | ServerFrame::Typing { .. }
             | ServerFrame::Read { .. }
-            | ServerFrame::Chat { .. } => {}
+            | ServerFrame::Chat { .. }
+            | ServerFrame::Members { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
