@@ -53,6 +53,8 @@ pub const HTTP_CLOSED: &str = "xfchat_http_connections_closed_total";
 pub const BUILD_INFO: &str = "xfchat_build_info";
 pub const LOG_LINES_DROPPED: &str = "xfchat_log_lines_dropped_total";
 pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
+pub const BUS_TOO_LARGE: &str = "xfchat_bus_events_too_large_total";
+pub const BUS_REFUSED: &str = "xfchat_bus_events_refused_total";
 pub const BUS_RECEIVED: &str = "xfchat_bus_notifications_received_total";
 pub const BUS_RECONNECTS: &str = "xfchat_bus_reconnects_total";
 pub const BUS_REPAIRED: &str = "xfchat_bus_repaired_messages_total";
@@ -130,6 +132,10 @@ fn register_at_zero() {
     metrics::counter!(WS_PANICS).increment(0);
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(BUS_DROPPED).increment(0);
+    metrics::counter!(BUS_TOO_LARGE).increment(0);
+    for reason in ["seal", "unreadable", "stale", "kind"] {
+        metrics::counter!(BUS_REFUSED, "reason" => reason).increment(0);
+    }
     metrics::counter!(BUS_RECONNECTS).increment(0);
     metrics::counter!(BUS_REPAIRED).increment(0);
     for channel in ["messages", "events"] {
@@ -219,6 +225,14 @@ fn describe() {
     describe_counter!(
         BUS_DROPPED,
         "Payloads for other nodes dropped (queue full, or the bus unreachable): events, and with NATS also announcements of commits"
+    );
+    describe_counter!(
+        BUS_TOO_LARGE,
+        "Events too large for one bus payload that could not go as a reference either, dropped (chat and members events go as a reference to their chat)"
+    );
+    describe_counter!(
+        BUS_REFUSED,
+        "Events from the bus refused, by reason: seal (not sealed with the cluster's secret, or changed), unreadable, stale (over a minute old: a replay), kind (a frame that never travels as an event)"
     );
     describe_counter!(
         BUS_RECEIVED,

@@ -62,7 +62,8 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
         let prometheus = crate::metrics::install(&node);
-        let bus = bus::connect(&config.bus, &db, &config.database, &node, &shutdown)
+        let seal = bus::Seal::new(config.jwt_secret.expose());
+        let bus = bus::connect(&config.bus, &db, &config.database, &node, seal, &shutdown)
             .await
             .with_context(|| format!("cannot reach the bus at {:?}", config.bus))?;
         let hub = Hub::new(

@@ -110,7 +110,7 @@ async fn serve(
                     tracing::warn!("bus listener connection lost");
                     return;
                 }
-                if deliver(hub, publisher.node(), &mut batch, &mut heard, peers).await.is_err() {
+                if deliver(hub, publisher, &mut batch, &mut heard, peers).await.is_err() {
                     return;
                 }
             }
@@ -138,11 +138,12 @@ const BATCH: usize = 1024;
 /// Fails when the read fails, and the listener is restarted (then everything is checked).
 async fn deliver(
     hub: &Hub,
-    node: &str,
+    publisher: &Publisher,
     batch: &mut Vec<Notice>,
     heard: &mut Instant,
     peers: &mut Peers,
 ) -> Result<(), ()> {
+    let node = publisher.node();
     let mut ranges = Vec::new();
     for n in batch.drain(..) {
         if n.channel == Channel::Messages {
@@ -158,7 +159,7 @@ async fn deliver(
             continue;
         }
         metrics::counter!(m::BUS_RECEIVED, "channel" => "events").increment(1);
-        match serde_json::from_str::<Event>(&n.payload) {
+        match Event::open(publisher.seal(), &n.payload) {
             Ok(e) if e.node == node => *heard = Instant::now(),
             Ok(Event {
                 users,
@@ -168,8 +169,19 @@ async fn deliver(
                 peers.heard();
                 hub.deliver_event(&users, frame);
             }
+            Ok(Event {
+                users,
+                reload: Some(chat),
+                ..
+            }) => {
+                peers.heard();
+                hub.deliver_chat(&users, chat).await;
+            }
             Ok(_) => peers.heard(),
-            Err(_) => tracing::warn!("unreadable notice on the events channel"),
+            Err(refused) => {
+                metrics::counter!(m::BUS_REFUSED, "reason" => refused.label()).increment(1);
+                tracing::debug!(reason = refused.label(), "refused an event on the bus");
+            }
         }
     }
     if ranges.is_empty() {

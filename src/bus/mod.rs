@@ -14,6 +14,7 @@ pub mod nats;
 mod payload;
 pub mod postgres;
 mod publisher;
+mod seal;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +28,9 @@ use crate::config::BusKind;
 use crate::db::Db;
 use crate::hub::Hub;
 
-pub use payload::{decode_ranges, encode_ranges, ranges_of, Event, Range, PAYLOAD_MAX};
+pub use payload::{decode_ranges, encode_ranges, ranges_of, Event, Range, Refused, PAYLOAD_MAX};
 pub use publisher::Publisher;
+pub use seal::Seal;
 
 /// A bus that sends, and listens once it is given the hub to deliver to.
 pub struct Bus {
@@ -54,6 +56,7 @@ pub async fn connect(
     db: &Db,
     database: &PgConnectOptions,
     node: &str,
+    seal: Seal,
     stop: &CancellationToken,
 ) -> Result<Option<Bus>, BusError> {
     Ok(match kind {
@@ -61,19 +64,21 @@ pub async fn connect(
         BusKind::Postgres => Some(started(
             postgres::Postgres::new(db.clone(), database.clone()),
             node,
+            seal,
             stop,
         )),
         BusKind::Nats { url, prefix } => Some(started(
             nats::Nats::connect(url, prefix, node).await?,
             node,
+            seal,
             stop,
         )),
     })
 }
 
-fn started<T: Transport>(transport: T, node: &str, stop: &CancellationToken) -> Bus {
+fn started<T: Transport>(transport: T, node: &str, seal: Seal, stop: &CancellationToken) -> Bus {
     let transport = Arc::new(transport);
-    let publisher = Publisher::start(transport.clone(), node, stop.clone());
+    let publisher = Publisher::start(transport.clone(), node, seal, stop.clone());
     let (sender, stop) = (publisher.clone(), stop.clone());
     Bus {
         publisher,

@@ -15,7 +15,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Nats {
+    /// The server's URL without credentials; they are in `auth`.
     url: String,
+    auth: Auth,
     node: String,
     /// The subject of each channel, in [`Channel`]'s order.
     subjects: [String; 2],
@@ -26,12 +28,14 @@ pub struct Nats {
 impl Nats {
     /// Connects the publishing side; fails when no NATS server answers at `url`.
     pub async fn connect(url: &str, prefix: &str, node: &str) -> Result<Self, BusError> {
-        let client = options(node)
-            .connect(url)
+        let (url, auth) = Auth::split(url);
+        let client = options(node, &auth)
+            .connect(&url)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))?;
         Ok(Self {
-            url: url.to_owned(),
+            url,
+            auth,
             node: node.to_owned(),
             subjects: ["messages", "events"].map(|channel| format!("{prefix}.{channel}")),
             client,
@@ -43,8 +47,46 @@ impl Nats {
     }
 }
 
-fn options(node: &str) -> async_nats::ConnectOptions {
-    async_nats::ConnectOptions::new()
+/// Credentials from the URL (`nats://user:password@host` or `nats://token@host`), which the
+/// client library does not take from it by itself.
+#[derive(Clone)]
+enum Auth {
+    None,
+    Token(String),
+    UserPassword(String, String),
+}
+
+impl Auth {
+    /// The URL without its credentials, and the credentials.
+    fn split(url: &str) -> (String, Auth) {
+        let Ok(mut parsed) = url::Url::parse(url) else {
+            return (url.to_owned(), Auth::None);
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let auth = match (parsed.username(), parsed.password()) {
+            ("", _) => Auth::None,
+            (token, None) => Auth::Token(decode(token)),
+            (user, Some(password)) => Auth::UserPassword(decode(user), decode(password)),
+        };
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        (parsed.to_string(), auth)
+    }
+}
+
+fn options(node: &str, auth: &Auth) -> async_nats::ConnectOptions {
+    let options = match auth.clone() {
+        Auth::None => async_nats::ConnectOptions::new(),
+        Auth::Token(token) => async_nats::ConnectOptions::with_token(token),
+        Auth::UserPassword(user, password) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+    };
+    options
         .name(format!("xfchat {node}"))
         .connection_timeout(CONNECT_TIMEOUT)
         .ping_interval(PING_INTERVAL)
@@ -70,7 +112,7 @@ impl Transport for Nats {
         // The listening connection does not reconnect on its own: a lost connection, or a
         // subscription that fell behind and dropped messages, ends the notices.
         let (lost_tx, mut lost) = mpsc::channel(4);
-        let client = options(&self.node)
+        let client = options(&self.node, &self.auth)
             .max_reconnects(1)
             .event_callback(move |event| {
                 let lost_tx = lost_tx.clone();

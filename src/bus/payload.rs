@@ -5,8 +5,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::seal::Seal;
 use crate::ids::{ChatId, UserId};
 use crate::protocol::ServerFrame;
+
+/// How far an event's time may lie from the receiver's clock: older ones are replays.
+const EVENT_MAX_AGE_MS: u64 = 60_000;
 
 /// PostgreSQL refuses payloads of 8,000 bytes or more; ours stay below this.
 pub const PAYLOAD_MAX: usize = 7_900;
@@ -80,45 +84,143 @@ pub fn decode_ranges(payload: &str) -> Option<(&str, Vec<Range>)> {
 pub struct Event {
     /// The node that sent it.
     pub node: String,
+    /// When it was sent, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub at: u64,
     /// Who gets it; empty for a heartbeat.
     pub users: Vec<UserId>,
     pub frame: Option<ServerFrame>,
+    /// A chat the receiver reads and delivers as a `chat` frame: what a `chat` or `members`
+    /// frame too large for the bus becomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ChatId>,
+}
+
+/// Why a node refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its seal does not hold: not from a node with the cluster's secret, or changed.
+    Seal,
+    /// Sealed, but not an event this version reads.
+    Unreadable,
+    /// Older (or newer) than a minute: a replay.
+    Stale,
+    /// A frame that never travels as an event (a message, an ack).
+    Kind,
+}
+
+impl Refused {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Seal => "seal",
+            Refused::Unreadable => "unreadable",
+            Refused::Stale => "stale",
+            Refused::Kind => "kind",
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The frames that travel as events; messages and acks never do (they come from the database).
+fn travels(frame: &ServerFrame) -> bool {
+    matches!(
+        frame,
+        ServerFrame::Read { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::FriendRequest { .. }
+            | ServerFrame::Chat { .. }
+            | ServerFrame::Members { .. }
+            | ServerFrame::ChatRemoved { .. }
+    )
 }
 
 impl Event {
-    /// The payloads for `frame` to `users`, split over several when the users are many.
-    pub fn encode(node: &str, users: &[UserId], frame: &ServerFrame) -> Vec<String> {
+    fn sealed(&self, seal: &Seal) -> String {
+        seal.seal(&serde_json::to_string(self).expect("events always serialise"))
+    }
+
+    /// The sealed payloads for `frame` to `users`, split over several when the users are many.
+    /// A `chat` or `members` frame too large for one payload goes as a reference to its chat,
+    /// which the receivers read; anything else too large is dropped, and the count returned.
+    pub fn encode(
+        seal: &Seal,
+        node: &str,
+        users: &[UserId],
+        frame: &ServerFrame,
+    ) -> (Vec<String>, usize) {
+        let event = |users: &[UserId], frame: Option<ServerFrame>, reload| Event {
+            node: node.to_owned(),
+            at: now_ms(),
+            users: users.to_vec(),
+            frame,
+            reload,
+        };
         let mut chunk = users.len().max(1);
         loop {
             let payloads: Vec<String> = users
                 .chunks(chunk)
-                .map(|users| {
-                    serde_json::to_string(&Event {
-                        node: node.to_owned(),
-                        users: users.to_vec(),
-                        frame: Some(frame.clone()),
-                    })
-                    .expect("events always serialise")
-                })
+                .map(|users| event(users, Some(frame.clone()), None).sealed(seal))
                 .collect();
-            if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) || chunk == 1 {
-                return payloads
-                    .into_iter()
-                    .filter(|p| p.len() < PAYLOAD_MAX)
-                    .collect();
+            if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) {
+                return (payloads, 0);
             }
-            chunk = chunk.div_ceil(2);
+            if chunk > 1 {
+                chunk = chunk.div_ceil(2);
+                continue;
+            }
+            let reload = match frame {
+                ServerFrame::Chat { chat } => Some(chat.id),
+                ServerFrame::Members { chat_id, .. } => Some(*chat_id),
+                _ => None,
+            };
+            let Some(reload) = reload else {
+                let (fit, big): (Vec<_>, Vec<_>) =
+                    payloads.into_iter().partition(|p| p.len() < PAYLOAD_MAX);
+                return (fit, big.len());
+            };
+            // A reference is small: users go as many to a payload as fit.
+            let mut chunk = users.len().max(1);
+            loop {
+                let payloads: Vec<String> = users
+                    .chunks(chunk)
+                    .map(|users| event(users, None, Some(reload)).sealed(seal))
+                    .collect();
+                if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) || chunk == 1 {
+                    return (payloads, 0);
+                }
+                chunk = chunk.div_ceil(2);
+            }
         }
     }
 
-    /// A node's heartbeat: it expects to hear its own.
-    pub fn heartbeat(node: &str) -> String {
-        serde_json::to_string(&Event {
+    /// A node's sealed heartbeat: it expects to hear its own.
+    pub fn heartbeat(seal: &Seal, node: &str) -> String {
+        Event {
             node: node.to_owned(),
+            at: now_ms(),
             users: Vec::new(),
             frame: None,
-        })
-        .expect("events always serialise")
+            reload: None,
+        }
+        .sealed(seal)
+    }
+
+    /// The event in a payload, if its seal holds, it is recent and carries what may travel.
+    pub fn open(seal: &Seal, payload: &str) -> Result<Event, Refused> {
+        let json = seal.open(payload).ok_or(Refused::Seal)?;
+        let event: Event = serde_json::from_str(json).map_err(|_| Refused::Unreadable)?;
+        if now_ms().abs_diff(event.at) > EVENT_MAX_AGE_MS {
+            return Err(Refused::Stale);
+        }
+        if event.frame.as_ref().is_some_and(|f| !travels(f)) {
+            return Err(Refused::Kind);
+        }
+        Ok(event)
     }
 }
 
@@ -151,17 +253,96 @@ mod tests {
 
     #[test]
     fn events_for_many_users_split_below_the_payload_limit() {
+        let seal = Seal::new("secret");
         let users: Vec<UserId> = (0..5000).map(|i| UserId(i * 1_000_003)).collect();
         let frame = ServerFrame::ChatRemoved { chat_id: ChatId(9) };
-        let payloads = Event::encode("n", &users, &frame);
+        let (payloads, dropped) = Event::encode(&seal, "n", &users, &frame);
+        assert_eq!(dropped, 0);
         assert!(payloads.len() > 1);
         let mut back = Vec::new();
         for p in &payloads {
             assert!(p.len() < PAYLOAD_MAX);
-            let event: Event = serde_json::from_str(p).unwrap();
+            let event = Event::open(&seal, p).unwrap();
             assert_eq!(event.frame, Some(frame.clone()));
             back.extend(event.users);
         }
         assert_eq!(back, users);
+    }
+
+    fn big_chat(members: i64) -> crate::protocol::Chat {
+        crate::protocol::Chat {
+            id: ChatId(7),
+            kind: crate::protocol::wire::ChatKind::Group,
+            title: Some("big".into()),
+            members: (0..members)
+                .map(|i| crate::protocol::Member {
+                    id: UserId(i),
+                    username: format!("member-{i}"),
+                    display_name: format!("Member number {i}"),
+                    last_read_seq: 0,
+                })
+                .collect(),
+            last_seq: 0,
+            last_read_seq: 0,
+            unread: 0,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_chat_event_too_large_for_the_bus_goes_as_a_reference_to_its_chat() {
+        let seal = Seal::new("secret");
+        let users: Vec<UserId> = (0..1000).map(UserId).collect();
+        let frame = ServerFrame::Chat {
+            chat: big_chat(1000),
+        };
+        let (payloads, dropped) = Event::encode(&seal, "n", &users, &frame);
+        assert_eq!(dropped, 0);
+        let mut back = Vec::new();
+        for p in &payloads {
+            assert!(p.len() < PAYLOAD_MAX);
+            let event = Event::open(&seal, p).unwrap();
+            assert_eq!((event.frame, event.reload), (None, Some(ChatId(7))));
+            back.extend(event.users);
+        }
+        assert_eq!(back, users);
+    }
+
+    #[test]
+    fn an_event_is_refused_unsealed_forged_stale_or_carrying_a_message() {
+        let seal = Seal::new("secret");
+        let users = [UserId(1)];
+        let frame = ServerFrame::Typing {
+            chat_id: ChatId(1),
+            user_id: UserId(2),
+        };
+        let (payloads, _) = Event::encode(&seal, "n", &users, &frame);
+        assert!(Event::open(&seal, &payloads[0]).is_ok());
+        let (forged, _) = Event::encode(&Seal::new("guess"), "n", &users, &frame);
+        assert_eq!(Event::open(&seal, &forged[0]).unwrap_err(), Refused::Seal);
+        let bare = payloads[0].split_once('.').unwrap().1;
+        assert_eq!(Event::open(&seal, bare).unwrap_err(), Refused::Seal);
+        let old = seal.seal(&bare.replacen("\"at\":", "\"at\":1", 1));
+        assert_eq!(Event::open(&seal, &old).unwrap_err(), Refused::Stale);
+        let forged_message = ServerFrame::Message {
+            message: crate::protocol::Message {
+                id: crate::ids::MessageId(1),
+                chat_id: ChatId(1),
+                seq: 1,
+                sender_id: UserId(2),
+                client_msg_id: uuid::Uuid::nil(),
+                body: "from someone else".into(),
+                created_at: chrono::Utc::now(),
+            },
+        };
+        let sealed = Event {
+            node: "n".into(),
+            at: now_ms(),
+            users: users.to_vec(),
+            frame: Some(forged_message),
+            reload: None,
+        }
+        .sealed(&seal);
+        assert_eq!(Event::open(&seal, &sealed).unwrap_err(), Refused::Kind);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode_ranges, ranges_of, Channel, Event, Transport};
+use super::{encode_ranges, ranges_of, Channel, Event, Seal, Transport};
 use crate::ids::{ChatId, UserId};
 use crate::metrics as m;
 use crate::protocol::ServerFrame;
@@ -21,18 +21,25 @@ const BATCH: usize = 256;
 #[derive(Clone)]
 pub struct Publisher {
     node: Arc<str>,
+    seal: Seal,
     announces_in_commit: bool,
     tx: mpsc::Sender<(Channel, String)>,
 }
 
 impl Publisher {
     /// Starts the sending task, which ends at `stop`.
-    pub fn start<T: Transport>(transport: Arc<T>, node: &str, stop: CancellationToken) -> Self {
+    pub fn start<T: Transport>(
+        transport: Arc<T>,
+        node: &str,
+        seal: Seal,
+        stop: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let announces_in_commit = transport.announces_in_commit();
         tokio::spawn(send_all(transport, rx, stop));
         Self {
             node: Arc::from(node),
+            seal,
             announces_in_commit,
             tx,
         }
@@ -40,6 +47,11 @@ impl Publisher {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The seal this node's events carry and others' must.
+    pub fn seal(&self) -> &Seal {
+        &self.seal
     }
 
     /// The node to name in a group commit's own announcement; None when the commit is
@@ -60,14 +72,18 @@ impl Publisher {
 
     /// Queues `frame` for the sockets of `users` on the other nodes.
     pub fn publish(&self, users: &[UserId], frame: &ServerFrame) {
-        for payload in Event::encode(&self.node, users, frame) {
+        let (payloads, too_large) = Event::encode(&self.seal, &self.node, users, frame);
+        if too_large > 0 {
+            metrics::counter!(m::BUS_TOO_LARGE).increment(too_large as u64);
+        }
+        for payload in payloads {
             self.queue(Channel::Events, payload);
         }
     }
 
     /// Queues this node's heartbeat, which its own listener expects to hear.
     pub fn heartbeat(&self) {
-        self.queue(Channel::Events, Event::heartbeat(&self.node));
+        self.queue(Channel::Events, Event::heartbeat(&self.seal, &self.node));
     }
 
     fn queue(&self, channel: Channel, payload: String) {

@@ -108,6 +108,19 @@ impl Hub {
         self.registry.deliver(users, None, &out);
     }
 
+    /// Delivers `chat`, read here, to `users`: what another node sent as a reference because
+    /// the chat was too large for the bus. Best effort, like every event.
+    pub async fn deliver_chat(&self, users: &[UserId], chat: ChatId) {
+        let view = match self.db.conn(Op::Bus).await {
+            Ok(mut conn) => crate::db::chats::for_newcomers(&mut conn, chat).await,
+            Err(e) => Err(e),
+        };
+        match view {
+            Ok(view) => self.deliver_event(users, ServerFrame::Chat { chat: view }),
+            Err(e) => tracing::warn!(error = %e, %chat, "could not read a chat another node named"),
+        }
+    }
+
     /// Compares chats' last seqs with what this node delivered and delivers what it missed. In
     /// the periodic check a chat counts as missed only when it was already behind at the check
     /// before, so a commit being fanned out right now is not read twice.

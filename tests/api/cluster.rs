@@ -383,3 +383,66 @@ pub async fn events_take_effect_on_the_other_node(c: &Cluster) {
         close::TOKEN_REVOKED
     );
 }
+
+#[tokio::test]
+async fn an_event_forged_on_the_bus_reaches_no_socket_and_is_counted() {
+    let c = cluster(1).await;
+    let alice = c.app.signup("alice").await;
+    let mut ws = c.ws(0, &alice).await;
+    // Whoever may NOTIFY (or publish on NATS) but lacks the secret: a message "from" anyone,
+    // unsealed, and one sealed with a guessed secret.
+    let forged = json!({
+        "node": "intruder",
+        "at": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+        "users": [alice.id],
+        "frame": {"type": "chat_removed", "chat_id": 1},
+    })
+    .to_string();
+    let guessed = format!("AAAA.{forged}");
+    let pool = c.app.db.pool().await;
+    for payload in [&forged, &guessed] {
+        sqlx::query("SELECT pg_notify('xfchat_events', $1)")
+            .bind(payload)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    ws.expect_silence(Duration::from_millis(1500)).await;
+    let refused = metric(
+        &metrics_text(&c.bases[0]).await,
+        "xfchat_bus_events_refused_total{reason=\"seal\"}",
+    );
+    assert_eq!(refused, Some(2.0));
+}
+
+#[tokio::test]
+async fn a_chat_event_too_large_for_the_bus_reaches_members_on_other_nodes() {
+    let c = cluster(2).await;
+    let (alice, bob) = (c.app.signup("alice").await, c.app.signup("bob").await);
+    c.app.befriend(&alice, &bob).await;
+    let mut others = crate::common::friends_of(&c.app, &alice, 119).await;
+    others.push(bob.id);
+    let mut ws = c.ws(1, &bob).await;
+    let (status, body) = c
+        .app
+        .post(
+            "/api/chats",
+            &alice,
+            json!({ "title": "a crowd", "member_ids": others }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    assert!(
+        body["chat"].to_string().len() > xfchat::bus::PAYLOAD_MAX,
+        "a chat too large for one payload"
+    );
+    match ws.next().await {
+        ServerFrame::Chat { chat } => assert_eq!(chat.members.len(), 121),
+        other => panic!("expected the chat, got {other:?}"),
+    }
+    let too_large = metric(
+        &metrics_text(&c.bases[0]).await,
+        "xfchat_bus_events_too_large_total",
+    );
+    assert_eq!(too_large, Some(0.0));
+}

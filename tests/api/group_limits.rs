@@ -6,31 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{error_code, spawn_app, spawn_app_with, TestApp, User};
-
-/// `n` users who are friends of `user`, made in the database directly (signups would hash
-/// passwords for seconds); returns their ids.
-async fn friends_of(app: &TestApp, user: &User, n: i64) -> Vec<i64> {
-    let pool = app.db.pool().await;
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO users (username, display_name, password_hash) \
-         SELECT 'f' || g, 'f' || g, 'x' FROM generate_series(1, $1) g RETURNING id",
-    )
-    .bind(n)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO friendships (user_low, user_high) \
-         SELECT least($1, f), greatest($1, f) FROM unnest($2::bigint[]) f",
-    )
-    .bind(user.id)
-    .bind(&ids)
-    .execute(&pool)
-    .await
-    .unwrap();
-    ids
-}
+use crate::common::{error_code, friends_of, spawn_app, spawn_app_with, TestApp};
 
 /// Transactions committed in the test's database so far (every statement outside an explicit
 /// transaction is one), once the statistics have caught up.

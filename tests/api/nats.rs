@@ -76,11 +76,12 @@ async fn over_nats_new_chats_read_markers_removals_and_logouts_take_effect_on_th
     events_take_effect_on_the_other_node(&nats_cluster(2, &url).await).await;
 }
 
-/// A `nats-server` of this test's own on `addr`, answering.
-async fn own_nats(binary: &str, addr: &str) -> Process {
+/// A `nats-server` of this test's own on `addr` with `extra` arguments, answering.
+async fn own_nats(binary: &str, addr: &str, extra: &[&str]) -> Process {
     let (host, port) = addr.split_once(':').unwrap();
     let child = Command::new(binary)
         .args(["-a", host, "-p", port])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -94,8 +95,8 @@ async fn own_nats(binary: &str, addr: &str) -> Process {
     process
 }
 
-#[tokio::test]
-async fn over_nats_a_nats_outage_mid_traffic_loses_nothing_and_duplicates_nothing() {
+/// The `nats-server` binary, if this machine has one.
+fn nats_binary() -> Option<String> {
     let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .into_iter()
         .find(|b| std::path::Path::new(b).exists())
@@ -105,12 +106,26 @@ async fn over_nats_a_nats_outage_mid_traffic_loses_nothing_and_duplicates_nothin
             let path = String::from_utf8(found.stdout).ok()?.trim().to_owned();
             (!path.is_empty()).then_some(path)
         });
-    let Some(binary) = binary else {
+    if binary.is_none() {
         eprintln!("SKIPPED: no nats-server binary to start and stop");
-        return;
-    };
+    }
+    binary
+}
+
+#[tokio::test]
+async fn over_a_nats_that_requires_a_password_nodes_log_in_with_the_url_s_credentials() {
+    let Some(binary) = nats_binary() else { return };
     let addr = free_listen_address();
-    let nats = own_nats(&binary, &addr).await;
+    let _nats = own_nats(&binary, &addr, &["--user", "xfchat", "--pass", "s3c/ret"]).await;
+    let c = nats_cluster(2, &format!("nats://xfchat:s3c%2Fret@{addr}")).await;
+    events_take_effect_on_the_other_node(&c).await;
+}
+
+#[tokio::test]
+async fn over_nats_a_nats_outage_mid_traffic_loses_nothing_and_duplicates_nothing() {
+    let Some(binary) = nats_binary() else { return };
+    let addr = free_listen_address();
+    let nats = own_nats(&binary, &addr, &[]).await;
     let c = nats_cluster(2, &format!("nats://{addr}")).await;
     let sender = c.app.signup("sender").await;
     let watcher = c.app.signup("watcher").await;
@@ -126,7 +141,7 @@ async fn over_nats_a_nats_outage_mid_traffic_loses_nothing_and_duplicates_nothin
     read.extend(read_in_order(&mut far, chat, 50, 100).await);
 
     // It comes back: the nodes listen again and hear each other.
-    let _nats = own_nats(&binary, &addr).await;
+    let _nats = own_nats(&binary, &addr, &[]).await;
     send_many(&mut ws, chat, 50).await;
     read.extend(read_in_order(&mut far, chat, 100, 150).await);
     assert_eq!(read, stored_order(&c.app, chat).await);
