@@ -294,22 +294,29 @@ async fn pings_and_unreadable_frames_cost_from_the_user_s_budget_and_typing_is_l
         })
         .await;
     }
-    let mut pongs = 0;
-    for _ in 0..4 {
-        match a.next().await {
-            ServerFrame::Pong { .. } => pongs += 1,
-            ServerFrame::Error {
-                code,
-                retry_after_ms,
-                ..
-            } => {
-                assert_eq!(code, "rate_limited");
-                assert!(retry_after_ms.is_some(), "with a retry hint");
-            }
-            other => panic!("{other:?}"),
+    // The first fits the burst, the second is refused; then the socket reads on only as the
+    // budget refills, so the rest are served later.
+    assert!(
+        matches!(a.next().await, ServerFrame::Pong { .. }),
+        "one large ping fits the burst"
+    );
+    match a.next().await {
+        ServerFrame::Error {
+            code,
+            retry_after_ms,
+            ..
+        } => {
+            assert_eq!(code, "rate_limited");
+            assert!(retry_after_ms.is_some(), "with a retry hint");
         }
+        other => panic!("{other:?}"),
     }
-    assert_eq!(pongs, 1, "one large ping fits the burst");
+    for _ in 0..2 {
+        assert!(matches!(
+            a.next().await,
+            ServerFrame::Pong { .. } | ServerFrame::Error { .. }
+        ));
+    }
     // Unreadable frames cost too: 30 of them against what is left.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..30 {
@@ -321,7 +328,7 @@ async fn pings_and_unreadable_frames_cost_from_the_user_s_budget_and_typing_is_l
             limited += usize::from(code == "rate_limited");
         }
     }
-    assert!(limited >= 5, "{limited} of 30 refused by the budget");
+    assert!(limited >= 1, "{limited} of 30 refused by the budget");
     // Typing: one a second per user, over all their sockets (burst two).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut sockets = vec![a];
@@ -353,4 +360,58 @@ async fn pings_and_unreadable_frames_cost_from_the_user_s_budget_and_typing_is_l
         refused, 2,
         "four sockets share the user's two typing indicators"
     );
+}
+
+#[tokio::test]
+async fn a_socket_over_its_user_s_budget_is_read_no_faster_than_the_budget_refills() {
+    // 10 units a second, burst 20: 200 pings sent at once.
+    let app = spawn_app_with(|s| s.user_rate = 10).await;
+    let alice = app.signup("alice").await;
+    let mut ws = app.ws(&alice).await;
+    for i in 0..200 {
+        ws.send(&ClientFrame::Ping {
+            nonce: json!(i),
+            reference: None,
+        })
+        .await;
+    }
+    // Within a second the burst is answered, then the first refusal, then the socket reads
+    // about as fast as the budget refills; read without pause, all 200 would be answered.
+    let mut answered = 0;
+    let (mut pongs, mut refused) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, ws.next()).await {
+        answered += 1;
+        match frame {
+            ServerFrame::Pong { .. } => pongs += 1,
+            ServerFrame::Error { code, .. } => {
+                assert_eq!(code, xfchat::protocol::ErrorCode::RateLimited);
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pongs >= 20, "the burst is served: {pongs}");
+    assert!(refused >= 1, "and then refused");
+    assert!(
+        answered < 60,
+        "{answered} of 200 frames read within a second"
+    );
+    // The socket is still served once the budget refills.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+        let _ = frame;
+    }
+    ws.send(&ClientFrame::Ping {
+        nonce: json!("later"),
+        reference: None,
+    })
+    .await;
+    loop {
+        if let ServerFrame::Pong { nonce, .. } = ws.next().await {
+            if nonce == json!("later") {
+                break;
+            }
+        }
+    }
 }

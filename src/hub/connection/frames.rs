@@ -21,6 +21,10 @@ pub const RESUME_MAX_CHATS: usize = 1000;
 /// Chats of a `resume` that cost one unit of the user's budget.
 const RESUME_CHATS_PER_UNIT: usize = 10;
 
+/// The longest a socket stops reading after a frame was refused for the user's budget: well
+/// within the pong timeout, so a paused socket never looks dead.
+const READ_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Connection {
     /// Handles one client frame; returns the frame to answer with, if any. Errors carry the
     /// frame's `ref`. Syncs, read markers and typing, whose database calls would otherwise
@@ -189,14 +193,20 @@ impl Connection {
 }
 
 impl Connection {
-    /// Takes one unit of the user's budget for sends, syncs and read markers, which all their
-    /// sockets and HTTP share; counts a refusal by frame kind.
-    pub(super) fn budget(&self, kind: &'static str, units: u32) -> Result<(), AppError> {
+    /// Takes `units` of the user's budget, which all their sockets and HTTP share; counts a
+    /// refusal by frame kind, and pauses reading this socket until the budget could pay again
+    /// (at most [`READ_PAUSE_MAX`]).
+    pub(super) fn budget(&mut self, kind: &'static str, units: u32) -> Result<(), AppError> {
         self.hub
             .throttles
             .user_actions(self.user, units)
-            .inspect_err(|_| {
+            .inspect_err(|e| {
                 metrics::counter!(m::WS_RATE_LIMITED, "kind" => kind).increment(1);
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(READ_PAUSE_MAX)
+                    .min(READ_PAUSE_MAX);
+                self.read_paused_until = Some(Instant::now() + wait);
             })
     }
 }

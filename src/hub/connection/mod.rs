@@ -63,6 +63,11 @@ pub struct Connection {
     greeting_until: Option<Instant>,
     /// Per chat, the first and last seq held back during the greeting.
     held: HashMap<ChatId, (i64, i64)>,
+    /// After a frame was refused for the user's budget, the socket reads nothing more until
+    /// the budget could pay again: a client that sends faster than it may is read at the rate
+    /// it may send, and TCP pushes back on it, instead of the server reading (and paying for)
+    /// every frame only to refuse it.
+    read_paused_until: Option<Instant>,
 }
 
 /// The longest a new socket holds live messages waiting for the client's first frame.
@@ -97,6 +102,7 @@ impl Connection {
             removed: HashSet::new(),
             greeting_until: Some(Instant::now() + GREETING),
             held: HashMap::new(),
+            read_paused_until: None,
         }
     }
 
@@ -169,6 +175,7 @@ impl Connection {
             // waits for a client frame or a new message to wake it.
             self.schedule();
             let (retry_at, greeting_until) = (self.work.retry_at, self.greeting_until);
+            let paused_until = self.read_paused_until;
             tokio::select! {
                 biased;
                 _ = kick.cancelled() => return Err(self.kicked()),
@@ -184,7 +191,8 @@ impl Connection {
                 _ = backlog.fell_behind() => {}
                 _ = sleep_until_some(retry_at) => {}
                 _ = sleep_until_some(greeting_until) => self.end_greeting(),
-                incoming = self.socket.next(), if !draining => match incoming {
+                _ = sleep_until_some(paused_until) => self.read_paused_until = None,
+                incoming = self.socket.next(), if !draining && paused_until.is_none() => match incoming {
                     Some(Ok(msg)) => self.on_message(msg, &mut awaiting_pong).await?,
                     Some(Err(e)) => return Err(read_failed(e)),
                     None => return Err(End::Gone(reason::NORMAL)),
