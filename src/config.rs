@@ -39,6 +39,12 @@ pub enum Command {
     },
     /// Check a live database: reachability, schema version and data integrity.
     Doctor,
+    /// Print the history's epoch; with --renew, start a new one (after restoring a backup into
+    /// the database it was taken from: clients then set their positions back).
+    Epoch {
+        #[arg(long)]
+        renew: bool,
+    },
 }
 
 /// How nodes on one database hear of each other's messages and events. Its `Debug` shows a

@@ -82,6 +82,7 @@ pub mod reason {
     pub const SHUTDOWN: &str = "shutdown";
     pub const TOKEN_EXPIRED: &str = "token_expired";
     pub const REVOKED: &str = "token_revoked";
+    pub const REWOUND: &str = "history_rewound";
     pub const ERROR: &str = "error";
 }
 
@@ -357,7 +358,9 @@ pub struct HubMetrics {
 }
 
 /// Every server frame `type`, so their counters can be registered up front.
-const FRAME_KINDS: [&str; 11] = [
+const FRAME_KINDS: [&str; 13] = [
+    "hello",
+    "rewound",
     "ack",
     "message",
     "synced",

@@ -78,6 +78,18 @@ impl Server {
         }
         let bus_kind = config.bus.clone();
         let tokens = Tokens::new(config.jwt_secret.expose(), config.token_ttl);
+        // The history's epoch, renewed first if this database is not the one it was written in.
+        {
+            let mut conn = db
+                .conn(Op::Chats)
+                .await
+                .context("read the history's epoch")?;
+            let epoch = crate::db::history::current(&mut conn)
+                .await
+                .context("read the history's epoch")?;
+            hub.set_epoch(epoch);
+        }
+        tokio::spawn(watch_epoch(db.clone(), hub.clone(), shutdown.clone()));
         // Revocations made before this server started apply from its first request.
         {
             let mut conn = db.conn(Op::Accounts).await.context("read revoked tokens")?;
@@ -168,6 +180,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.settings.validate()?;
     match cli.command {
         Some(Command::Doctor) => crate::doctor::run(&config).await,
+        Some(Command::Epoch { renew }) => {
+            let pool = db::connect(&config).await?;
+            let mut conn = pool.acquire().await?;
+            let epoch = if renew {
+                db::history::renew(&mut conn).await?
+            } else {
+                db::history::current(&mut conn).await?
+            };
+            println!("{epoch}");
+            Ok(())
+        }
         Some(Command::Migrate { undo_to }) => {
             let pool = db::connect(&config).await?;
             match undo_to {
@@ -205,4 +228,29 @@ fn host_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// How often a server checks that the database is still the one its history was written in.
+const EPOCH_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Follows the history's epoch until `stop`: a failover or a restore under a running server
+/// starts a new one (as does `xfchat epoch --renew`), and the hub closes its sockets so that
+/// clients resume against it.
+async fn watch_epoch(db: Db, hub: Arc<crate::hub::Hub>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(EPOCH_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let checked = async {
+            let mut conn = db.conn(Op::Chats).await?;
+            hub.set_epoch(crate::db::history::check(&mut conn).await?);
+            Ok::<_, crate::error::AppError>(())
+        };
+        if let Err(e) = checked.await {
+            tracing::debug!(error = %e, "could not check the history's epoch");
+        }
+    }
 }

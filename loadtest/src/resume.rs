@@ -137,6 +137,7 @@ pub async fn client(
             .map(|&chat| (ChatId(chat), c.last_seen.get(&chat).copied().unwrap_or(0)))
             .collect();
         let mut resume = vec![ClientFrame::Resume {
+            epoch: None,
             positions,
             reference: None,
         }];

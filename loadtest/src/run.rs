@@ -255,6 +255,7 @@ async fn connection(
     let codec = codec(args.codec);
     let (mut sink, mut stream) = ws.split();
     let hello = ClientFrame::Resume {
+        epoch: None,
         positions,
         reference: None,
     };

@@ -211,6 +211,7 @@ async fn read(
     let positions = chats.iter().map(|&c| (ChatId(c), 0)).collect();
     let resumed = Instant::now();
     sink.send(codec.encode(&ClientFrame::Resume {
+        epoch: None,
         positions,
         reference: None,
     }))

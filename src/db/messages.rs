@@ -356,9 +356,9 @@ pub async fn member_tails(
     conn: &mut PgConnection,
     user: UserId,
     chats: &[ChatId],
-) -> AppResult<Vec<(ChatId, i64)>> {
+) -> AppResult<Vec<(ChatId, i64, Option<i64>)>> {
     Ok(sqlx::query_as(
-        "SELECT c.id, c.last_seq FROM conversations c \
+        "SELECT c.id, c.last_seq, c.rewound_to FROM conversations c \
          JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = $2 \
          WHERE c.id = ANY($1)",
     )

@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod chats;
 pub mod friends;
 mod guard;
+pub mod history;
 pub mod members;
 pub mod messages;
 pub mod sessions;

@@ -61,6 +61,8 @@ pub struct Hub {
     positions: Arc<Positions>,
     /// Events to other nodes; None without a bus.
     bus: Option<Publisher>,
+    /// The epoch of the history this node serves (`db::history`).
+    epoch: std::sync::RwLock<Uuid>,
 }
 
 /// A socket the hub has room for, waiting for its upgrade to complete.
@@ -110,6 +112,7 @@ impl Hub {
             catchups: Arc::new(Semaphore::new((config.db_permits as usize / 2).max(1))),
             positions,
             bus,
+            epoch: std::sync::RwLock::new(Uuid::nil()),
         })
     }
 
@@ -191,6 +194,24 @@ impl Hub {
             .acquire_owned()
             .await
             .map_err(|_| AppError::Unavailable)
+    }
+
+    /// The epoch of the history, as every socket's `hello` names it.
+    pub fn epoch(&self) -> Uuid {
+        *self.epoch.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the epoch; when it changed from one already served, every socket closes with 4005
+    /// so that its client reconnects and resumes against the new history.
+    pub fn set_epoch(&self, epoch: Uuid) {
+        let before = std::mem::replace(
+            &mut *self.epoch.write().unwrap_or_else(|e| e.into_inner()),
+            epoch,
+        );
+        if !before.is_nil() && before != epoch {
+            tracing::warn!(%epoch, "the history was rewound: closing every socket");
+            self.registry.cut_off_all(registry::Kick::Rewound);
+        }
     }
 
     /// Closes every socket of `user` opened with token or session `id` (4002).

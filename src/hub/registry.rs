@@ -56,6 +56,8 @@ pub enum Kick {
     Revoked = 2,
     /// Its acks and events filled the queue's headroom: it has read nothing for a long time.
     Stalled = 3,
+    /// The history was rewound: its client reconnects and learns the new epoch.
+    Rewound = 4,
 }
 
 /// The reason a connection was cut off, shared by the hub's and the connection's sides.
@@ -67,6 +69,7 @@ impl KickReason {
         match self.0.load(Ordering::Relaxed) {
             2 => Kick::Revoked,
             3 => Kick::Stalled,
+            4 => Kick::Rewound,
             _ => Kick::None,
         }
     }
@@ -250,6 +253,15 @@ impl Registry {
             }
         }
         queued
+    }
+
+    /// Cuts off every connection.
+    pub fn cut_off_all(&self, why: Kick) {
+        for conns in self.by_user.iter() {
+            for conn in conns.iter() {
+                conn.cut_off(why);
+            }
+        }
     }
 
     /// Cuts off every connection of `user` that authenticated with token or session `id`.

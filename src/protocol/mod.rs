@@ -41,6 +41,10 @@ pub enum ClientFrame {
     Resume {
         #[serde(deserialize_with = "positions")]
         positions: BTreeMap<ChatId, i64>,
+        /// The epoch the positions belong to (from `hello`); positions of an older one are set
+        /// back to what both histories share.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<Uuid>,
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
     },
@@ -157,6 +161,18 @@ pub enum ServerFrame {
     },
     /// After a sync has sent every stored message with seq > after_seq, up to `last_seq`;
     /// `more` when a `limit` stopped it before the chat's end.
+    /// The first frame on every socket: the epoch of the history that seqs belong to.
+    Hello {
+        epoch: Uuid,
+    },
+    /// The chat's history holds nothing past `seq` that the position the client stated can be
+    /// trusted for (a restore, a promotion, or a position beyond the chat's end): drop what you
+    /// hold of it past `seq`; the stream goes on from there.
+    Rewound {
+        chat_id: ChatId,
+        seq: i64,
+        epoch: Uuid,
+    },
     Synced {
         chat_id: ChatId,
         last_seq: i64,
@@ -217,6 +233,8 @@ impl ServerFrame {
             Self::Ack { .. } => "ack",
             Self::Message { .. } => "message",
             Self::Synced { .. } => "synced",
+            Self::Hello { .. } => "hello",
+            Self::Rewound { .. } => "rewound",
             Self::Read { .. } => "read",
             Self::Typing { .. } => "typing",
             Self::FriendRequest { .. } => "friend_request",
@@ -276,4 +294,7 @@ pub mod close {
     pub const HEARTBEAT: u16 = 4003;
     /// The client read nothing for the stall timeout.
     pub const STALLED: u16 = 4004;
+    /// The history was rewound (a restore, a promotion): reconnect and `resume` with the epoch
+    /// your positions belong to.
+    pub const HISTORY_REWOUND: u16 = 4005;
 }

@@ -291,6 +291,7 @@ async fn a_resume_of_1000_chats_one_is_not_in_costs_one_query_and_names_each_cha
     let positions = (1..=1000).map(|c| (ChatId(1_000_000 + c), 0)).collect();
     let asked = Instant::now();
     b.send(&ClientFrame::Resume {
+        epoch: None,
         positions,
         reference: Some(Ref::Text("r1".into())),
     })
@@ -336,6 +337,7 @@ async fn a_resume_costs_the_user_s_budget_by_the_chats_it_names() {
     let positions: std::collections::BTreeMap<_, _> =
         (1..=1000).map(|c| (ChatId(1_000_000 + c), 0)).collect();
     b.send(&ClientFrame::Resume {
+        epoch: None,
         positions: positions.clone(),
         reference: Some(Ref::Number(1)),
     })
@@ -350,6 +352,7 @@ async fn a_resume_costs_the_user_s_budget_by_the_chats_it_names() {
         ));
     }
     b.send(&ClientFrame::Resume {
+        epoch: None,
         positions,
         reference: Some(Ref::Number(2)),
     })

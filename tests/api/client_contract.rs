@@ -131,6 +131,7 @@ async fn every_client_frame_s_ref_is_echoed_in_its_answer_or_error() {
         other => panic!("expected synced, got {other:?}"),
     }
     b.send(&ClientFrame::Resume {
+        epoch: None,
         positions: [(ChatId(chat), 1)].into(),
         reference: text("r1"),
     })

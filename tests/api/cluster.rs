@@ -63,6 +63,7 @@ impl Cluster {
 pub async fn reader(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
     let mut ws = c.ws(node, user).await;
     ws.send(&ClientFrame::Resume {
+        epoch: None,
         positions: [(ChatId(chat), after)].into(),
         reference: None,
     })
@@ -314,6 +315,7 @@ async fn a_node_killed_mid_traffic_leaves_its_clients_to_resume_on_another_with_
 pub async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after: i64) -> Ws {
     let mut ws = c.ws(node, user).await;
     ws.send(&ClientFrame::Resume {
+        epoch: None,
         positions: [(ChatId(chat), after)].into(),
         reference: None,
     })

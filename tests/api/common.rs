@@ -131,6 +131,20 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_config(tweak, |_| {}).await
 }
 
+/// A server on `db`, which it owns (and drops), with the tests' settings.
+pub async fn spawn_app_on(db: TestDb) -> TestApp {
+    let config = settings(&db).validate().expect("valid test settings");
+    let server = Server::start(config, Migrations::Apply)
+        .await
+        .expect("server starts");
+    TestApp {
+        base: format!("http://{}", server.local_addr()),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        db,
+    }
+}
+
 /// A server from tweaked settings whose validated [`Config`] is tweaked further (for what only
 /// tests may set, such as injected faults).
 pub async fn spawn_app_config(

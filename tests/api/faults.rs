@@ -62,6 +62,7 @@ async fn client(
         let mut hello = vec![{
             let at = pos.lock().await.seq;
             ClientFrame::Resume {
+                epoch: None,
                 positions: [(ChatId(chat), at)].into(),
                 reference: None,
             }

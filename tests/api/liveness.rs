@@ -87,6 +87,7 @@ impl Client {
         let (mut sink, source) = ws.split();
         // On every connect: a sync from the contiguous position, then every unacked send again.
         let mut hello = vec![ClientFrame::Resume {
+            epoch: None,
             positions: [(ChatId(self.chat), self.seen.seq)].into(),
             reference: Some(Ref::Text("hello".into())),
         }];

@@ -14,6 +14,7 @@ mod friends;
 mod fuzz;
 mod group_limits;
 mod hardening;
+mod history;
 mod http_limits;
 mod hub;
 mod hub_failures;

@@ -26,6 +26,7 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
             "conversations",
             "friend_requests",
             "friendships",
+            "history",
             "messages",
             "revoked_tokens",
             "sessions",

@@ -9,7 +9,7 @@ use crate::common::{error_code, settings, spawn_app, spawn_app_with, TestApp};
 use crate::ws::WAIT;
 
 /// Another server on `app`'s database (the database stays `app`'s to drop).
-async fn second_server(app: &TestApp) -> TestApp {
+pub async fn second_server(app: &TestApp) -> TestApp {
     let config = settings(&app.db).validate().unwrap();
     let second = Server::start(config, Migrations::Apply).await.unwrap();
     TestApp {

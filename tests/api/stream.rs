@@ -112,6 +112,7 @@ async fn resume_for_50_chats_at_once_under_traffic_keeps_each_chat_contiguous() 
     let positions: BTreeMap<i64, i64> = chats.iter().map(|&c| (c, c % 7)).collect();
     let mut b = app.ws(&bob).await;
     b.send(&ClientFrame::Resume {
+        epoch: None,
         positions: positions.iter().map(|(&c, &p)| (ChatId(c), p)).collect(),
         reference: None,
     })
@@ -298,6 +299,7 @@ async fn a_reconnect_storm_far_behind_catches_up_exactly_while_sends_keep_being_
                 let chat = *chat;
                 readers.push(tokio::spawn(async move {
                     ws.send(&ClientFrame::Resume {
+                        epoch: None,
                         positions: [(ChatId(chat), 0)].into(),
                         reference: None,
                     })
@@ -373,6 +375,7 @@ async fn a_resume_the_database_cannot_answer_is_retried_by_the_socket_itself_and
     // The database refuses connections while the resume from 2 is asked.
     app.db.accept_connections(false).await;
     b.send(&ClientFrame::Resume {
+        epoch: None,
         positions: [(ChatId(chat), 2)].into(),
         reference: None,
     })

@@ -18,6 +18,8 @@ use crate::common::{TestApp, User};
 pub struct Ws {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub codec: Codec,
+    /// The epoch the server's `hello` named.
+    pub epoch: Uuid,
 }
 
 /// How long a test waits for a frame it expects.
@@ -48,7 +50,17 @@ impl Ws {
             .await
             .expect("websocket connects");
         assert_eq!(res.headers()["sec-websocket-protocol"], codec.protocol());
-        Ws { stream, codec }
+        let mut ws = Ws {
+            stream,
+            codec,
+            epoch: Uuid::nil(),
+        };
+        // Every socket starts with the history's epoch.
+        match ws.next().await {
+            ServerFrame::Hello { epoch } => ws.epoch = epoch,
+            other => panic!("the first frame is not hello: {other:?}"),
+        }
+        ws
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {

@@ -41,6 +41,7 @@ pub(super) enum Ask {
     /// Check membership of every named chat in one query, then sync each from its position.
     Resume {
         positions: BTreeMap<ChatId, i64>,
+        epoch: Option<uuid::Uuid>,
         reference: Option<Ref>,
     },
 }
@@ -65,7 +66,8 @@ pub(super) enum Fetched {
         result: AppResult<Option<(i64, Vec<Message>)>>,
     },
     /// The member chats of a resume, with their last seqs.
-    Members(AppResult<Vec<(ChatId, i64)>>),
+    /// Per chat: its last seq and the lowest seq a rewind set it back to.
+    Members(AppResult<Vec<(ChatId, i64, Option<i64>)>>),
 }
 
 pub(super) type Reading = Pin<Box<dyn Future<Output = Fetched> + Send>>;

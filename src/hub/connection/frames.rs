@@ -68,6 +68,7 @@ impl Connection {
             }
             ClientFrame::Resume {
                 positions,
+                epoch,
                 reference,
             } => {
                 if positions.len() > RESUME_MAX_CHATS || positions.values().any(|&p| p < 0) {
@@ -84,6 +85,7 @@ impl Connection {
                 if !positions.is_empty() {
                     self.work.asks.push_back(Ask::Resume {
                         positions,
+                        epoch,
                         reference,
                     });
                 }

@@ -163,6 +163,13 @@ impl Connection {
         let backlog = self.inbox.backlog.clone();
         let expiry = tokio::time::sleep(self.session.remaining());
         tokio::pin!(expiry);
+        // First of all, the epoch that every seq on this socket belongs to.
+        let hello = ServerFrame::Hello {
+            epoch: self.hub.epoch(),
+        };
+        self.count_out(&hello);
+        self.feed(self.codec.encode(&hello)).await?;
+        self.flush().await?;
         loop {
             if draining && self.in_flight.is_empty() && self.inbox.rx.is_empty() {
                 return Err(End::Close(
@@ -220,6 +227,7 @@ impl Connection {
                 reason::STALLED,
             ),
             Kick::Revoked => End::Close(close::TOKEN_REVOKED, "token revoked", reason::REVOKED),
+            Kick::Rewound => End::Close(close::HISTORY_REWOUND, "history rewound", reason::REWOUND),
             Kick::None => End::Gone(reason::ERROR),
         }
     }

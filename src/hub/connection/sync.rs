@@ -159,25 +159,48 @@ impl Connection {
 
     /// A resume's chats checked in one query: each chat the user is not in gets an error
     /// naming it, each at or past its end is answered at once, and each behind becomes a sync.
-    async fn on_members(&mut self, tails: Vec<(ChatId, i64)>) -> Result<(), End> {
+    async fn on_members(&mut self, tails: Vec<(ChatId, i64, Option<i64>)>) -> Result<(), End> {
         self.work.failures = 0;
         let Some(Ask::Resume {
             positions,
+            epoch,
             reference,
         }) = self.work.asks.pop_front()
         else {
             return Ok(());
         };
-        let tails: std::collections::HashMap<ChatId, i64> = tails.into_iter().collect();
+        let current = self.hub.epoch();
+        // Positions of an older epoch are trusted only up to where the chat was rewound.
+        let stale = epoch.is_some_and(|e| e != current);
+        let tails: std::collections::HashMap<ChatId, (i64, Option<i64>)> = tails
+            .into_iter()
+            .map(|(chat, last, rewound_to)| (chat, (last, rewound_to)))
+            .collect();
         let mut syncs = Vec::new();
-        for (chat, at) in positions {
-            match tails.get(&chat) {
+        for (chat, stated) in positions {
+            let mut at = stated;
+            if let Some(&(last, rewound_to)) = tails.get(&chat) {
+                if stale {
+                    at = at.min(rewound_to.unwrap_or(last));
+                }
+                at = at.min(last);
+                if at < stated {
+                    let frame = ServerFrame::Rewound {
+                        chat_id: chat,
+                        seq: at,
+                        epoch: current,
+                    };
+                    self.count_out(&frame);
+                    self.feed(self.codec.encode(&frame)).await?;
+                }
+            }
+            match tails.get(&chat).map(|&(last, _)| last) {
                 None => {
                     let frame = chat_error(&AppError::NotFound, reference.clone(), chat);
                     self.count_out(&frame);
                     self.feed(self.codec.encode(&frame)).await?;
                 }
-                Some(&last) if at >= last => {
+                Some(last) if at >= last => {
                     self.cursors.insert(chat, last);
                     self.removed.remove(&chat);
                     self.synced(chat, last, reference.clone()).await?;

@@ -1,0 +1,2 @@
+ALTER TABLE conversations DROP COLUMN rewound_to;
+DROP TABLE history;
