@@ -110,6 +110,7 @@ async function start(user) {
   s.client.on('message', onMessage);
   s.client.on('chat', upsertChat);
   s.client.on('members', onMembers);
+  s.client.on('rewound', onRewound);
   s.client.on('chat_removed', ({ chat_id }) => removeChat(chat_id));
   s.client.on('read', onRead);
   s.client.on('typing', onTyping);
@@ -218,6 +219,16 @@ function onMembers({ chat_id, added, removed }) {
   const members = chat.members.filter((m) => !gone.has(m.id) && !added.some((a) => a.id === m.id));
   s.chats.set(chat_id, { ...chat, members: [...members, ...added] });
   renderChats();
+}
+
+/** The chat's history was set back (a restore, a failover): reload it if it is open. */
+function onRewound({ chat_id, seq }) {
+  const chat = s.chats.get(chat_id);
+  if (!chat) return;
+  chat.last_seq = Math.min(chat.last_seq, seq);
+  chat.unread = Math.max(0, chat.last_seq - chat.last_read_seq);
+  if (s.open === chat_id) route();
+  else renderChats();
 }
 
 function removeChat(id) {

@@ -9,6 +9,10 @@
  *   other chats go on;
  * - positions: the last seq it has of each chat; every (re)connect starts with one `resume`
  *   from them, so the `message` events of a chat come once each, in seq order, without gaps;
+ * - the history's epoch: positions belong to the epoch the server named in `hello`, and each
+ *   `resume` names it. After a restore or a failover that lost the newest messages, the server
+ *   sets positions back (`rewound`): the client moves its position back and emits `rewound`, so
+ *   the app drops what it holds past it, and the messages that take those seqs again come;
  * - reconnects with exponential backoff and jitter, reset by a successful open, that honour
  *   the close codes: none after a logout (4002) or with a token the server refuses; after
  *   expiry (4001) only with a fresh token;
@@ -27,6 +31,7 @@ export const CLOSE = Object.freeze({
   TOKEN_REVOKED: 4002,
   HEARTBEAT: 4003,
   STALLED: 4004,
+  HISTORY_REWOUND: 4005,
 });
 
 /** The most chats one `resume` frame may name. */
@@ -77,6 +82,7 @@ export class SendError extends Error {
  * @property {{ intervalMs?: number, timeoutMs?: number }} [heartbeat] an app-level ping every
  *   intervalMs (15000); no frame within timeoutMs (10000) after it counts as a dropped socket
  * @property {Record<string, number> | Map<number, number>} [positions] where each chat stands
+ * @property {string} [epoch] the epoch those positions belong to (from an earlier `hello`)
  * @property {boolean} [followNetwork] in browsers: drop the socket when the page goes offline and
  *   reconnect at once when it is back (true)
  */
@@ -119,6 +125,8 @@ export class Client extends Emitter {
     const entries = positions instanceof Map ? positions.entries() : Object.entries(positions);
     for (const [chat, seq] of entries) this.positions.set(Number(chat), seq);
     this.followNetwork = options.followNetwork ?? true;
+    /** @type {string | null} the epoch of the history the positions belong to */
+    this.epoch = options.epoch ?? null;
   }
 
   /** Opens the socket (again, after `close`). */
@@ -243,7 +251,9 @@ export class Client extends Emitter {
       // each chat continues exactly.
       const positions = [...this.positions];
       for (let i = 0; i === 0 || i < positions.length; i += RESUME_MAX_CHATS) {
-        this.#raw({ type: 'resume', positions: Object.fromEntries(positions.slice(i, i + RESUME_MAX_CHATS)) });
+        const frame = { type: 'resume', positions: Object.fromEntries(positions.slice(i, i + RESUME_MAX_CHATS)) };
+        if (this.epoch) frame.epoch = this.epoch;
+        this.#raw(frame);
       }
       // Then each chat's oldest unacked send; each ack lets the chat's next one go.
       for (const id of this.#heads()) this.#raw(this.#sendOf(id));
@@ -326,6 +336,16 @@ export class Client extends Emitter {
       }
       case 'message':
         if (this.#advance(frame.message)) this.emit('message', frame.message);
+        break;
+      case 'hello':
+        if (this.epoch && frame.epoch !== this.epoch) this.emit('epoch', { epoch: frame.epoch, previous: this.epoch });
+        this.epoch = frame.epoch;
+        break;
+      case 'rewound':
+        // The history holds nothing past `seq` that this client's position can be trusted for.
+        if (this.positions.has(frame.chat_id)) this.positions.set(frame.chat_id, frame.seq);
+        this.epoch = frame.epoch;
+        this.emit('rewound', frame);
         break;
       case 'synced': {
         const at = this.positions.get(frame.chat_id) ?? 0;

@@ -346,3 +346,30 @@ test('the Api refreshes its short-lived token by itself, once for concurrent cal
   assert.equal(stopped.reason, 'revoked');
   assert.deepEqual(pairs.at(-1), null, 'onTokens heard that the session ended');
 });
+
+test('after a rewind the client resumes with its epoch, moves its position back and takes the seqs again', async () => {
+  const c = open({ token: 't' }, 'http://127.0.0.1:9', { WebSocket: FakeSocket, ...fast, positions: { 1: 10 } });
+  await until(() => c.state === 'open', 'the socket to open');
+  let ws = FakeSocket.last;
+  assert.deepEqual(ws.sent[0], { type: 'resume', positions: { 1: 10 } }, 'no epoch known yet');
+  ws.answer({ type: 'hello', epoch: 'e1' });
+  assert.equal(c.epoch, 'e1');
+  // The server is restored from a backup: the socket closes with 4005 and comes back.
+  ws.onclose({ code: 4005, reason: 'history rewound' });
+  await until(() => c.state === 'open' && FakeSocket.last !== ws, 'the reconnect');
+  ws = FakeSocket.last;
+  assert.deepEqual(ws.sent[0], { type: 'resume', positions: { 1: 10 }, epoch: 'e1' }, 'the resume names its epoch');
+  const epochs = [];
+  const rewinds = [];
+  c.on('epoch', (e) => epochs.push(e));
+  c.on('rewound', (r) => rewinds.push(r));
+  const seen = record(c);
+  ws.answer({ type: 'hello', epoch: 'e2' });
+  ws.answer({ type: 'rewound', chat_id: 1, seq: 5, epoch: 'e2' });
+  ws.answer({ type: 'synced', chat_id: 1, last_seq: 5, more: false });
+  ws.answer({ type: 'message', message: { chat_id: 1, seq: 6, body: 'new six' } });
+  assert.deepEqual(epochs, [{ epoch: 'e2', previous: 'e1' }]);
+  assert.deepEqual(rewinds, [{ type: 'rewound', chat_id: 1, seq: 5, epoch: 'e2' }]);
+  assert.deepEqual(seen.map((m) => m.body), ['new six'], 'seq 6 again, not dropped as old');
+  assert.equal(c.positions.get(1), 6);
+});
