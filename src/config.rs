@@ -474,7 +474,10 @@ pub struct ConfigError(String);
 /// by host, port and name only.
 #[derive(Clone)]
 pub struct Config {
+    /// The first host of `DATABASE_URL`.
     pub database: PgConnectOptions,
+    /// Every host of `DATABASE_URL`, for a server that follows a failover.
+    pub database_targets: crate::db::target::Targets,
     pub jwt_secret: Secret,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
@@ -612,14 +615,13 @@ impl Settings {
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| invalid("DATABASE_URL is required: set it to a postgres:// URL"))?;
         // The parse error may quote the URL, password included, so it is not passed on.
-        let database: PgConnectOptions = url.parse().map_err(|_| {
-            invalid("DATABASE_URL is not a valid postgres:// URL (postgres://user:password@host:port/database)")
-        })?;
+        let targets = crate::db::target::Targets::parse(url).map_err(invalid)?;
         if self.db_statement_timeout_ms == 0 {
             return Err(invalid("XFCHAT_DB_STATEMENT_TIMEOUT_MS must be at least 1"));
         }
         let timeout = format!("{}ms", self.db_statement_timeout_ms);
-        let database = database.options([("statement_timeout", timeout.as_str())]);
+        let targets = targets.map(|host| host.options([("statement_timeout", timeout.as_str())]));
+        let database = targets.hosts[0].clone();
         let jwt_secret = self.jwt_secret.as_deref().ok_or_else(|| {
             invalid("JWT_SECRET is required: set it to a random string of at least 32 bytes")
         })?;
@@ -742,6 +744,7 @@ impl Settings {
         }
         Ok(Config {
             database,
+            database_targets: targets,
             jwt_secret: Secret(jwt_secret.to_owned()),
             listen,
             admin_listen,

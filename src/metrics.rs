@@ -52,6 +52,7 @@ pub const HTTP_CONNECTIONS: &str = "xfchat_http_connections";
 pub const HTTP_CLOSED: &str = "xfchat_http_connections_closed_total";
 pub const BUILD_INFO: &str = "xfchat_build_info";
 pub const LOG_LINES_DROPPED: &str = "xfchat_log_lines_dropped_total";
+pub const DB_FAILOVERS: &str = "xfchat_db_failovers_total";
 pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
 pub const BUS_TOO_LARGE: &str = "xfchat_bus_events_too_large_total";
 pub const BUS_REFUSED: &str = "xfchat_bus_events_refused_total";
@@ -133,6 +134,7 @@ fn register_at_zero() {
     metrics::counter!(WS_PANICS).increment(0);
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(BUS_DROPPED).increment(0);
+    metrics::counter!(DB_FAILOVERS).increment(0);
     metrics::counter!(BUS_TOO_LARGE).increment(0);
     for reason in ["seal", "unreadable", "stale", "kind"] {
         metrics::counter!(BUS_REFUSED, "reason" => reason).increment(0);
@@ -226,6 +228,10 @@ fn describe() {
     describe_counter!(
         BUS_DROPPED,
         "Payloads for other nodes dropped (queue full, or the bus unreachable): events, and with NATS also announcements of commits"
+    );
+    describe_counter!(
+        DB_FAILOVERS,
+        "Times the pool was pointed at another host of DATABASE_URL because its host no longer answered or took writes"
     );
     describe_counter!(
         BUS_TOO_LARGE,
@@ -410,4 +416,9 @@ impl Default for HubMetrics {
 pub fn send_refused(code: crate::protocol::ErrorCode) {
     metrics::counter!(WS_SENDS_REFUSED, "code" => code.as_str(), "cause" => code.fault())
         .increment(1);
+}
+
+/// Counts the pool following a failover to another host.
+pub fn failover() {
+    metrics::counter!(DB_FAILOVERS).increment(1);
 }

@@ -90,6 +90,12 @@ impl Server {
             hub.set_epoch(epoch);
         }
         tokio::spawn(watch_epoch(db.clone(), hub.clone(), shutdown.clone()));
+        tokio::spawn(
+            config
+                .database_targets
+                .clone()
+                .follow(pool.clone(), shutdown.clone()),
+        );
         // Revocations made before this server started apply from its first request.
         {
             let mut conn = db.conn(Op::Accounts).await.context("read revoked tokens")?;

@@ -39,6 +39,9 @@ impl Transport for Postgres {
     }
 
     async fn listen(&self) -> Result<Listening, BusError> {
+        // The listener follows the pool to whichever host it is on now (after a failover).
+        self.listen_pool
+            .set_connect_options((*self.db.pool().connect_options()).clone());
         let mut listener = PgListener::connect_with(&self.listen_pool).await?;
         listener.ignore_pool_close_event(true);
         // A lost connection ends the notices; the caller opens it again and checks.

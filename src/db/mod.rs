@@ -9,6 +9,7 @@ pub mod history;
 pub mod members;
 pub mod messages;
 pub mod sessions;
+pub mod target;
 pub mod users;
 
 use std::collections::BTreeSet;
@@ -29,6 +30,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 /// Opens the pool, retrying with backoff while the database is unreachable, and giving up once
 /// the configured connect timeout has passed. Errors name the host, port and database only.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    if config.database_targets.hosts.len() > 1 {
+        return connect_to_one_of(config).await;
+    }
     let target = config.database_display();
     let deadline = Instant::now() + config.db_connect_timeout;
     let mut backoff = Duration::from_millis(100);
@@ -66,6 +70,44 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         .connect_with(config.database.clone())
         .await
         .with_context(|| format!("cannot open the connection pool to {target}"))
+}
+
+/// With several hosts: the pool on the first that answers and suits, retrying as above.
+async fn connect_to_one_of(config: &Config) -> anyhow::Result<PgPool> {
+    let targets = &config.database_targets;
+    let deadline = Instant::now() + config.db_connect_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Some(host) = targets.pick(remaining.min(Duration::from_secs(5))).await {
+            tracing::info!(
+                host = host.get_host(),
+                port = host.get_port(),
+                "connecting to this host of DATABASE_URL"
+            );
+            return PgPoolOptions::new()
+                .max_connections(config.db_max_connections)
+                .acquire_timeout(config.db_permit_timeout)
+                .connect_with(host.clone())
+                .await
+                .context("cannot open the connection pool");
+        }
+        let wanted = if targets.read_write {
+            " and takes writes"
+        } else {
+            ""
+        };
+        if Instant::now() + backoff >= deadline {
+            bail!(
+                "no host of DATABASE_URL answers{wanted} within {}s ({} hosts)",
+                config.db_connect_timeout.as_secs(),
+                targets.hosts.len()
+            );
+        }
+        tracing::warn!("no host of DATABASE_URL answers{wanted} yet, retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Applies pending migrations. sqlx holds a PostgreSQL advisory lock while it migrates, so

@@ -236,3 +236,111 @@ async fn every_database_connection_carries_the_statement_timeout() {
         "PostgreSQL cancels a statement past the timeout"
     );
 }
+
+#[tokio::test]
+async fn a_database_url_with_several_hosts_serves_from_the_first_that_answers_and_takes_writes() {
+    let db = crate::common::TestDb::create().await;
+    // A host where nothing listens comes first, as a dead primary would.
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let url = match rest.split_once('@') {
+        Some((user, hosts)) => format!("{scheme}://{user}@127.0.0.1:1,{hosts}"),
+        None => format!("{scheme}://127.0.0.1:1,{rest}"),
+    };
+    let url = format!("{url}?target_session_attrs=read-write");
+    let mut settings = crate::common::settings(&db);
+    settings.database_url = Some(url);
+    let config = settings.validate().expect("a multi-host URL is valid");
+    assert_eq!(config.database_targets.hosts.len(), 2);
+    let server = xfchat::server::Server::start(config, xfchat::server::Migrations::Apply)
+        .await
+        .expect("starts on the host that answers");
+    let app = crate::common::TestApp::at(&format!("http://{}", server.local_addr()), db);
+    let alice = app.signup("alice").await;
+    let chat = app.group(&alice, &[]).await;
+    let (status, _) = app
+        .send(&alice, chat, uuid::Uuid::new_v4(), "written")
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    server.stop().await.unwrap();
+}
+
+/// A TCP proxy to `to` that can be cut: every connection through it ends, and no more are
+/// taken, as when a database host dies.
+struct Proxy {
+    addr: String,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Proxy {
+    async fn start(to: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = to.clone();
+                conns.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, tasks }
+    }
+
+    fn cut(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+#[tokio::test]
+async fn with_several_hosts_a_server_follows_its_database_to_another_host_when_its_host_dies() {
+    let db = crate::common::TestDb::create().await;
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (user, rest) = rest.split_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut proxy = Proxy::start(host.to_owned()).await;
+    let at = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    // The proxy is the first host (the primary); the database itself the second (the standby
+    // that takes over).
+    let url = format!(
+        "{scheme}://{at}{},{host}/{path}?target_session_attrs=read-write",
+        proxy.addr
+    );
+    let mut settings = crate::common::settings(&db);
+    settings.database_url = Some(url);
+    let server = xfchat::server::Server::start(
+        settings.validate().unwrap(),
+        xfchat::server::Migrations::Apply,
+    )
+    .await
+    .unwrap();
+    let app = crate::common::TestApp::at(&format!("http://{}", server.local_addr()), db);
+    let alice = app.signup("alice").await;
+    let chat = app.group(&alice, &[]).await;
+    proxy.cut();
+    // Sends fail while the pool is on the dead host, then succeed on the other, resent.
+    let id = uuid::Uuid::new_v4();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, _) = app.send(&alice, chat, id, "after the failover").await;
+        if status == reqwest::StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never followed the database to the other host: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let metrics = crate::common::metrics_text(&app.base).await;
+    let failovers = crate::common::metric(&metrics, "xfchat_db_failovers_total");
+    assert!(failovers >= Some(1.0), "{failovers:?}");
+    server.stop().await.unwrap();
+}
