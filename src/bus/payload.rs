@@ -79,6 +79,19 @@ pub fn decode_ranges(payload: &str) -> Option<(&str, Vec<Range>)> {
     Some((node, ranges))
 }
 
+/// The payloads `encode` makes of `users`, in chunks halved until every payload fits below
+/// [`PAYLOAD_MAX`], or until one user each.
+fn split(users: &[UserId], encode: impl Fn(&[UserId]) -> String) -> Vec<String> {
+    let mut chunk = users.len().max(1);
+    loop {
+        let payloads: Vec<String> = users.chunks(chunk).map(&encode).collect();
+        if chunk == 1 || payloads.iter().all(|p| p.len() < PAYLOAD_MAX) {
+            return payloads;
+        }
+        chunk = chunk.div_ceil(2);
+    }
+}
+
 /// An event for some users, from one node to the others.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Event {
@@ -160,40 +173,27 @@ impl Event {
             frame,
             reload,
         };
-        let mut chunk = users.len().max(1);
-        loop {
-            let payloads: Vec<String> = users
-                .chunks(chunk)
-                .map(|users| event(users, Some(frame.clone()), None).sealed(seal))
-                .collect();
-            if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) {
-                return (payloads, 0);
-            }
-            if chunk > 1 {
-                chunk = chunk.div_ceil(2);
-                continue;
-            }
-            let reload = match frame {
-                ServerFrame::Chat { chat } => Some(chat.id),
-                ServerFrame::Members { chat_id, .. } => Some(*chat_id),
-                _ => None,
-            };
-            let Some(reload) = reload else {
+        let payloads = split(users, |users| {
+            event(users, Some(frame.clone()), None).sealed(seal)
+        });
+        if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) {
+            return (payloads, 0);
+        }
+        let reload = match frame {
+            ServerFrame::Chat { chat } => Some(chat.id),
+            ServerFrame::Members { chat_id, .. } => Some(*chat_id),
+            _ => None,
+        };
+        match reload {
+            // A reference is small: users go as many to a payload as fit.
+            Some(chat) => (
+                split(users, |users| event(users, None, Some(chat)).sealed(seal)),
+                0,
+            ),
+            None => {
                 let (fit, big): (Vec<_>, Vec<_>) =
                     payloads.into_iter().partition(|p| p.len() < PAYLOAD_MAX);
-                return (fit, big.len());
-            };
-            // A reference is small: users go as many to a payload as fit.
-            let mut chunk = users.len().max(1);
-            loop {
-                let payloads: Vec<String> = users
-                    .chunks(chunk)
-                    .map(|users| event(users, None, Some(reload)).sealed(seal))
-                    .collect();
-                if payloads.iter().all(|p| p.len() < PAYLOAD_MAX) || chunk == 1 {
-                    return (payloads, 0);
-                }
-                chunk = chunk.div_ceil(2);
+                (fit, big.len())
             }
         }
     }
