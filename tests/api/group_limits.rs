@@ -9,9 +9,11 @@ use serde_json::json;
 use crate::common::{error_code, friends_of, spawn_app, spawn_app_with, TestApp};
 
 /// Transactions committed in the test's database so far (every statement outside an explicit
-/// transaction is one), once the statistics have caught up.
+/// transaction is one). A backend that has been idle reports
+/// its counts up to 10 s late (PostgreSQL's PGSTAT_IDLE_INTERVAL), so the count settles first;
+/// with a shorter wait the setup's commits could land in the measured window.
 async fn statements(app: &TestApp) -> i64 {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(11_000)).await;
     let pool = app.db.pool().await;
     sqlx::query_scalar(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
@@ -100,9 +102,10 @@ async fn a_membership_change_in_a_large_group_costs_a_few_statements_not_one_rea
     assert_eq!(status, StatusCode::NO_CONTENT);
     let spent = statements(&app).await - before;
     // Each change is a transaction and a read or two, whatever the size; background reads (the
-    // revocation list every 2 s) add a few. One read per member would be hundreds.
+    // revocation list every 2 s, the epoch every 5 s) add one or two a second over the window.
+    // One read per member would be over 600.
     assert!(
-        spent < 40,
+        spent < 100,
         "{spent} statements for two changes to a group of 301"
     );
 }
