@@ -125,6 +125,35 @@ pub struct Settings {
     /// PostgreSQL URL (required).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
+    /// A read replica's URL (optional): history and catch-up reads go there, and to the
+    /// primary whenever the replica has not reached the seq they need.
+    #[arg(
+        long,
+        env = "XFCHAT_DATABASE_READ_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_read_url: Option<String>,
+    /// `transaction` when DATABASE_URL is a pooler in transaction mode (PgBouncer): every
+    /// unit of work is then one transaction, and LISTEN and migrations use
+    /// XFCHAT_DATABASE_DIRECT_URL. `none` (the default) for a direct connection.
+    #[arg(
+        long,
+        env = "XFCHAT_DATABASE_POOLER",
+        value_enum,
+        default_value = "none",
+        global = true
+    )]
+    pub database_pooler: Pooler,
+    /// A direct connection to the primary, past the pooler, for LISTEN and migrations;
+    /// required with XFCHAT_DATABASE_POOLER=transaction.
+    #[arg(
+        long,
+        env = "XFCHAT_DATABASE_DIRECT_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_direct_url: Option<String>,
     /// Secret that signs access tokens, at least 32 bytes (required).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
@@ -465,6 +494,42 @@ pub struct Settings {
     pub bus_prefix: String,
 }
 
+/// What stands between the server and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pooler {
+    /// A direct connection (or a pooler in session mode).
+    None,
+    /// A pooler in transaction mode, such as PgBouncer's `pool_mode = transaction`.
+    Transaction,
+}
+
+/// Where the server's connections go besides DATABASE_URL, and how they are used.
+#[derive(Clone)]
+pub struct DatabaseRoutes {
+    /// DATABASE_URL is a pooler in transaction mode.
+    pub pooled: bool,
+    /// Past the pooler, for LISTEN and migrations.
+    pub direct: Option<PgConnectOptions>,
+    /// A read replica for history and catch-up reads.
+    pub replica: Option<PgConnectOptions>,
+    /// Set per transaction behind a pooler, which drops the startup options that set it.
+    pub statement_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = |o: &Option<PgConnectOptions>| {
+            o.as_ref()
+                .map(|o| format!("{}:{}", o.get_host(), o.get_port()))
+        };
+        f.debug_struct("DatabaseRoutes")
+            .field("pooled", &self.pooled)
+            .field("direct", &host(&self.direct))
+            .field("replica", &host(&self.replica))
+            .finish()
+    }
+}
+
 /// A setting that is missing or invalid; its text names the setting and what is expected.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -478,6 +543,7 @@ pub struct Config {
     pub database: PgConnectOptions,
     /// Every host of `DATABASE_URL`, for a server that follows a failover.
     pub database_targets: crate::db::target::Targets,
+    pub database_routes: DatabaseRoutes,
     pub jwt_secret: Secret,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
@@ -620,8 +686,51 @@ impl Settings {
             return Err(invalid("XFCHAT_DB_STATEMENT_TIMEOUT_MS must be at least 1"));
         }
         let timeout = format!("{}ms", self.db_statement_timeout_ms);
-        let targets = targets.map(|host| host.options([("statement_timeout", timeout.as_str())]));
+        let with_timeout =
+            |o: PgConnectOptions| o.options([("statement_timeout", timeout.as_str())]);
+        let pooled = self.database_pooler == Pooler::Transaction;
+        // A pooler in transaction mode does not pass startup options on; the timeout is set in
+        // each transaction instead.
+        // Nor does a statement prepared in one transaction outlive it: every statement is
+        // prepared anew (unnamed), never cached by name.
+        let targets = if pooled {
+            targets.map(|host| host.statement_cache_capacity(0))
+        } else {
+            targets.map(with_timeout)
+        };
         let database = targets.hosts[0].clone();
+        let url_setting = |name: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(|u| {
+                    // The parse error may quote the URL, password included.
+                    u.parse::<PgConnectOptions>()
+                        .map_err(|_| invalid(format!("{name} is not a valid postgres:// URL")))
+                })
+                .transpose()
+        };
+        let direct =
+            url_setting("XFCHAT_DATABASE_DIRECT_URL", &self.database_direct_url)?.map(with_timeout);
+        if pooled && direct.is_none() {
+            return Err(invalid(
+                "XFCHAT_DATABASE_DIRECT_URL is required with XFCHAT_DATABASE_POOLER=transaction: \
+                 LISTEN and migrations need a session of their own, past the pooler",
+            ));
+        }
+        let replica = url_setting("XFCHAT_DATABASE_READ_URL", &self.database_read_url)?.map(|o| {
+            if pooled {
+                o.statement_cache_capacity(0)
+            } else {
+                with_timeout(o)
+            }
+        });
+        let database_routes = DatabaseRoutes {
+            pooled,
+            direct,
+            replica,
+            statement_timeout_ms: self.db_statement_timeout_ms,
+        };
         let jwt_secret = self.jwt_secret.as_deref().ok_or_else(|| {
             invalid("JWT_SECRET is required: set it to a random string of at least 32 bytes")
         })?;
@@ -745,6 +854,7 @@ impl Settings {
         Ok(Config {
             database,
             database_targets: targets,
+            database_routes,
             jwt_secret: Secret(jwt_secret.to_owned()),
             listen,
             admin_listen,
@@ -835,6 +945,8 @@ impl std::fmt::Debug for Settings {
         // Everything but the two secrets, which only say whether they are set.
         let Settings {
             database_url,
+            database_read_url,
+            database_direct_url,
             jwt_secret,
             listen,
             admin_listen,
@@ -842,6 +954,8 @@ impl std::fmt::Debug for Settings {
         } = self;
         f.debug_struct("Settings")
             .field("database_url", &redacted_url(database_url))
+            .field("database_read_url", &redacted_url(database_read_url))
+            .field("database_direct_url", &redacted_url(database_direct_url))
             .field("jwt_secret", &jwt_secret.as_ref().map(|_| "REDACTED"))
             .field("listen", listen)
             .field("admin_listen", admin_listen)
@@ -853,6 +967,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("database", &self.database_display())
+            .field("database_routes", &self.database_routes)
             .field("jwt_secret", &self.jwt_secret)
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)

@@ -56,7 +56,7 @@ const SHOWN: i64 = 20;
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     println!("xfchat doctor: {}", config.database_display());
     let started = Instant::now();
-    let pool = db::connect(config).await?;
+    let pool = db::connect_direct(config).await?;
     println!("  ok    connected in {} ms", started.elapsed().as_millis());
     let started = Instant::now();
     sqlx::query("SELECT 1").execute(&pool).await?;

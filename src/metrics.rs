@@ -53,6 +53,7 @@ pub const HTTP_CLOSED: &str = "xfchat_http_connections_closed_total";
 pub const BUILD_INFO: &str = "xfchat_build_info";
 pub const LOG_LINES_DROPPED: &str = "xfchat_log_lines_dropped_total";
 pub const DB_FAILOVERS: &str = "xfchat_db_failovers_total";
+pub const DB_REPLICA_READS: &str = "xfchat_db_replica_reads_total";
 pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
 pub const BUS_TOO_LARGE: &str = "xfchat_bus_events_too_large_total";
 pub const BUS_REFUSED: &str = "xfchat_bus_events_refused_total";
@@ -232,6 +233,10 @@ fn describe() {
     describe_counter!(
         DB_FAILOVERS,
         "Times the pool was pointed at another host of DATABASE_URL because its host no longer answered or took writes"
+    );
+    describe_counter!(
+        DB_REPLICA_READS,
+        "History and catch-up reads by where their messages came from: result=replica (all of them), behind (the replica lacked the tail, read from the primary), failed (the replica did not answer; all from the primary)"
     );
     describe_counter!(
         BUS_TOO_LARGE,
@@ -416,6 +421,11 @@ impl Default for HubMetrics {
 pub fn send_refused(code: crate::protocol::ErrorCode) {
     metrics::counter!(WS_SENDS_REFUSED, "code" => code.as_str(), "cause" => code.fault())
         .increment(1);
+}
+
+/// Counts a read meant for the replica by how it ended: `replica`, `behind` or `failed`.
+pub fn replica_read(result: &'static str) {
+    metrics::counter!(DB_REPLICA_READS, "result" => result).increment(1);
 }
 
 /// Counts the pool following a failover to another host.

@@ -35,9 +35,15 @@ impl Server {
     /// Connects to the database, brings the schema up to date and starts serving.
     pub async fn start(config: Config, migrations: Migrations) -> anyhow::Result<Server> {
         let pool = db::connect(&config).await?;
-        match migrations {
-            Migrations::Apply => db::migrate(&pool).await?,
-            Migrations::RequireCurrent => db::ensure_current(&pool).await?,
+        {
+            let direct = db::connect_direct(&config).await?;
+            match migrations {
+                Migrations::Apply => db::migrate(&direct).await?,
+                Migrations::RequireCurrent => db::ensure_current(&direct).await?,
+            }
+            if config.database_routes.pooled {
+                direct.close().await;
+            }
         }
         let listener = TcpListener::bind(config.listen)
             .await
@@ -53,7 +59,13 @@ impl Server {
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let database = config.database_display();
-        let db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
+        let mut db = Db::new(pool.clone(), config.db_permits, config.db_permit_timeout);
+        if config.database_routes.pooled {
+            db = db.pinned(config.database_routes.statement_timeout_ms);
+        }
+        if let Some(replica) = db::connect_replica(&config) {
+            db = db.with_replica(replica, config.db_permits);
+        }
         let throttles = Throttles::new(&config.throttle);
         // The one cancellation tree: the hub's token is a child of this one.
         let shutdown = CancellationToken::new();
@@ -63,7 +75,8 @@ impl Server {
             .unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
         let prometheus = crate::metrics::install(&node);
         let seal = bus::Seal::new(config.jwt_secret.expose());
-        let bus = bus::connect(&config.bus, &db, &config.database, &node, seal, &shutdown)
+        let listen_at = config.database_routes.direct.clone();
+        let bus = bus::connect(&config.bus, &db, listen_at, &node, seal, &shutdown)
             .await
             .with_context(|| format!("cannot reach the bus at {:?}", config.bus))?;
         let hub = Hub::new(
@@ -87,6 +100,7 @@ impl Server {
             let epoch = crate::db::history::current(&mut conn)
                 .await
                 .context("read the history's epoch")?;
+            conn.done().await.context("read the history's epoch")?;
             hub.set_epoch(epoch);
         }
         tokio::spawn(watch_epoch(db.clone(), hub.clone(), shutdown.clone()));
@@ -104,6 +118,7 @@ impl Server {
                 .refresh(&mut conn)
                 .await
                 .context("read revoked tokens")?;
+            conn.done().await.context("read revoked tokens")?;
         }
         let state = AppState {
             hub: hub.clone(),
@@ -187,7 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Doctor) => crate::doctor::run(&config).await,
         Some(Command::Epoch { renew }) => {
-            let pool = db::connect(&config).await?;
+            let pool = db::connect_direct(&config).await?;
             let mut conn = pool.acquire().await?;
             let epoch = if renew {
                 db::history::renew(&mut conn).await?
@@ -198,7 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Migrate { undo_to }) => {
-            let pool = db::connect(&config).await?;
+            let pool = db::connect_direct(&config).await?;
             match undo_to {
                 Some(version) => {
                     db::MIGRATOR.undo(&pool, version).await?;
@@ -252,7 +267,9 @@ async fn watch_epoch(db: Db, hub: Arc<crate::hub::Hub>, stop: CancellationToken)
         }
         let checked = async {
             let mut conn = db.conn(Op::Chats).await?;
-            hub.set_epoch(crate::db::history::check(&mut conn).await?);
+            let epoch = crate::db::history::check(&mut conn).await?;
+            conn.done().await?;
+            hub.set_epoch(epoch);
             Ok::<_, crate::error::AppError>(())
         };
         if let Err(e) = checked.await {

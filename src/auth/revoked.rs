@@ -123,7 +123,10 @@ impl Revoked {
                 _ = every.tick() => {}
             }
             let read = match db.conn(Op::Accounts).await {
-                Ok(mut conn) => self.refresh(&mut conn).await,
+                Ok(mut conn) => match self.refresh(&mut conn).await {
+                    Ok(rows) => conn.done().await.map(|()| rows),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match read {

@@ -54,7 +54,7 @@ impl Bus {
 pub async fn connect(
     kind: &BusKind,
     db: &Db,
-    database: &PgConnectOptions,
+    listen_at: Option<PgConnectOptions>,
     node: &str,
     seal: Seal,
     stop: &CancellationToken,
@@ -62,7 +62,7 @@ pub async fn connect(
     Ok(match kind {
         BusKind::Off => None,
         BusKind::Postgres => Some(started(
-            postgres::Postgres::new(db.clone(), database.clone()),
+            postgres::Postgres::new(db.clone(), listen_at),
             node,
             seal,
             stop,

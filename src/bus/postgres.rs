@@ -15,15 +15,25 @@ pub struct Postgres {
     db: Db,
     /// The listener's own connection, opened when it listens.
     listen_pool: PgPool,
+    /// Where the listener connects past a pooler in transaction mode; without one it follows
+    /// the pool.
+    listen_at: Option<PgConnectOptions>,
 }
 
 impl Postgres {
-    pub fn new(db: Db, options: PgConnectOptions) -> Self {
+    pub fn new(db: Db, listen_at: Option<PgConnectOptions>) -> Self {
+        let options = listen_at
+            .clone()
+            .unwrap_or_else(|| (*db.pool().connect_options()).clone());
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
-        Self { db, listen_pool }
+        Self {
+            db,
+            listen_pool,
+            listen_at,
+        }
     }
 }
 
@@ -35,13 +45,16 @@ impl Transport for Postgres {
     async fn send(&self, channel: Channel, payloads: Vec<String>) -> Result<(), BusError> {
         let mut conn = self.db.conn(Op::Bus).await?;
         notify(&mut conn, channel, &payloads).await?;
+        conn.done().await?;
         Ok(())
     }
 
     async fn listen(&self) -> Result<Listening, BusError> {
         // The listener follows the pool to whichever host it is on now (after a failover).
-        self.listen_pool
-            .set_connect_options((*self.db.pool().connect_options()).clone());
+        if self.listen_at.is_none() {
+            self.listen_pool
+                .set_connect_options((*self.db.pool().connect_options()).clone());
+        }
         let mut listener = PgListener::connect_with(&self.listen_pool).await?;
         listener.ignore_pool_close_event(true);
         // A lost connection ends the notices; the caller opens it again and checks.

@@ -350,6 +350,23 @@ pub async fn stream_page(
     Ok(Some((last_seq, messages)))
 }
 
+/// `chat`'s last seq if `user` is a member of it.
+pub async fn member_last_seq(
+    conn: &mut PgConnection,
+    user: UserId,
+    chat: ChatId,
+) -> AppResult<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.last_seq FROM conversations c \
+         JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = $2 \
+         WHERE c.id = $1",
+    )
+    .bind(chat)
+    .bind(user)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// Of `chats`, those `user` is a member of, with their last seqs: one query for a whole
 /// `resume`.
 pub async fn member_tails(

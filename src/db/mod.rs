@@ -8,6 +8,7 @@ mod guard;
 pub mod history;
 pub mod members;
 pub mod messages;
+pub mod replica;
 pub mod sessions;
 pub mod target;
 pub mod users;
@@ -33,15 +34,48 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     if config.database_targets.hosts.len() > 1 {
         return connect_to_one_of(config).await;
     }
-    let target = config.database_display();
+    let pool = open(
+        config,
+        &config.database,
+        config.db_max_connections,
+        "DATABASE_URL",
+    )
+    .await?;
+    Ok(pool)
+}
+
+/// A pool past any pooler, for migrations, LISTEN and the command line's tools: on
+/// XFCHAT_DATABASE_DIRECT_URL behind a pooler in transaction mode (sessions there are not
+/// ours), otherwise on DATABASE_URL as [`connect`] opens it.
+pub async fn connect_direct(config: &Config) -> anyhow::Result<PgPool> {
+    match &config.database_routes.direct {
+        Some(direct) if config.database_routes.pooled => {
+            open(config, direct, 2, "XFCHAT_DATABASE_DIRECT_URL").await
+        }
+        _ => connect(config).await,
+    }
+}
+
+/// A pool of `max` connections on `options`, once one connection has been made within the
+/// connect timeout; `setting` names where the options came from.
+async fn open(
+    config: &Config,
+    options: &sqlx::postgres::PgConnectOptions,
+    max: u32,
+    setting: &str,
+) -> anyhow::Result<PgPool> {
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    );
     let deadline = Instant::now() + config.db_connect_timeout;
     let mut backoff = Duration::from_millis(100);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let failure =
-            match tokio::time::timeout(remaining, PgConnection::connect_with(&config.database))
-                .await
-            {
+            match tokio::time::timeout(remaining, PgConnection::connect_with(options)).await {
                 Ok(Ok(conn)) => {
                     let _ = conn.close().await;
                     break;
@@ -49,14 +83,14 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
                 // The server answered and said no (bad password, no such database): retrying
                 // will not help.
                 Ok(Err(err @ sqlx::Error::Database(_))) => {
-                    bail!("cannot connect to the database at {target}: {err}")
+                    bail!("cannot connect to the database at {target} ({setting}): {err}")
                 }
                 Ok(Err(err)) => err.to_string(),
                 Err(_) => "timed out".to_owned(),
             };
         if Instant::now() + backoff >= deadline {
             bail!(
-                "cannot reach the database at {target} within {}s: {failure}",
+                "cannot reach the database at {target} ({setting}) within {}s: {failure}",
                 config.db_connect_timeout.as_secs()
             );
         }
@@ -65,11 +99,24 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
+        .max_connections(max)
         .acquire_timeout(config.db_permit_timeout)
-        .connect_with(config.database.clone())
+        .connect_with(options.clone())
         .await
-        .with_context(|| format!("cannot open the connection pool to {target}"))
+        .with_context(|| format!("cannot open the connection pool to {target} ({setting})"))
+}
+
+/// A pool on the read replica, opened lazily: a replica that is down at start only sends reads
+/// to the primary until it answers.
+pub fn connect_replica(config: &Config) -> Option<PgPool> {
+    let replica = config.database_routes.replica.as_ref()?;
+    Some(
+        PgPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            // A replica that does not answer costs a read this long, once: then it rests.
+            .acquire_timeout(config.db_permit_timeout.min(Duration::from_secs(1)))
+            .connect_lazy_with(replica.clone()),
+    )
 }
 
 /// With several hosts: the pool on the first that answers and suits, retrying as above.

@@ -59,6 +59,7 @@ pub async fn signup(
     let user = users::create(&mut conn, &req.username, display_name, &hash).await?;
     state.throttles.logged_in(ip, &req.username);
     let answer = sessions::open(&state, &mut conn, user).await?;
+    conn.done().await?;
     Ok((StatusCode::CREATED, axum::Json(answer)))
 }
 
@@ -85,7 +86,9 @@ pub async fn login(
         Some(user) if verified => {
             state.throttles.logged_in(ip, &req.username);
             let mut conn = state.db.conn(Op::Accounts).await?;
-            Ok(axum::Json(sessions::open(&state, &mut conn, user).await?))
+            let answer = sessions::open(&state, &mut conn, user).await?;
+            conn.done().await?;
+            Ok(axum::Json(answer))
         }
         _ => Err(AppError::InvalidCredentials),
     }
@@ -151,6 +154,7 @@ pub async fn change_password(
     let mut conn = state.db.conn(Op::Accounts).await?;
     users::set_password(&mut conn, session.user, &hash).await?;
     sessions::end_all(&state, &mut conn, session.user, Some(session.sid)).await?;
+    conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,7 +177,7 @@ pub async fn delete_me(
     let mut conn = state.db.conn(Op::Accounts).await?;
     let groups = users::delete(&mut conn, session.user).await?;
     sessions::end_all(&state, &mut conn, session.user, None).await?;
-    drop(conn);
+    conn.done().await?;
     for chat in groups {
         super::members::announce_departure(&state, chat, session.user).await?;
     }

@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::auth::AuthUser;
 use super::extract::{Path, Query};
 use super::{AppState, Json};
-use crate::db::chats;
 use crate::db::messages::{self, NewMessage};
 use crate::db::Op;
+use crate::db::{chats, replica};
 use crate::error::{AppError, AppResult};
 use crate::hub::persist::Persisted;
 use crate::ids::{ChatId, UserId};
@@ -79,6 +79,7 @@ pub async fn direct(
     let mut tx = conn.begin().await?;
     let (chat, created) = chats::get_or_create_direct(&mut tx, me, other).await?;
     tx.commit().await?;
+    conn.commit().await?;
     if created {
         announce_new(&state, &mut conn, &chat).await;
     }
@@ -109,6 +110,7 @@ pub async fn create_group(
     let max = state.config.group_max_members;
     let chat = chats::create_group(&mut tx, me, title, &req.member_ids, max).await?;
     tx.commit().await?;
+    conn.commit().await?;
     announce_new(&state, &mut conn, &chat).await;
     Ok((StatusCode::CREATED, axum::Json(json!({ "chat": chat }))))
 }
@@ -124,6 +126,15 @@ pub async fn history(
         return Err(AppError::invalid("limit: must be at least 1"));
     }
     let mut conn = state.db.conn(Op::History).await?;
+    if state.db.has_replica() {
+        let last_seq = messages::member_last_seq(&mut conn, me, id)
+            .await?
+            .ok_or(AppError::NotFound)?;
+        drop(conn);
+        let (after, upto) = history_range(&q, limit.min(MAX_PAGE), last_seq);
+        let page = replica::range(&state.db, Op::History, id, after, upto).await?;
+        return Ok(axum::Json(json!({ "messages": page })));
+    }
     chats::ensure_member(&mut conn, id, me).await?;
     let page = messages::page(
         &mut conn,
@@ -134,6 +145,24 @@ pub async fn history(
     )
     .await?;
     Ok(axum::Json(json!({ "messages": page })))
+}
+
+/// The seqs a history page holds, as `(after, upto]`, in a chat whose last seq is `last_seq`:
+/// seqs are gapless, so the page is known before it is read. Newest first when only
+/// `before_seq` is given, as [`messages::page`] reads it.
+fn history_range(q: &HistoryQuery, limit: i64, last_seq: i64) -> (i64, i64) {
+    let after = q.after_seq.unwrap_or(0).max(0);
+    let upto = q
+        .before_seq
+        .map_or(last_seq, |before| before.saturating_sub(1).min(last_seq));
+    if upto <= after {
+        return (after, after);
+    }
+    if q.before_seq.is_some() && q.after_seq.is_none() {
+        (upto.saturating_sub(limit).max(after), upto)
+    } else {
+        (after, upto.min(after.saturating_add(limit)))
+    }
 }
 
 pub async fn send(
@@ -168,6 +197,7 @@ pub async fn read(
     if !chats::mark_read(&mut conn, id, me, req.seq).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
+    conn.commit().await?;
     let members = chats::audience(&mut conn, id, me).await?;
     state.hub.notify(
         &members,

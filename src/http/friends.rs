@@ -35,6 +35,7 @@ pub async fn send(
         .ok_or_else(|| AppError::invalid("username: no such user"))?;
     let request =
         friends::send_request(&mut conn, me, to.id, state.config.declined_cooldown).await?;
+    conn.done().await?;
     let frame = ServerFrame::FriendRequest {
         request: request.clone(),
     };
@@ -66,6 +67,7 @@ async fn respond(
     let mut tx = conn.begin().await?;
     let request = friends::respond(&mut tx, me, id, response).await?;
     tx.commit().await?;
+    conn.done().await?;
     // Both sides learn the request's new state.
     let frame = ServerFrame::FriendRequest {
         request: request.clone(),
@@ -120,6 +122,7 @@ pub async fn block(
     let mut tx = conn.begin().await?;
     blocks::block(&mut tx, me, other).await?;
     tx.commit().await?;
+    conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -130,6 +133,7 @@ pub async fn unblock(
 ) -> AppResult<StatusCode> {
     let mut conn = state.db.conn(Op::Friends).await?;
     blocks::unblock(&mut conn, me, other).await?;
+    conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -140,5 +144,6 @@ pub async fn remove(
 ) -> AppResult<StatusCode> {
     let mut conn = state.db.conn(Op::Friends).await?;
     friends::remove(&mut conn, me, other).await?;
+    conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -38,6 +38,7 @@ pub async fn add(
     let max = state.config.group_max_members;
     let added = members::add(&mut tx, id, me, &req.user_ids, max).await?;
     tx.commit().await?;
+    conn.commit().await?;
     if !added.is_empty() {
         announce_change(&state, &mut conn, id, &added, &[]).await;
     }
@@ -76,7 +77,7 @@ async fn gone(
         _ => members::leave(&mut tx, chat, user).await?,
     }
     tx.commit().await?;
-    drop(conn);
+    conn.done().await?;
     announce_departure(state, chat, user).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -95,14 +95,18 @@ pub async fn refresh(
     state.throttles.refresh(ip)?;
     let mut conn = state.db.conn(Op::Accounts).await?;
     match sessions::refresh(&mut conn, &req.refresh_token, state.config.refresh_ttl).await? {
-        Refreshed::Rotated { user, sid, token } => Ok(axum::Json(json!({
-            "token": state.tokens.issue(user, sid)?,
-            "refresh_token": token,
-            "expires_in": state.tokens.ttl().as_secs(),
-        }))),
+        Refreshed::Rotated { user, sid, token } => {
+            conn.done().await?;
+            Ok(axum::Json(json!({
+                "token": state.tokens.issue(user, sid)?,
+                "refresh_token": token,
+                "expires_in": state.tokens.ttl().as_secs(),
+            })))
+        }
         Refreshed::Replayed { user, sid } => {
             tracing::info!(%user, "a superseded refresh token was shown; its session ended");
             revoke(&state, &mut conn, user, &[sid]).await?;
+            conn.done().await?;
             Err(AppError::Unauthorized("invalid refresh token"))
         }
         Refreshed::Refused => Err(AppError::Unauthorized("invalid refresh token")),
@@ -118,6 +122,7 @@ pub async fn ws_ticket(
     state.throttles.user_action(session.user)?;
     let mut conn = state.db.conn(Op::Accounts).await?;
     let ticket = sessions::ticket(&mut conn, &session).await?;
+    conn.done().await?;
     Ok(axum::Json(
         json!({ "ticket": ticket, "expires_in": TICKET_TTL.as_secs() }),
     ))
@@ -136,6 +141,7 @@ pub async fn logout(State(state): State<AppState>, session: Session) -> AppResul
     if sessions::end(&mut conn, session.user, session.sid).await? {
         revoke(&state, &mut conn, session.user, &[session.sid]).await?;
     }
+    conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -143,5 +149,6 @@ pub async fn logout(State(state): State<AppState>, session: Session) -> AppResul
 pub async fn logout_all(State(state): State<AppState>, session: Session) -> AppResult<StatusCode> {
     let mut conn = state.db.conn(Op::Accounts).await?;
     end_all(&state, &mut conn, session.user, None).await?;
+    conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -56,6 +56,7 @@ async fn authenticate(state: &AppState, parts: &Parts, query: WsQuery) -> AppRes
     if let Some(ticket) = query.ticket {
         let mut conn = state.db.conn(Op::Accounts).await?;
         let session = sessions::redeem(&mut conn, &ticket).await?;
+        conn.done().await?;
         // Its token or session may have been revoked since the ticket was issued.
         return if state.tokens.is_revoked(&session) {
             Err(AppError::Unauthorized("token revoked"))

@@ -244,7 +244,7 @@ async fn commit(
             pending.push(0..batch.len());
             let mut retried = false;
             while let Some(range) = pending.pop() {
-                match messages::store_batch(&mut conn, &batch[range.clone()], announce_as).await {
+                match store(&mut conn, &batch[range.clone()], announce_as).await {
                     Ok(done) => {
                         members.extend(done.members);
                         for (i, outcome) in range.zip(done.outcomes) {
@@ -272,8 +272,15 @@ async fn commit(
                 }
             }
             if failure.is_none() {
-                conn.finish_operation();
-                *kept = Some(conn);
+                if conn.keepable() {
+                    conn.finish_operation();
+                    *kept = Some(conn);
+                } else if let Err(err) = conn.done().await {
+                    // Behind a pooler the batch is one transaction: none of it is stored.
+                    outcomes.iter_mut().for_each(|o| *o = None);
+                    members.clear();
+                    failure = Some(err);
+                }
             }
         }
     }
@@ -292,6 +299,26 @@ async fn commit(
         tracing::warn!(error = %err, sends = batch.len(), "group commit failed");
     }
     Committed { outcomes, members }
+}
+
+/// One statement for `batch`. Behind a pooler the halves of a split batch share one
+/// transaction, so each runs in a savepoint: a half PostgreSQL refuses leaves the others.
+async fn store(
+    conn: &mut DbConn,
+    batch: &[NewMessage],
+    announce_as: Option<&str>,
+) -> Result<messages::Committed, sqlx::Error> {
+    if conn.keepable() {
+        return messages::store_batch(conn, batch, announce_as).await;
+    }
+    let mut savepoint = sqlx::Connection::begin(&mut **conn).await?;
+    match messages::store_batch(&mut savepoint, batch, announce_as).await {
+        Ok(done) => savepoint.commit().await.map(|()| done),
+        Err(err) => {
+            savepoint.rollback().await?;
+            Err(err)
+        }
+    }
 }
 
 fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessage) {

@@ -28,7 +28,11 @@ async fn cluster(n: usize) -> Cluster {
 
 /// `n` nodes with `extra` settings on top of the tests' own.
 pub async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
-    let db = TestDb::create().await;
+    cluster_on(TestDb::create().await, n, extra).await
+}
+
+/// `n` nodes on `db` with `extra` settings, which win over the tests' own.
+pub async fn cluster_on(db: TestDb, n: usize, extra: &[(&str, &str)]) -> Cluster {
     let mut nodes = Vec::new();
     let mut bases = Vec::new();
     for i in 0..n {

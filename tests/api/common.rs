@@ -15,6 +15,26 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// A PostgreSQL client tool, from PATH or the server's binaries.
+pub fn pg_tool(name: &str) -> String {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("bin").join(name))
+        .find(|p| p.exists());
+    installed.map_or_else(|| name.to_owned(), |p| p.display().to_string())
+}
+
+/// Runs a PostgreSQL client tool; fails the test if it fails.
+pub fn run(tool: &str, args: &[&str]) {
+    let status = std::process::Command::new(pg_tool(tool))
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{tool} {args:?}");
+}
+
 /// A database that exists for one test and is dropped when this value is.
 pub struct TestDb {
     pub name: String,
@@ -55,6 +75,17 @@ impl TestDb {
             .await
             .unwrap();
         admin.close().await;
+    }
+
+    /// A new database holding what this one holds now (`pg_dump` into `pg_restore`).
+    pub async fn copy(&self) -> TestDb {
+        let dump = std::env::temp_dir().join(format!("xfchat-{}.dump", uuid::Uuid::new_v4()));
+        let dump = dump.to_str().unwrap().to_owned();
+        run("pg_dump", &["--format=custom", "--file", &dump, &self.url]);
+        let copy = TestDb::create().await;
+        run("pg_restore", &["--no-owner", "--dbname", &copy.url, &dump]);
+        std::fs::remove_file(&dump).ok();
+        copy
     }
 
     pub async fn pool(&self) -> PgPool {

@@ -8,24 +8,8 @@ use uuid::Uuid;
 use xfchat::ids::ChatId;
 use xfchat::protocol::{ClientFrame, ServerFrame};
 
-use crate::common::{spawn_app, spawn_app_on, TestApp, TestDb, User};
+use crate::common::{run, spawn_app, spawn_app_on, TestApp, TestDb, User};
 use crate::ws::{send, Ws};
-
-/// A PostgreSQL client tool, from PATH or the server's binaries.
-fn pg_tool(name: &str) -> String {
-    let installed = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|d| d.path().join("bin").join(name))
-        .find(|p| p.exists());
-    installed.map_or_else(|| name.to_owned(), |p| p.display().to_string())
-}
-
-fn run(tool: &str, args: &[&str]) {
-    let status = Command::new(pg_tool(tool)).args(args).status().unwrap();
-    assert!(status.success(), "{tool} {args:?}");
-}
 
 async fn send_n(app: &TestApp, user: &User, chat: i64, n: usize) {
     for i in 0..n {

@@ -26,6 +26,8 @@ mod memory;
 mod messages;
 mod migrations;
 mod nats;
+mod pooler;
+mod replica;
 mod sessions;
 mod startup;
 mod stream;

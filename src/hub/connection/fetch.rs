@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::db::{messages, DbConn, Op};
+use crate::db::{messages, replica, DbConn, Op};
 use crate::error::{AppError, AppResult};
 use crate::hub::Hub;
 use crate::ids::{ChatId, UserId};
@@ -131,7 +131,18 @@ fn page(hub: Arc<Hub>, user: UserId, at: (ChatId, i64), limit: i64, for_ask: boo
     Box::pin(async move {
         let result = async {
             let (_slot, mut conn) = reader(&hub).await?;
-            messages::stream_page(&mut conn, user, chat, after, limit).await
+            if !hub.db.has_replica() {
+                return messages::stream_page(&mut conn, user, chat, after, limit).await;
+            }
+            // Membership and the chat's end from the primary; the rows from the replica, as
+            // far as it has them.
+            let Some(last_seq) = messages::member_last_seq(&mut conn, user, chat).await? else {
+                return Ok(None);
+            };
+            drop(conn);
+            let upto = last_seq.min(after.saturating_add(limit));
+            let messages = replica::range(&hub.db, Op::Sync, chat, after, upto).await?;
+            Ok(Some((last_seq, messages)))
         }
         .await;
         Fetched::Page {

@@ -159,7 +159,9 @@ impl Connection {
             if !chats::mark_read(&mut conn, chat, self.user, seq).await? {
                 return Ok(());
             }
-            chats::audience(&mut conn, chat, self.user).await?
+            let members = chats::audience(&mut conn, chat, self.user).await?;
+            conn.done().await?;
+            members
         };
         self.hub.notify(
             &members,
