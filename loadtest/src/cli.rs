@@ -162,9 +162,10 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     pub setup_parallelism: usize,
     /// The server's process id, to read its CPU time and memory from `/proc` (the harness
-    /// runs on the same machine); without it they come from the server's `/metrics`.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// runs on the same machine); without it they come from the server's `/metrics`. Several
+    /// (comma-separated, one per node) are added up.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// `chat`, `room`, `slow`: run at each of these rates in turn (`--trials` stretches each)
     /// instead of at `--rate` alone.
     #[arg(long, value_delimiter = ',')]

@@ -11,11 +11,27 @@ pub struct Usage {
     pub rss_bytes: f64,
 }
 
-/// The server's usage: from `/proc` when its pid is given (the baseline has no `/metrics`),
-/// else from its `xfchat_process_*` metrics.
+/// The server's usage: from `/proc` when its pids are given (the baseline has no `/metrics`),
+/// the nodes' added up, else from its `xfchat_process_*` metrics.
 pub async fn server(args: &Args) -> Option<Usage> {
-    if let Some(pid) = args.server_pid {
-        return read(&format!("/proc/{pid}"));
+    if !args.server_pid.is_empty() {
+        return args
+            .server_pid
+            .iter()
+            .map(|pid| read(&format!("/proc/{pid}")))
+            .try_fold(
+                Usage {
+                    cpu_seconds: 0.0,
+                    rss_bytes: 0.0,
+                },
+                |sum, one| {
+                    let one = one?;
+                    Some(Usage {
+                        cpu_seconds: sum.cpu_seconds + one.cpu_seconds,
+                        rss_bytes: sum.rss_bytes + one.rss_bytes,
+                    })
+                },
+            );
     }
     let text = reqwest::get(format!("{}/metrics", args.url))
         .await

@@ -4,7 +4,10 @@
 //! and opened again, and after every (re)start every chat with a member online here is checked
 //! against the database, because whatever was announced while nobody listened is gone. While
 //! it cannot listen at all, it checks at every try. A node that has heard no other node for a
-//! minute checks nothing: alone, all its commits reach its sockets directly.
+//! minute checks nothing and announces nothing: alone, all its commits reach its sockets
+//! directly. When it first hears another node, which may have committed unannounced while it
+//! had heard no one either, it checks every chat with a member online here at each tick for a
+//! while, until both have surely heard each other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{decode_ranges, Channel, Event, Notice, Publisher, Transport};
+use super::{decode_ranges, Channel, Event, Notice, Peers, Publisher, Transport};
 use crate::hub::{Hub, Scope, Suspects};
 use crate::metrics as m;
 
@@ -20,6 +23,10 @@ use crate::metrics as m;
 const TICK: Duration = Duration::from_secs(2);
 /// A listener that heard none of its heartbeats for this long is opened again.
 const DEAF_AFTER: Duration = Duration::from_secs(10);
+/// After first hearing another node, how long every chat with a member online is checked at
+/// each tick: the other node starts announcing once it hears this one's heartbeat, within a
+/// tick or two.
+const MEETING: Duration = Duration::from_secs(10);
 
 /// Listens until `stop`, reconnecting as often as needed.
 pub async fn run<T: Transport>(
@@ -29,9 +36,7 @@ pub async fn run<T: Transport>(
     stop: CancellationToken,
 ) {
     let mut first = true;
-    // When another node was last heard. Alone, a node's commits all reach its sockets
-    // directly, and there is nothing to check.
-    let mut peers = Peers(None);
+    let peers = publisher.peers();
     while !stop.is_cancelled() {
         let listening = tokio::select! {
             _ = stop.cancelled() => return,
@@ -44,7 +49,7 @@ pub async fn run<T: Transport>(
                     tracing::info!("bus listener reconnected");
                 }
                 first = false;
-                serve(listening, &hub, &publisher, &mut peers, &stop).await;
+                serve(listening, &hub, &publisher, &stop).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bus listener cannot connect; retrying");
@@ -66,32 +71,17 @@ pub async fn run<T: Transport>(
     }
 }
 
-/// When another node was last heard from.
-struct Peers(Option<Instant>);
-
-impl Peers {
-    fn heard(&mut self) {
-        self.0 = Some(Instant::now());
-    }
-
-    /// Whether other nodes may be committing: one was heard in the last minute.
-    fn around(&self) -> bool {
-        self.0.is_some_and(|at| at.elapsed() < PEERS_GONE_AFTER)
-    }
-}
-
-/// Without a word from another node for this long, a node checks no positions.
-const PEERS_GONE_AFTER: Duration = Duration::from_secs(60);
-
 /// Delivers notifications and checks positions while the listener is heard.
 async fn serve(
     mut listening: super::Listening,
     hub: &Hub,
     publisher: &Publisher,
-    peers: &mut Peers,
     stop: &CancellationToken,
 ) {
+    let peers = publisher.peers();
     let mut suspects = Suspects::default();
+    // Until when every chat with a member online is checked at each tick.
+    let mut meeting: Option<Instant> = None;
     // Listening again: what other nodes announced meanwhile is found in the database.
     if peers.around() {
         if let Err(e) = hub.check_positions(Scope::Online, &mut suspects).await {
@@ -110,7 +100,7 @@ async fn serve(
                     tracing::warn!("bus listener connection lost");
                     return;
                 }
-                if deliver(hub, publisher, &mut batch, &mut heard, peers).await.is_err() {
+                if deliver(hub, publisher, &mut batch, &mut heard, &mut meeting).await.is_err() {
                     return;
                 }
             }
@@ -121,8 +111,12 @@ async fn serve(
                 }
                 metrics::gauge!(m::BUS_UP).set(1.0);
                 publisher.heartbeat();
+                let scope = match meeting {
+                    Some(until) if Instant::now() < until => Scope::Online,
+                    _ => Scope::Active,
+                };
                 if peers.around() {
-                    if let Err(e) = hub.check_positions(Scope::Active, &mut suspects).await {
+                    if let Err(e) = hub.check_positions(scope, &mut suspects).await {
                         tracing::warn!(error = %e, "position check failed");
                     }
                 }
@@ -141,16 +135,22 @@ async fn deliver(
     publisher: &Publisher,
     batch: &mut Vec<Notice>,
     heard: &mut Instant,
-    peers: &mut Peers,
+    meeting: &mut Option<Instant>,
 ) -> Result<(), ()> {
     let node = publisher.node();
+    let peers = publisher.peers();
+    let mut met = |peers: &Peers| {
+        if peers.heard() {
+            *meeting = Some(Instant::now() + MEETING);
+        }
+    };
     let mut ranges = Vec::new();
     for n in batch.drain(..) {
         if n.channel == Channel::Messages {
             metrics::counter!(m::BUS_RECEIVED, "channel" => "messages").increment(1);
             match decode_ranges(&n.payload) {
                 Some((from, rs)) if from != node => {
-                    peers.heard();
+                    met(peers);
                     ranges.extend(rs);
                 }
                 Some(_) => {}
@@ -166,7 +166,7 @@ async fn deliver(
                 frame: Some(frame),
                 ..
             }) => {
-                peers.heard();
+                met(peers);
                 hub.deliver_event(&users, frame);
             }
             Ok(Event {
@@ -174,10 +174,10 @@ async fn deliver(
                 reload: Some(chat),
                 ..
             }) => {
-                peers.heard();
+                met(peers);
                 hub.deliver_chat(&users, chat).await;
             }
-            Ok(_) => peers.heard(),
+            Ok(_) => met(peers),
             Err(refused) => {
                 metrics::counter!(m::BUS_REFUSED, "reason" => refused.label()).increment(1);
                 tracing::debug!(reason = refused.label(), "refused an event on the bus");

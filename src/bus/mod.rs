@@ -5,9 +5,9 @@
 //! cursors; whatever a node misses while not listening is found by a position check against
 //! `conversations.last_seq`, so nothing is lost when a hint is.
 //!
-//! Two transports carry it behind [`Transport`]: PostgreSQL's `LISTEN`/`NOTIFY` ([`postgres`]),
-//! which announces a commit inside its own transaction, and core NATS subjects ([`nats`]), which
-//! announce it right after.
+//! Two transports carry it behind [`Transport`]: PostgreSQL's `LISTEN`/`NOTIFY` ([`postgres`])
+//! and core NATS subjects ([`nats`]). Either way a commit is announced right after it, by the
+//! [`Publisher`], and only while another node is around.
 
 pub mod listener;
 pub mod nats;
@@ -29,7 +29,7 @@ use crate::db::Db;
 use crate::hub::Hub;
 
 pub use payload::{decode_ranges, encode_ranges, ranges_of, Event, Range, Refused, PAYLOAD_MAX};
-pub use publisher::Publisher;
+pub use publisher::{Peers, Publisher};
 pub use seal::Seal;
 
 /// A bus that sends, and listens once it is given the hub to deliver to.
@@ -133,10 +133,6 @@ pub enum BusError {
 
 /// A way for nodes to hear each other.
 pub trait Transport: Send + Sync + 'static {
-    /// Whether a group commit announces its messages inside its own transaction; otherwise
-    /// they are published right after the commit.
-    fn announces_in_commit(&self) -> bool;
-
     /// Sends `payloads` on `channel`, in order.
     fn send(
         &self,

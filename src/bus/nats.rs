@@ -93,10 +93,6 @@ fn options(node: &str, auth: &Auth) -> async_nats::ConnectOptions {
 }
 
 impl Transport for Nats {
-    fn announces_in_commit(&self) -> bool {
-        false
-    }
-
     async fn send(&self, channel: Channel, payloads: Vec<String>) -> Result<(), BusError> {
         for payload in payloads {
             self.client

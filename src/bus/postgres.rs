@@ -1,8 +1,7 @@
 //! The bus over PostgreSQL's `LISTEN`/`NOTIFY`, on the database the nodes already share: no
-//! other service to run. Group commits notify inside their own transaction (see
-//! `db::messages::store_batch`), so an announcement is delivered only if its commit is, in
-//! commit order; events are sent through the pool guard like any query. Each node listens on a
-//! connection of its own, outside the guard.
+//! other service to run. Announcements of commits and events are sent through the pool guard
+//! like any query, right after their commits (not inside them: see `bus::publisher`). Each node
+//! listens on a connection of its own, outside the guard.
 
 use std::time::Duration;
 
@@ -38,10 +37,6 @@ impl Postgres {
 }
 
 impl Transport for Postgres {
-    fn announces_in_commit(&self) -> bool {
-        true
-    }
-
     async fn send(&self, channel: Channel, payloads: Vec<String>) -> Result<(), BusError> {
         let mut conn = self.db.conn(Op::Bus).await?;
         notify(&mut conn, channel, &payloads).await?;

@@ -1,9 +1,18 @@
 //! Sends to the other nodes: a bounded queue drained by one task, which sends whatever has
 //! gathered in one go per channel. What it carries is best effort (a full queue drops it,
-//! counted): events, heartbeats, and, on a bus that cannot announce inside the commit, the
-//! ranges of committed messages, which the position checks find if they are lost.
+//! counted): events, heartbeats, and the ranges of committed messages, announced right after
+//! their commit, which the position checks find if they are lost.
+//!
+//! A commit is announced after it, never inside it: PostgreSQL holds a database-wide lock from a
+//! notifying transaction's commit until its WAL is flushed, so notifying commits cannot share a
+//! flush, and with two nodes committing, acks waited for each other's flushes (docs/scaling.md).
+//! A node that has heard no other node announces nothing at all.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +31,48 @@ const BATCH: usize = 256;
 pub struct Publisher {
     node: Arc<str>,
     seal: Seal,
-    announces_in_commit: bool,
+    peers: Arc<Peers>,
     tx: mpsc::Sender<(Channel, String)>,
+}
+
+/// When another node was last heard from, shared by the listener (which hears them) and the
+/// publisher (which announces only while there is someone to hear).
+pub struct Peers {
+    started: Instant,
+    /// Milliseconds after `started` of the last word from another node, plus one; 0 for never.
+    heard_ms: AtomicU64,
+}
+
+/// Without a word from another node for this long, a node is alone: it announces no commits
+/// and checks no positions.
+pub const PEERS_GONE_AFTER: Duration = Duration::from_secs(60);
+
+impl Peers {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes a word from another node; true when none was around before.
+    pub fn heard(&self) -> bool {
+        let was = self.around();
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.heard_ms.store(now, Ordering::Relaxed);
+        !was
+    }
+
+    /// Whether other nodes may be listening and committing: one was heard lately.
+    pub fn around(&self) -> bool {
+        match self.heard_ms.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                self.started.elapsed().as_millis() as u64 + 1 - at
+                    < PEERS_GONE_AFTER.as_millis() as u64
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -35,12 +84,11 @@ impl Publisher {
         stop: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let announces_in_commit = transport.announces_in_commit();
         tokio::spawn(send_all(transport, rx, stop));
         Self {
             node: Arc::from(node),
             seal,
-            announces_in_commit,
+            peers: Arc::new(Peers::new()),
             tx,
         }
     }
@@ -54,15 +102,14 @@ impl Publisher {
         &self.seal
     }
 
-    /// The node to name in a group commit's own announcement; None when the commit is
-    /// announced afterwards, through [`Publisher::announce`].
-    pub fn in_commit(&self) -> Option<&str> {
-        self.announces_in_commit.then_some(&*self.node)
+    /// Who else is around.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
-    /// Announces the committed messages `(chat, seq)`, unless their commit did.
+    /// Announces the committed messages `(chat, seq)` to the other nodes, if any was heard.
     pub fn announce(&self, stored: impl IntoIterator<Item = (ChatId, i64)>) {
-        if self.announces_in_commit {
+        if !self.peers.around() {
             return;
         }
         for payload in encode_ranges(&self.node, &ranges_of(stored)) {

@@ -136,14 +136,12 @@ impl BatchRow {
 
 /// Stores a batch of sends as one group commit in one round trip: the database function
 /// `xfchat_store_batch` (migration `store_batch`) locks the batch's chats, reads their members,
-/// recognises repeats, takes each chat's seqs, inserts, and, with `announce_as` (this node's id),
-/// sends one `NOTIFY` naming the seqs stored per chat, which PostgreSQL delivers to the other
-/// nodes only if the commit happens. Called outside a transaction, the statement commits when it
-/// returns. Sends to one chat get seqs in batch order.
+/// recognises repeats, takes each chat's seqs and inserts. Called outside a transaction, the
+/// statement commits when it returns. Sends to one chat get seqs in batch order. (The function
+/// can also notify other nodes inside the commit; it is not asked to, see `bus::publisher`.)
 pub async fn store_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
-    announce_as: Option<&str>,
 ) -> Result<Committed, sqlx::Error> {
     let rows: Vec<BatchRow> =
         sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6)")
@@ -152,7 +150,7 @@ pub async fn store_batch(
             .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
             .bind(bus::Channel::Messages.name())
-            .bind(announce_as)
+            .bind(None::<&str>)
             .fetch_all(conn)
             .await?;
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();

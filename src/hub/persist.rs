@@ -166,8 +166,7 @@ async fn handle_batch(
     }
     let started = Instant::now();
     let bus = shared.bus.as_ref();
-    let Committed { outcomes, members } =
-        commit(&shared.db, kept, batch, bus.and_then(Publisher::in_commit)).await;
+    let Committed { outcomes, members } = commit(&shared.db, kept, batch).await;
     metrics.commit.record(started.elapsed());
     if let Some(bus) = bus {
         bus.announce(outcomes.iter().filter_map(|o| match o {
@@ -220,12 +219,7 @@ async fn handle_batch(
 /// refused. Halves are committed in order, so each chat's sends keep their order. A database
 /// failure (connection lost, timeout) fails only the sends not yet committed, and the kept
 /// connection goes back to the pool (which tests it) rather than serving the next batch.
-async fn commit(
-    db: &Db,
-    kept: &mut Option<DbConn>,
-    batch: &[NewMessage],
-    announce_as: Option<&str>,
-) -> Committed {
+async fn commit(db: &Db, kept: &mut Option<DbConn>, batch: &[NewMessage]) -> Committed {
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut members = HashMap::new();
     let mut failure = None;
@@ -244,7 +238,7 @@ async fn commit(
             pending.push(0..batch.len());
             let mut retried = false;
             while let Some(range) = pending.pop() {
-                match store(&mut conn, &batch[range.clone()], announce_as).await {
+                match store(&mut conn, &batch[range.clone()]).await {
                     Ok(done) => {
                         members.extend(done.members);
                         for (i, outcome) in range.zip(done.outcomes) {
@@ -306,13 +300,12 @@ async fn commit(
 async fn store(
     conn: &mut DbConn,
     batch: &[NewMessage],
-    announce_as: Option<&str>,
 ) -> Result<messages::Committed, sqlx::Error> {
     if conn.keepable() {
-        return messages::store_batch(conn, batch, announce_as).await;
+        return messages::store_batch(conn, batch).await;
     }
     let mut savepoint = sqlx::Connection::begin(&mut **conn).await?;
-    match messages::store_batch(&mut savepoint, batch, announce_as).await {
+    match messages::store_batch(&mut savepoint, batch).await {
         Ok(done) => savepoint.commit().await.map(|()| done),
         Err(err) => {
             savepoint.rollback().await?;

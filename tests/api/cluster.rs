@@ -20,6 +20,9 @@ pub struct Cluster {
     pub app: TestApp,
     pub nodes: Vec<Option<Process>>,
     pub bases: Vec<String>,
+    url: String,
+    /// Settings every node gets on top of the tests' own.
+    extra: Vec<(String, String)>,
 }
 
 async fn cluster(n: usize) -> Cluster {
@@ -33,13 +36,32 @@ pub async fn cluster_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
 
 /// `n` nodes on `db` with `extra` settings, which win over the tests' own.
 pub async fn cluster_on(db: TestDb, n: usize, extra: &[(&str, &str)]) -> Cluster {
-    let mut nodes = Vec::new();
-    let mut bases = Vec::new();
-    for i in 0..n {
-        let node = format!("node{i}");
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let url = db.url.clone();
+    let mut c = Cluster {
+        app: TestApp::at("", db),
+        nodes: Vec::new(),
+        bases: Vec::new(),
+        url,
+        extra,
+    };
+    for _ in 0..n {
+        c.add_node().await;
+    }
+    c.app.base = c.bases[0].clone();
+    c
+}
+
+impl Cluster {
+    /// Starts one more node on the cluster's database; returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        let node = format!("node{}", self.nodes.len());
         let mut env = vec![
             ("JWT_SECRET", SECRET),
-            ("DATABASE_URL", db.url.as_str()),
+            ("DATABASE_URL", self.url.as_str()),
             ("XFCHAT_USER_RATE", "0"),
             ("XFCHAT_SIGNUP_RATE_PER_MIN", "0"),
             ("XFCHAT_SOCIAL_RATE_PER_MIN", "0"),
@@ -47,14 +69,13 @@ pub async fn cluster_on(db: TestDb, n: usize, extra: &[(&str, &str)]) -> Cluster
             // Tests share one PostgreSQL (100 connections) and run side by side.
             ("XFCHAT_DB_MAX_CONNECTIONS", "4"),
         ];
-        env.extend_from_slice(extra);
+        env.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let (child, base) =
             serve_binary_logging_to(&free_listen_address(), &env, Stdio::null()).await;
-        nodes.push(Some(Process(child)));
-        bases.push(base);
+        self.nodes.push(Some(Process(child)));
+        self.bases.push(base);
+        self.nodes.len() - 1
     }
-    let app = TestApp::at(&bases[0], db);
-    Cluster { app, nodes, bases }
 }
 
 impl Cluster {
@@ -325,6 +346,51 @@ pub async fn reader_from(c: &Cluster, node: usize, user: &User, chat: i64, after
     })
     .await;
     ws
+}
+
+#[tokio::test]
+async fn a_node_alone_announces_no_commit_and_a_node_that_joins_receives_every_message() {
+    let mut c = cluster(1).await;
+    let alice = c.app.signup("alice").await;
+    let bob = c.app.signup("bob").await;
+    let chat = c.app.group(&alice, &[&bob]).await;
+    for i in 0..3 {
+        c.app
+            .send(&alice, chat, Uuid::new_v4(), &format!("alone {i}"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = |text: &str| {
+        metric(
+            text,
+            "xfchat_bus_notifications_received_total{channel=\"messages\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        heard(&metrics_text(&c.bases[0]).await),
+        0.0,
+        "no commit announced while alone"
+    );
+
+    // A second node joins; bob reads there, and alice goes on sending at once.
+    let far = c.add_node().await;
+    let mut bob_far = reader(&c, far, &bob, chat, 3).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let id = Uuid::new_v4();
+        c.app.send(&alice, chat, id, &format!("met {i}")).await;
+        sent.push(id);
+    }
+    assert_eq!(read_in_order(&mut bob_far, chat, 3, 8).await, sent);
+    // From when it heard the other node on, it announces.
+    for i in 0..3 {
+        c.app
+            .send(&alice, chat, Uuid::new_v4(), &format!("heard {i}"))
+            .await;
+    }
+    assert_eq!(read_in_order(&mut bob_far, chat, 8, 11).await.len(), 3);
+    assert!(heard(&metrics_text(&c.bases[0]).await) > 0.0);
 }
 
 #[tokio::test]
