@@ -57,6 +57,12 @@ def fanout_cpu(hub, base):
     return rows
 
 
+def cpu_per_ack(report):
+    """The servers' CPU per acked message over a single-rate run's steady window (every node's
+    when the harness was given their pids), or None."""
+    return (report["result"].get("steady") or {}).get("server_cpu_us_per_acked")
+
+
 def rss_at_end(report):
     """The server's resident memory after the scenario's last stretch."""
     steps = report.get("steps") or ([report["result"]] if report.get("result") else [])
@@ -102,6 +108,11 @@ def main(work, out, mode):
         "bytes_per_idle_connection": idle["idle"]["bytes_per_connection"],
         "two_nodes_sustained_over_one_node": (
             two_k["acked_per_sec"] / one_k["acked_per_sec"] if one_k["acked_per_sec"] else None
+        ),
+        "two_nodes_cpu_per_ack_over_one_node": (
+            cpu_per_ack(two_half) / cpu_per_ack(one_half)
+            if cpu_per_ack(one_half) and cpu_per_ack(two_half)
+            else None
         ),
         "cross_node_delivery_p99_over_one_node": (
             two_h["delivery_latency"]["p99_ms"] / one_h["delivery_latency"]["p99_ms"]
@@ -153,8 +164,10 @@ def main(work, out, mode):
             "two_nodes_knee_rate": two_burst.get("knee_rate"),
             "two_nodes_sustained_acked_per_sec": two_k["acked_per_sec"],
             "rate": one_h["rate"],
-            "one_node": {"ack_latency": one_h["ack_latency"], "delivery_latency": one_h["delivery_latency"]},
-            "two_nodes": {"ack_latency": two_h["ack_latency"], "delivery_latency": two_h["delivery_latency"]},
+            "one_node": {"ack_latency": one_h["ack_latency"], "delivery_latency": one_h["delivery_latency"],
+                         "server_cpu_us_per_acked": cpu_per_ack(one_half)},
+            "two_nodes": {"ack_latency": two_h["ack_latency"], "delivery_latency": two_h["delivery_latency"],
+                          "server_cpu_us_per_acked": cpu_per_ack(two_half)},
         },
         "cpu_at_fixed_rates": {
             "layout": "2-member chats, %d sockets; the server's CPU over the steady window per acked message"
@@ -202,6 +215,7 @@ def main(work, out, mode):
         ("RATIO hub deliveries/s / baseline deliveries/s", fmt(ratios["hub_deliveries_over_baseline_deliveries"], ".2f")),
         ("RATIO two nodes sustained / one node", fmt(ratios["two_nodes_sustained_over_one_node"], ".2f")),
         ("RATIO cross-node delivery p99 / one node", fmt(ratios["cross_node_delivery_p99_over_one_node"], ".2f")),
+        ("RATIO two nodes' CPU per acked message / one node's, same rate", fmt(ratios["two_nodes_cpu_per_ack_over_one_node"], ".2f")),
         ("Server bytes per idle connection", fmt(ratios["bytes_per_idle_connection"])),
         (
             "Resident memory after %d signups + %d logins, over idle (MiB)" % (storm["accounts"], storm["accounts"]),
