@@ -58,6 +58,7 @@ pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
 pub const BUS_TOO_LARGE: &str = "xfchat_bus_events_too_large_total";
 pub const BUS_REFUSED: &str = "xfchat_bus_events_refused_total";
 pub const BUS_RECEIVED: &str = "xfchat_bus_notifications_received_total";
+pub const BUS_ANNOUNCED: &str = "xfchat_bus_messages_announced_total";
 pub const BUS_RECONNECTS: &str = "xfchat_bus_reconnects_total";
 pub const BUS_REPAIRED: &str = "xfchat_bus_repaired_messages_total";
 pub const BUS_UP: &str = "xfchat_bus_up";
@@ -137,6 +138,9 @@ fn register_at_zero() {
     metrics::counter!(BUS_DROPPED).increment(0);
     metrics::counter!(DB_FAILOVERS).increment(0);
     metrics::counter!(BUS_TOO_LARGE).increment(0);
+    for how in ["carried", "named"] {
+        metrics::counter!(BUS_ANNOUNCED, "how" => how).increment(0);
+    }
     for reason in ["seal", "unreadable", "stale", "kind"] {
         metrics::counter!(BUS_REFUSED, "reason" => reason).increment(0);
     }
@@ -233,6 +237,10 @@ fn describe() {
     describe_counter!(
         DB_FAILOVERS,
         "Times the pool was pointed at another host of DATABASE_URL because its host no longer answered or took writes"
+    );
+    describe_counter!(
+        BUS_ANNOUNCED,
+        "Committed messages announced to other nodes: how=carried (whole and sealed, delivered there without a read) or named (by seq, read back there)"
     );
     describe_counter!(
         DB_REPLICA_READS,

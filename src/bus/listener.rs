@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{decode_ranges, Channel, Event, Notice, Peers, Publisher, Transport};
 use crate::hub::{Hub, Scope, Suspects};
 use crate::metrics as m;
+use crate::protocol::ServerFrame;
 
 /// How often the position check runs and a heartbeat is sent.
 const TICK: Duration = Duration::from_secs(2);
@@ -161,6 +162,14 @@ async fn deliver(
         metrics::counter!(m::BUS_RECEIVED, "channel" => "events").increment(1);
         match Event::open(publisher.seal(), &n.payload) {
             Ok(e) if e.node == node => *heard = Instant::now(),
+            Ok(Event {
+                users,
+                frame: Some(ServerFrame::Message { message }),
+                ..
+            }) => {
+                met(peers);
+                hub.deliver_carried(&users, message);
+            }
             Ok(Event {
                 users,
                 frame: Some(frame),

@@ -139,11 +139,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The frames that travel as events; messages and acks never do (they come from the database).
+/// The frames that travel as events. A message does, sealed, carried from the node that
+/// committed it with the members it had at the commit; an ack never does.
 fn travels(frame: &ServerFrame) -> bool {
     matches!(
         frame,
-        ServerFrame::Read { .. }
+        ServerFrame::Message { .. }
+            | ServerFrame::Read { .. }
             | ServerFrame::Typing { .. }
             | ServerFrame::FriendRequest { .. }
             | ServerFrame::Chat { .. }
@@ -309,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn an_event_is_refused_unsealed_forged_stale_or_carrying_a_message() {
+    fn an_event_is_refused_unsealed_forged_stale_or_carrying_an_ack_and_a_sealed_message_travels() {
         let seal = Seal::new("secret");
         let users = [UserId(1)];
         let frame = ServerFrame::Typing {
@@ -324,25 +326,34 @@ mod tests {
         assert_eq!(Event::open(&seal, bare).unwrap_err(), Refused::Seal);
         let old = seal.seal(&bare.replacen("\"at\":", "\"at\":1", 1));
         assert_eq!(Event::open(&seal, &old).unwrap_err(), Refused::Stale);
-        let forged_message = ServerFrame::Message {
-            message: crate::protocol::Message {
-                id: crate::ids::MessageId(1),
-                chat_id: ChatId(1),
-                seq: 1,
-                sender_id: UserId(2),
-                client_msg_id: uuid::Uuid::nil(),
-                body: "from someone else".into(),
-                created_at: chrono::Utc::now(),
-            },
+        let message = crate::protocol::Message {
+            id: crate::ids::MessageId(1),
+            chat_id: ChatId(1),
+            seq: 1,
+            sender_id: UserId(2),
+            client_msg_id: uuid::Uuid::nil(),
+            body: "committed on another node".into(),
+            created_at: chrono::Utc::now(),
         };
-        let sealed = Event {
-            node: "n".into(),
-            at: now_ms(),
-            users: users.to_vec(),
-            frame: Some(forged_message),
-            reload: None,
-        }
-        .sealed(&seal);
-        assert_eq!(Event::open(&seal, &sealed).unwrap_err(), Refused::Kind);
+        let sealed = |frame| {
+            Event {
+                node: "n".into(),
+                at: now_ms(),
+                users: users.to_vec(),
+                frame: Some(frame),
+                reload: None,
+            }
+            .sealed(&seal)
+        };
+        // A message travels, sealed, from the node that committed it; an ack never does.
+        let carried = sealed(ServerFrame::Message {
+            message: message.clone(),
+        });
+        assert!(Event::open(&seal, &carried).is_ok());
+        let ack = sealed(ServerFrame::Ack {
+            client_msg_id: uuid::Uuid::nil(),
+            message,
+        });
+        assert_eq!(Event::open(&seal, &ack).unwrap_err(), Refused::Kind);
     }
 }

@@ -18,9 +18,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{encode_ranges, ranges_of, Channel, Event, Seal, Transport};
-use crate::ids::{ChatId, UserId};
+use crate::ids::UserId;
 use crate::metrics as m;
+use crate::protocol::Message;
 use crate::protocol::ServerFrame;
+
+/// A message whose body is at most this long and whose chat has at most this many members
+/// travels whole; others are named by seq. Well inside NOTIFY's 8,000 bytes.
+const CARRIED_BODY_MAX: usize = 2048;
+const CARRIED_MEMBERS_MAX: usize = 64;
 
 /// Payloads waiting to be sent; more are dropped.
 const QUEUE: usize = 4096;
@@ -107,12 +113,33 @@ impl Publisher {
         &self.peers
     }
 
-    /// Announces the committed messages `(chat, seq)` to the other nodes, if any was heard.
-    pub fn announce(&self, stored: impl IntoIterator<Item = (ChatId, i64)>) {
+    /// Announces committed messages to the other nodes, if any was heard, each with the
+    /// members of its chat at the commit. One that fits in a payload is carried whole and
+    /// sealed, so the other nodes deliver it without reading it back; a larger one is named by
+    /// its seq, and read.
+    pub fn announce<'a>(&self, stored: impl IntoIterator<Item = (&'a Message, &'a [UserId])>) {
         if !self.peers.around() {
             return;
         }
-        for payload in encode_ranges(&self.node, &ranges_of(stored)) {
+        let mut named = Vec::new();
+        let mut carried = 0u64;
+        for (message, members) in stored {
+            if message.body.len() <= CARRIED_BODY_MAX && members.len() <= CARRIED_MEMBERS_MAX {
+                let frame = ServerFrame::Message {
+                    message: message.clone(),
+                };
+                let (payloads, too_large) = Event::encode(&self.seal, &self.node, members, &frame);
+                if let ([payload], 0) = (payloads.as_slice(), too_large) {
+                    self.queue(Channel::Events, payload.clone());
+                    carried += 1;
+                    continue;
+                }
+            }
+            named.push((message.chat_id, message.seq));
+        }
+        metrics::counter!(m::BUS_ANNOUNCED, "how" => "carried").increment(carried);
+        metrics::counter!(m::BUS_ANNOUNCED, "how" => "named").increment(named.len() as u64);
+        for payload in encode_ranges(&self.node, &ranges_of(named)) {
             self.queue(Channel::Messages, payload);
         }
     }

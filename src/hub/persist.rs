@@ -170,7 +170,7 @@ async fn handle_batch(
     metrics.commit.record(started.elapsed());
     if let Some(bus) = bus {
         bus.announce(outcomes.iter().filter_map(|o| match o {
-            Outcome::New(m) => Some((m.chat_id, m.seq)),
+            Outcome::New(m) => Some((m, members.get(&m.chat_id)?.as_slice())),
             _ => None,
         }));
     }

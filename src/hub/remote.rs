@@ -99,6 +99,22 @@ impl Hub {
         Ok(())
     }
 
+    /// Delivers a message another node committed and carried on the bus to its members
+    /// `users`, through the sockets' cursors like one read here: nothing is read back.
+    pub fn deliver_carried(&self, users: &[UserId], message: crate::protocol::Message) {
+        self.positions.saw(message.chat_id, message.seq);
+        let out = Outbound {
+            kind: Kind::Message {
+                chat: message.chat_id,
+                seq: message.seq,
+            },
+            frame: Arc::new(Encoded::new(ServerFrame::Message { message })),
+        };
+        self.metrics
+            .deliveries
+            .increment(self.registry.deliver(users, None, &out));
+    }
+
     /// Delivers an event another node sent to `users`.
     pub fn deliver_event(&self, users: &[UserId], frame: ServerFrame) {
         let out = Outbound {

@@ -360,15 +360,17 @@ async fn a_node_alone_announces_no_commit_and_a_node_that_joins_receives_every_m
             .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let heard = |text: &str| {
-        metric(
-            text,
-            "xfchat_bus_notifications_received_total{channel=\"messages\"}",
-        )
-        .unwrap_or(0.0)
+    let announced = |text: &str| {
+        ["carried", "named"]
+            .map(|how| {
+                let series = format!("xfchat_bus_messages_announced_total{{how=\"{how}\"}}");
+                metric(text, &series).unwrap_or(0.0)
+            })
+            .iter()
+            .sum::<f64>()
     };
     assert_eq!(
-        heard(&metrics_text(&c.bases[0]).await),
+        announced(&metrics_text(&c.bases[0]).await),
         0.0,
         "no commit announced while alone"
     );
@@ -390,7 +392,16 @@ async fn a_node_alone_announces_no_commit_and_a_node_that_joins_receives_every_m
             .await;
     }
     assert_eq!(read_in_order(&mut bob_far, chat, 8, 11).await.len(), 3);
-    assert!(heard(&metrics_text(&c.bases[0]).await) > 0.0);
+    let text = metrics_text(&c.bases[0]).await;
+    assert!(
+        announced(&text) >= 3.0,
+        "announced once the other node was heard"
+    );
+    // Small messages cross whole: the far node reads none of them back.
+    assert_eq!(
+        metric(&text, "xfchat_bus_messages_announced_total{how=\"named\"}"),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
