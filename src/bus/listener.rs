@@ -168,7 +168,7 @@ async fn deliver(
                 ..
             }) => {
                 met(peers);
-                hub.deliver_carried(&users, message);
+                hub.deliver_message(&users, message);
             }
             Ok(Event {
                 users,

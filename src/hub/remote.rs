@@ -83,25 +83,15 @@ impl Hub {
         };
         let nobody: Vec<UserId> = Vec::new();
         for message in messages {
-            self.positions.saw(message.chat_id, message.seq);
             let to = members.get(&message.chat_id).unwrap_or(&nobody);
-            let out = Outbound {
-                kind: Kind::Message {
-                    chat: message.chat_id,
-                    seq: message.seq,
-                },
-                frame: Arc::new(Encoded::new(ServerFrame::Message { message })),
-            };
-            self.metrics
-                .deliveries
-                .increment(self.registry.deliver(to, None, &out));
+            self.deliver_message(to, message);
         }
         Ok(())
     }
 
-    /// Delivers a message another node committed and carried on the bus to its members
-    /// `users`, through the sockets' cursors like one read here: nothing is read back.
-    pub fn deliver_carried(&self, users: &[UserId], message: crate::protocol::Message) {
+    /// Delivers a message another node committed to its members `users`, through the sockets'
+    /// cursors: one read here, or one carried whole on the bus (then nothing is read back).
+    pub fn deliver_message(&self, users: &[UserId], message: crate::protocol::Message) {
         self.positions.saw(message.chat_id, message.seq);
         let out = Outbound {
             kind: Kind::Message {
