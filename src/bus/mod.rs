@@ -133,11 +133,10 @@ pub enum BusError {
 
 /// A way for nodes to hear each other.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends `payloads` on `channel`, in order.
+    /// Sends each payload on its channel, in order, in one go.
     fn send(
         &self,
-        channel: Channel,
-        payloads: Vec<String>,
+        payloads: Vec<(Channel, String)>,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
 
     /// Starts listening on both channels on a connection of its own. The notices end when that

@@ -93,8 +93,8 @@ fn options(node: &str, auth: &Auth) -> async_nats::ConnectOptions {
 }
 
 impl Transport for Nats {
-    async fn send(&self, channel: Channel, payloads: Vec<String>) -> Result<(), BusError> {
-        for payload in payloads {
+    async fn send(&self, payloads: Vec<(Channel, String)>) -> Result<(), BusError> {
+        for (channel, payload) in payloads {
             self.client
                 .publish(self.subject(channel), payload.into())
                 .await

@@ -181,18 +181,10 @@ async fn send_all<T: Transport>(
         if got == 0 {
             return;
         }
-        let (messages, events): (Vec<_>, Vec<_>) =
-            queued.drain(..).partition(|(c, _)| *c == Channel::Messages);
-        for (channel, queued) in [(Channel::Messages, messages), (Channel::Events, events)] {
-            if queued.is_empty() {
-                continue;
-            }
-            let count = queued.len() as u64;
-            let payloads = queued.into_iter().map(|(_, p)| p).collect();
-            if let Err(e) = transport.send(channel, payloads).await {
-                tracing::warn!(error = %e, channel = channel.name(), count, "could not send to other nodes");
-                metrics::counter!(m::BUS_DROPPED).increment(count);
-            }
+        let count = queued.len() as u64;
+        if let Err(e) = transport.send(std::mem::take(&mut queued)).await {
+            tracing::warn!(error = %e, count, "could not send to other nodes");
+            metrics::counter!(m::BUS_DROPPED).increment(count);
         }
     }
 }
