@@ -1,4 +1,5 @@
-//! Records the git commit the binary was built from, for `xfchat_build_info`.
+//! Records the git commit the binary was built from, for `xfchat_build_info`, and rebuilds when
+//! a migration is added.
 
 fn main() {
     let sha = std::process::Command::new("git")
@@ -12,4 +13,6 @@ fn main() {
     println!("cargo:rustc-env=XFCHAT_GIT_SHA={sha}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    // sqlx::migrate!() embeds the migrations: a new one must rebuild the binary.
+    println!("cargo:rerun-if-changed=migrations");
 }
