@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::publisher::unpack;
 use super::{decode_ranges, Channel, Event, Notice, Peers, Publisher, Transport};
 use crate::hub::{Hub, Scope, Suspects};
 use crate::metrics as m;
@@ -112,6 +113,7 @@ async fn serve(
                 }
                 metrics::gauge!(m::BUS_UP).set(1.0);
                 publisher.heartbeat();
+                peers.prune();
                 let scope = match meeting {
                     Some(until) if Instant::now() < until => Scope::Online,
                     _ => Scope::Active,
@@ -140,8 +142,8 @@ async fn deliver(
 ) -> Result<(), ()> {
     let node = publisher.node();
     let peers = publisher.peers();
-    let mut met = |peers: &Peers| {
-        if peers.heard() {
+    let mut met = |peers: &Peers, from: &str, owns: bool| {
+        if peers.heard(from, owns) {
             *meeting = Some(Instant::now() + MEETING);
         }
     };
@@ -151,7 +153,7 @@ async fn deliver(
             metrics::counter!(m::BUS_RECEIVED, "channel" => "messages").increment(1);
             match decode_ranges(&n.payload) {
                 Some((from, rs)) if from != node => {
-                    met(peers);
+                    met(peers, from, false);
                     ranges.extend(rs);
                 }
                 Some(_) => {}
@@ -160,36 +162,27 @@ async fn deliver(
             continue;
         }
         metrics::counter!(m::BUS_RECEIVED, "channel" => "events").increment(1);
-        match Event::open(publisher.seal(), &n.payload) {
-            Ok(e) if e.node == node => *heard = Instant::now(),
-            Ok(Event {
-                users,
-                frame: Some(ServerFrame::Message { message }),
-                ..
-            }) => {
-                met(peers);
-                hub.deliver_message(&users, message);
-            }
-            Ok(Event {
-                users,
-                frame: Some(frame),
-                ..
-            }) => {
-                met(peers);
-                hub.deliver_event(&users, frame);
-            }
-            Ok(Event {
-                users,
-                reload: Some(chat),
-                ..
-            }) => {
-                met(peers);
-                hub.deliver_chat(&users, chat).await;
-            }
-            Ok(_) => met(peers),
-            Err(refused) => {
-                metrics::counter!(m::BUS_REFUSED, "reason" => refused.label()).increment(1);
-                tracing::debug!(reason = refused.label(), "refused an event on the bus");
+        // Several sealed events to a notification after their node's name (see `Publisher`);
+        // this node's own only tell that the listener hears.
+        let (from, events) = unpack(&n.payload);
+        if from == Some(node) {
+            *heard = Instant::now();
+            continue;
+        }
+        for sealed in events {
+            match Event::open(publisher.seal(), sealed) {
+                Ok(e) if e.node == node => *heard = Instant::now(),
+                Ok(e) => {
+                    met(peers, &e.node, e.owns);
+                    if e.is_legacy_heartbeat() {
+                        peers.heard_legacy();
+                    }
+                    deliver_event(hub, node, e).await;
+                }
+                Err(refused) => {
+                    metrics::counter!(m::BUS_REFUSED, "reason" => refused.label()).increment(1);
+                    tracing::debug!(reason = refused.label(), "refused an event on the bus");
+                }
             }
         }
     }
@@ -199,4 +192,45 @@ async fn deliver(
     hub.deliver_committed(ranges).await.map_err(|e| {
         tracing::warn!(error = %e, "could not read another node's messages; checking positions");
     })
+}
+
+/// Delivers an event from another node: what it carries for sockets here, a send for this
+/// node to store, or the answer to one this node forwarded. Those meant for another node are
+/// left alone.
+async fn deliver_event(hub: &Hub, node: &str, event: Event) {
+    match event {
+        Event {
+            forward: Some(forward),
+            node: from,
+            ..
+        } => {
+            if forward.to == node {
+                hub.store_forwarded(&from, forward.ticket, forward.message);
+            }
+        }
+        Event {
+            answer: Some(answer),
+            ..
+        } => {
+            if answer.to == node {
+                hub.forward_answered(answer.ticket, answer.outcome);
+            }
+        }
+        Event {
+            users,
+            frame: Some(ServerFrame::Message { message }),
+            ..
+        } => hub.deliver_message(&users, message),
+        Event {
+            users,
+            frame: Some(frame),
+            ..
+        } => hub.deliver_event(&users, frame),
+        Event {
+            users,
+            reload: Some(chat),
+            ..
+        } => hub.deliver_chat(&users, chat).await,
+        Event { .. } => {}
+    }
 }

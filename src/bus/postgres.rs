@@ -52,7 +52,8 @@ impl Postgres {
     fn follow_pool(&self) {
         if self.listen_at.is_none() {
             let options = (*self.db.pool().connect_options()).clone();
-            self.send_pool.set_connect_options(unflushed(options.clone()));
+            self.send_pool
+                .set_connect_options(unflushed(options.clone()));
             self.listen_pool.set_connect_options(options);
         }
     }
@@ -66,11 +67,12 @@ impl Transport for Postgres {
     async fn send(&self, payloads: Vec<(Channel, String)>) -> Result<(), BusError> {
         let (channels, payloads): (Vec<&str>, Vec<String>) =
             payloads.into_iter().map(|(c, p)| (c.name(), p)).unzip();
-        let sent = sqlx::query("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)")
-            .bind(channels)
-            .bind(payloads)
-            .execute(&self.send_pool)
-            .await;
+        let sent =
+            sqlx::query("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)")
+                .bind(channels)
+                .bind(payloads)
+                .execute(&self.send_pool)
+                .await;
         if sent.is_err() {
             self.follow_pool();
         }

@@ -8,16 +8,15 @@
 //! flush, and with two nodes committing, acks waited for each other's flushes (docs/scaling.md).
 //! A node that has heard no other node announces nothing at all.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode_ranges, ranges_of, Channel, Event, Seal, Transport};
+use super::payload::{Answer, Answered, Forward};
+use super::peers::Peers;
+use super::{encode_ranges, ranges_of, Channel, Event, Seal, Transport, PAYLOAD_MAX};
+use crate::db::messages::NewMessage;
 use crate::ids::UserId;
 use crate::metrics as m;
 use crate::protocol::Message;
@@ -27,6 +26,10 @@ use crate::protocol::ServerFrame;
 /// travels whole; others are named by seq. Well inside NOTIFY's 8,000 bytes.
 const CARRIED_BODY_MAX: usize = 2048;
 const CARRIED_MEMBERS_MAX: usize = 64;
+
+/// A payload waiting to be sent, and whether it goes alone, never packed with others (a
+/// heartbeat, which nodes of every version read).
+type Queued = (Channel, String, bool);
 
 /// Payloads waiting to be sent; more are dropped.
 const QUEUE: usize = 4096;
@@ -38,47 +41,7 @@ pub struct Publisher {
     node: Arc<str>,
     seal: Seal,
     peers: Arc<Peers>,
-    tx: mpsc::Sender<(Channel, String)>,
-}
-
-/// When another node was last heard from, shared by the listener (which hears them) and the
-/// publisher (which announces only while there is someone to hear).
-pub struct Peers {
-    started: Instant,
-    /// Milliseconds after `started` of the last word from another node, plus one; 0 for never.
-    heard_ms: AtomicU64,
-}
-
-/// Without a word from another node for this long, a node is alone: it announces no commits
-/// and checks no positions.
-pub const PEERS_GONE_AFTER: Duration = Duration::from_secs(60);
-
-impl Peers {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            heard_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Notes a word from another node; true when none was around before.
-    pub fn heard(&self) -> bool {
-        let was = self.around();
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        self.heard_ms.store(now, Ordering::Relaxed);
-        !was
-    }
-
-    /// Whether other nodes may be listening and committing: one was heard lately.
-    pub fn around(&self) -> bool {
-        match self.heard_ms.load(Ordering::Relaxed) {
-            0 => false,
-            at => {
-                self.started.elapsed().as_millis() as u64 + 1 - at
-                    < PEERS_GONE_AFTER.as_millis() as u64
-            }
-        }
-    }
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Publisher {
@@ -90,11 +53,18 @@ impl Publisher {
         stop: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_all(transport, rx, stop));
+        let peers = Arc::new(Peers::new(node));
+        tokio::spawn(send_all(
+            transport,
+            Arc::from(node),
+            peers.clone(),
+            rx,
+            stop,
+        ));
         Self {
             node: Arc::from(node),
             seal,
-            peers: Arc::new(Peers::new()),
+            peers,
             tx,
         }
     }
@@ -155,13 +125,47 @@ impl Publisher {
         }
     }
 
+    /// Queues `message` for `to`, the node that owns its chat, to store and answer under
+    /// `ticket`; false when it cannot go (too large, or the queue is full).
+    pub fn forward(&self, to: &str, ticket: u64, message: &NewMessage) -> bool {
+        if message.body.len() > CARRIED_BODY_MAX {
+            return false;
+        }
+        let forward = Forward {
+            to: to.to_owned(),
+            ticket,
+            message: message.clone(),
+        };
+        Event::forward(&self.seal, &self.node, forward)
+            .is_some_and(|payload| self.tx.try_send((Channel::Events, payload, false)).is_ok())
+    }
+
+    /// Queues the answer to the send `ticket` that node `to` forwarded here.
+    pub fn answer(&self, to: &str, ticket: u64, outcome: Answered) {
+        let answer = Answer {
+            to: to.to_owned(),
+            ticket,
+            outcome,
+        };
+        if let Some(payload) = Event::answer(&self.seal, &self.node, answer) {
+            self.queue(Channel::Events, payload);
+        }
+    }
+
     /// Queues this node's heartbeat, which its own listener expects to hear.
     pub fn heartbeat(&self) {
-        self.queue(Channel::Events, Event::heartbeat(&self.seal, &self.node));
+        let heartbeat = Event::heartbeat(&self.seal, &self.node);
+        if self
+            .tx
+            .try_send((Channel::Events, heartbeat, true))
+            .is_err()
+        {
+            metrics::counter!(m::BUS_DROPPED).increment(1);
+        }
     }
 
     fn queue(&self, channel: Channel, payload: String) {
-        if self.tx.try_send((channel, payload)).is_err() {
+        if self.tx.try_send((channel, payload, false)).is_err() {
             metrics::counter!(m::BUS_DROPPED).increment(1);
         }
     }
@@ -169,7 +173,9 @@ impl Publisher {
 
 async fn send_all<T: Transport>(
     transport: Arc<T>,
-    mut rx: mpsc::Receiver<(Channel, String)>,
+    node: Arc<str>,
+    peers: Arc<Peers>,
+    mut rx: mpsc::Receiver<Queued>,
     stop: CancellationToken,
 ) {
     let mut queued = Vec::with_capacity(BATCH);
@@ -182,9 +188,92 @@ async fn send_all<T: Transport>(
             return;
         }
         let count = queued.len() as u64;
-        if let Err(e) = transport.send(std::mem::take(&mut queued)).await {
+        // Nodes of a version that does not unpack read only single events.
+        let packs = !peers.legacy_around();
+        if let Err(e) = transport.send(pack(&node, queued.drain(..), packs)).await {
             tracing::warn!(error = %e, count, "could not send to other nodes");
             metrics::counter!(m::BUS_DROPPED).increment(count);
         }
+    }
+}
+
+/// The events of `queued` gathered into as few payloads as fit below [`PAYLOAD_MAX`], in order:
+/// `node`, then one sealed event per line (sealed JSON holds no newline). The other payloads go
+/// as they are. A commit's carried messages, answers and events then cost the far node one
+/// notification, not one each, and the sending node, which hears its own, skips them by the
+/// first line without opening them.
+fn pack(node: &str, queued: impl Iterator<Item = Queued>, packs: bool) -> Vec<(Channel, String)> {
+    let mut out = Vec::new();
+    let mut events = String::new();
+    for (channel, payload, alone) in queued {
+        if channel != Channel::Events || alone || !packs {
+            out.push((channel, payload));
+            continue;
+        }
+        if events.len() > node.len() && events.len() + 1 + payload.len() >= PAYLOAD_MAX {
+            out.push((Channel::Events, std::mem::take(&mut events)));
+        }
+        if events.is_empty() {
+            events.push_str(node);
+        }
+        events.push('\n');
+        events.push_str(&payload);
+    }
+    if !events.is_empty() {
+        out.push((Channel::Events, events));
+    }
+    out
+}
+
+/// The sending node of a payload on the events channel and its sealed events; a payload from
+/// a node that does not pack is one sealed event, its node inside.
+pub fn unpack(payload: &str) -> (Option<&str>, std::str::Split<'_, char>) {
+    match payload.split_once('\n') {
+        Some((node, events)) => (Some(node), events.split('\n')),
+        None => (None, payload.split('\n')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_packed_in_order_into_payloads_below_the_limit_and_others_left_alone() {
+        let event = |i: usize| (Channel::Events, format!("{i}.{}", "x".repeat(500)), false);
+        let mut queued: Vec<_> = (0..40).map(event).collect();
+        queued.insert(5, (Channel::Messages, "n|1:1-2".to_owned(), false));
+        queued.insert(9, (Channel::Events, "heartbeat".to_owned(), true));
+        let unpacked = pack("node-a", queued.clone().into_iter(), false);
+        assert_eq!(unpacked.len(), 42, "for older nodes, one payload each");
+        let packed = pack("node-a", queued.into_iter(), true);
+        assert_eq!(packed[0], (Channel::Messages, "n|1:1-2".to_owned()));
+        assert_eq!(
+            packed[1],
+            (Channel::Events, "heartbeat".to_owned()),
+            "alone"
+        );
+        let packed = &packed[1..];
+        let lines: Vec<&str> = packed[1..]
+            .iter()
+            .inspect(|(c, p)| assert!(*c == Channel::Events && p.len() < PAYLOAD_MAX))
+            .flat_map(|(_, p)| {
+                let (node, events) = unpack(p);
+                assert_eq!(node, Some("node-a"));
+                events
+            })
+            .collect();
+        assert_eq!(
+            packed.len(),
+            1 + 3,
+            "40 events of 500 bytes in three payloads"
+        );
+        let expected: Vec<String> = (0..40).map(|i| event(i).1).collect();
+        assert_eq!(lines, expected);
+        let (node, mut events) = unpack("tag.{\"node\":\"old\"}");
+        assert_eq!(
+            (node, events.next()),
+            (None, Some("tag.{\"node\":\"old\"}"))
+        );
     }
 }

@@ -28,6 +28,7 @@ mod migrations;
 mod nats;
 mod pooler;
 mod replica;
+mod routing;
 mod sessions;
 mod startup;
 mod stream;
