@@ -62,8 +62,6 @@ pub const BUS_ANNOUNCED: &str = "xfchat_bus_messages_announced_total";
 pub const BUS_RECONNECTS: &str = "xfchat_bus_reconnects_total";
 pub const BUS_REPAIRED: &str = "xfchat_bus_repaired_messages_total";
 pub const BUS_UP: &str = "xfchat_bus_up";
-pub const BUS_NODES: &str = "xfchat_bus_nodes";
-pub const SENDS_FORWARDED: &str = "xfchat_sends_forwarded_total";
 
 /// Latency buckets for everything measured in seconds: 100 µs to 10 s, about three per decade.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -148,10 +146,6 @@ fn register_at_zero() {
     }
     metrics::counter!(BUS_RECONNECTS).increment(0);
     metrics::counter!(BUS_REPAIRED).increment(0);
-    metrics::gauge!(BUS_NODES).set(1.0);
-    for result in ["answered", "timed_out", "unsent"] {
-        metrics::counter!(SENDS_FORWARDED, "result" => result).increment(0);
-    }
     for channel in ["messages", "events"] {
         metrics::counter!(BUS_RECEIVED, "channel" => channel).increment(0);
     }
@@ -272,14 +266,6 @@ fn describe() {
     describe_gauge!(
         BUS_UP,
         "1 while the bus listener hears its own heartbeats, else 0"
-    );
-    describe_gauge!(
-        BUS_NODES,
-        "Nodes heard on the bus in the last six seconds, this one included: the nodes that share the chats"
-    );
-    describe_counter!(
-        SENDS_FORWARDED,
-        "Socket sends passed to the node that owns their chat, by result: answered (by that node), timed_out (no answer within two seconds: stored here instead), unsent (the bus queue was full or the message too large: stored here)"
     );
     describe_counter!(PERSISTED, "Messages committed");
     describe_histogram!(COMMIT, Unit::Seconds, "Duration of one group commit");

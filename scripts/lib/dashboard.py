@@ -128,8 +128,6 @@ PANELS = [
          [(f"xfchat_bus_up{{{INST}}}", "{{instance}}")], "none", w=4, mappings=UP_DOWN),
     panel(30, "Bus repairs", "Messages found by a position check that no notice announced, per instance (0 outside reconnects).",
           [(rate("xfchat_bus_repaired_messages_total", "instance"), "{{instance}}")], "cps", w=6),
-    panel(37, "Sends forwarded to chats' owners", "Socket sends stored by the node that owns their chat, by result; timed_out (stored here after 2 s without an answer) is 0 outside a node's loss.",
-          [(rate("xfchat_sends_forwarded_total", "result"), "{{result}}")], "cps", w=6),
     panel(31, "Rate limited and refused upgrades", "Frames refused by the per-user rate, and upgrades refused, per second.",
           [(rate("xfchat_ws_rate_limited_total", "kind"), "{{kind}}"), (rate("xfchat_ws_upgrades_refused_total", "reason"), "upgrade {{reason}}")], "cps", w=6),
     row(32, "Process, per instance"),

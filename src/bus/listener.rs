@@ -113,7 +113,6 @@ async fn serve(
                 }
                 metrics::gauge!(m::BUS_UP).set(1.0);
                 publisher.heartbeat();
-                peers.prune();
                 let scope = match meeting {
                     Some(until) if Instant::now() < until => Scope::Online,
                     _ => Scope::Active,
@@ -142,8 +141,8 @@ async fn deliver(
 ) -> Result<(), ()> {
     let node = publisher.node();
     let peers = publisher.peers();
-    let mut met = |peers: &Peers, from: &str, owns: bool| {
-        if peers.heard(from, owns) {
+    let mut met = |peers: &Peers| {
+        if peers.heard() {
             *meeting = Some(Instant::now() + MEETING);
         }
     };
@@ -153,7 +152,7 @@ async fn deliver(
             metrics::counter!(m::BUS_RECEIVED, "channel" => "messages").increment(1);
             match decode_ranges(&n.payload) {
                 Some((from, rs)) if from != node => {
-                    met(peers, from, false);
+                    met(peers);
                     ranges.extend(rs);
                 }
                 Some(_) => {}
@@ -172,12 +171,35 @@ async fn deliver(
         for sealed in events {
             match Event::open(publisher.seal(), sealed) {
                 Ok(e) if e.node == node => *heard = Instant::now(),
+                Ok(Event {
+                    users,
+                    frame: Some(ServerFrame::Message { message }),
+                    ..
+                }) => {
+                    met(peers);
+                    hub.deliver_message(&users, message);
+                }
+                Ok(Event {
+                    users,
+                    frame: Some(frame),
+                    ..
+                }) => {
+                    met(peers);
+                    hub.deliver_event(&users, frame);
+                }
+                Ok(Event {
+                    users,
+                    reload: Some(chat),
+                    ..
+                }) => {
+                    met(peers);
+                    hub.deliver_chat(&users, chat).await;
+                }
                 Ok(e) => {
-                    met(peers, &e.node, e.owns);
                     if e.is_legacy_heartbeat() {
                         peers.heard_legacy();
                     }
-                    deliver_event(hub, node, e).await;
+                    met(peers);
                 }
                 Err(refused) => {
                     metrics::counter!(m::BUS_REFUSED, "reason" => refused.label()).increment(1);
@@ -192,45 +214,4 @@ async fn deliver(
     hub.deliver_committed(ranges).await.map_err(|e| {
         tracing::warn!(error = %e, "could not read another node's messages; checking positions");
     })
-}
-
-/// Delivers an event from another node: what it carries for sockets here, a send for this
-/// node to store, or the answer to one this node forwarded. Those meant for another node are
-/// left alone.
-async fn deliver_event(hub: &Hub, node: &str, event: Event) {
-    match event {
-        Event {
-            forward: Some(forward),
-            node: from,
-            ..
-        } => {
-            if forward.to == node {
-                hub.store_forwarded(&from, forward.ticket, forward.message);
-            }
-        }
-        Event {
-            answer: Some(answer),
-            ..
-        } => {
-            if answer.to == node {
-                hub.forward_answered(answer.ticket, answer.outcome);
-            }
-        }
-        Event {
-            users,
-            frame: Some(ServerFrame::Message { message }),
-            ..
-        } => hub.deliver_message(&users, message),
-        Event {
-            users,
-            frame: Some(frame),
-            ..
-        } => hub.deliver_event(&users, frame),
-        Event {
-            users,
-            reload: Some(chat),
-            ..
-        } => hub.deliver_chat(&users, chat).await,
-        Event { .. } => {}
-    }
 }

@@ -12,7 +12,6 @@
 pub mod listener;
 pub mod nats;
 mod payload;
-mod peers;
 pub mod postgres;
 mod publisher;
 mod seal;
@@ -29,11 +28,8 @@ use crate::config::BusKind;
 use crate::db::Db;
 use crate::hub::Hub;
 
-pub use payload::{
-    decode_ranges, encode_ranges, ranges_of, Answered, Event, Range, Refused, PAYLOAD_MAX,
-};
-pub use peers::{Peers, PEERS_GONE_AFTER};
-pub use publisher::Publisher;
+pub use payload::{decode_ranges, encode_ranges, ranges_of, Event, Range, Refused, PAYLOAD_MAX};
+pub use publisher::{Peers, Publisher};
 pub use seal::Seal;
 
 /// A bus that sends, and listens once it is given the hub to deliver to.

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::seal::Seal;
-use crate::db::messages::NewMessage;
 use crate::ids::{ChatId, UserId};
-use crate::protocol::{ErrorCode, Message, ServerFrame};
+use crate::protocol::ServerFrame;
 
 /// How far an event's time may lie from the receiver's clock: older ones are replays.
 const EVENT_MAX_AGE_MS: u64 = 60_000;
@@ -108,42 +107,10 @@ pub struct Event {
     /// frame too large for the bus becomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ChatId>,
-    /// In a heartbeat: the node stores sends forwarded to it for the chats it owns.
+    /// In a heartbeat: the node reads packed payloads (see `Publisher`). Versions before
+    /// December 2026 do not say so, and read one sealed event to a payload.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub owns: bool,
-    /// A send for the node that owns its chat to store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward: Option<Forward>,
-    /// What became of a forwarded send, for the node that forwarded it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub answer: Option<Answer>,
-}
-
-/// A socket's send passed to the node that owns its chat; `ticket` names it in the answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Forward {
-    pub to: String,
-    pub ticket: u64,
-    pub message: NewMessage,
-}
-
-/// The owner's answer to a [`Forward`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Answer {
-    pub to: String,
-    pub ticket: u64,
-    pub outcome: Answered,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Answered {
-    /// Stored by this send.
-    New(Message),
-    /// Found stored by an earlier try.
-    Replay(Message),
-    /// Not stored: the error frame's code and text for the sender.
-    Refused { code: ErrorCode, text: String },
+    pub packs: bool,
 }
 
 /// Why a node refused an event.
@@ -211,9 +178,7 @@ impl Event {
             users: users.to_vec(),
             frame,
             reload,
-            owns: false,
-            forward: None,
-            answer: None,
+            packs: false,
         };
         let payloads = split(users, |users| {
             event(users, Some(frame.clone()), None).sealed(seal)
@@ -243,56 +208,19 @@ impl Event {
     /// A node's sealed heartbeat: it expects to hear its own.
     pub fn heartbeat(seal: &Seal, node: &str) -> String {
         Event {
-            owns: true,
-            ..Self::bare(node)
-        }
-        .sealed(seal)
-    }
-
-    /// A sealed send forwarded to its chat's owner; None when too large for one payload.
-    pub fn forward(seal: &Seal, node: &str, forward: Forward) -> Option<String> {
-        let payload = Event {
-            forward: Some(forward),
-            ..Self::bare(node)
-        }
-        .sealed(seal);
-        (payload.len() < PAYLOAD_MAX).then_some(payload)
-    }
-
-    /// A sealed answer to a forwarded send; None when too large for one payload (the message
-    /// is larger than its forward by a few fields only), and the sender's node then stores the
-    /// send itself and finds it stored.
-    pub fn answer(seal: &Seal, node: &str, answer: Answer) -> Option<String> {
-        let payload = Event {
-            answer: Some(answer),
-            ..Self::bare(node)
-        }
-        .sealed(seal);
-        (payload.len() < PAYLOAD_MAX).then_some(payload)
-    }
-
-    fn bare(node: &str) -> Event {
-        Event {
             node: node.to_owned(),
             at: now_ms(),
             users: Vec::new(),
             frame: None,
             reload: None,
-            owns: false,
-            forward: None,
-            answer: None,
+            packs: true,
         }
+        .sealed(seal)
     }
 
-    /// A heartbeat from a node of a version before chats had owners (its heartbeats do not say
-    /// `owns`).
+    /// A heartbeat from a node of a version that reads one event to a payload only.
     pub fn is_legacy_heartbeat(&self) -> bool {
-        !self.owns
-            && self.users.is_empty()
-            && self.frame.is_none()
-            && self.reload.is_none()
-            && self.forward.is_none()
-            && self.answer.is_none()
+        !self.packs && self.users.is_empty() && self.frame.is_none() && self.reload.is_none()
     }
 
     /// The event in a payload, if its seal holds, it is recent and carries what may travel.
@@ -424,7 +352,8 @@ mod tests {
                 at: now_ms(),
                 users: users.to_vec(),
                 frame: Some(frame),
-                ..Event::bare("n")
+                reload: None,
+                packs: false,
             }
             .sealed(&seal)
         };

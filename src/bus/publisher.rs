@@ -8,15 +8,16 @@
 //! flush, and with two nodes committing, acks waited for each other's flushes (docs/scaling.md).
 //! A node that has heard no other node announces nothing at all.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::payload::{Answer, Answered, Forward};
-use super::peers::Peers;
 use super::{encode_ranges, ranges_of, Channel, Event, Seal, Transport, PAYLOAD_MAX};
-use crate::db::messages::NewMessage;
 use crate::ids::UserId;
 use crate::metrics as m;
 use crate::protocol::Message;
@@ -44,6 +45,64 @@ pub struct Publisher {
     tx: mpsc::Sender<Queued>,
 }
 
+/// When another node was last heard from, shared by the listener (which hears them) and the
+/// publisher (which announces only while there is someone to hear).
+pub struct Peers {
+    started: Instant,
+    /// Milliseconds after `started` of the last word from another node, plus one; 0 for never.
+    heard_ms: AtomicU64,
+    /// Like `heard_ms`, for the last heartbeat from a node that reads one event to a payload.
+    legacy_ms: AtomicU64,
+}
+
+/// Without a word from another node for this long, a node is alone: it announces no commits
+/// and checks no positions.
+pub const PEERS_GONE_AFTER: Duration = Duration::from_secs(60);
+
+impl Peers {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            heard_ms: AtomicU64::new(0),
+            legacy_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes a word from another node; true when none was around before.
+    pub fn heard(&self) -> bool {
+        let was = self.around();
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.heard_ms.store(now, Ordering::Relaxed);
+        !was
+    }
+
+    /// Whether other nodes may be listening and committing: one was heard lately.
+    pub fn around(&self) -> bool {
+        self.lately(&self.heard_ms)
+    }
+
+    /// Notes a heartbeat from a node of a version that reads one event to a payload.
+    pub fn heard_legacy(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.legacy_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether such a node was heard lately: until it is gone, events go one to a payload.
+    pub fn legacy_around(&self) -> bool {
+        self.lately(&self.legacy_ms)
+    }
+
+    fn lately(&self, at: &AtomicU64) -> bool {
+        match at.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                self.started.elapsed().as_millis() as u64 + 1 - at
+                    < PEERS_GONE_AFTER.as_millis() as u64
+            }
+        }
+    }
+}
+
 impl Publisher {
     /// Starts the sending task, which ends at `stop`.
     pub fn start<T: Transport>(
@@ -53,7 +112,7 @@ impl Publisher {
         stop: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let peers = Arc::new(Peers::new(node));
+        let peers = Arc::new(Peers::new());
         tokio::spawn(send_all(
             transport,
             Arc::from(node),
@@ -121,33 +180,6 @@ impl Publisher {
             metrics::counter!(m::BUS_TOO_LARGE).increment(too_large as u64);
         }
         for payload in payloads {
-            self.queue(Channel::Events, payload);
-        }
-    }
-
-    /// Queues `message` for `to`, the node that owns its chat, to store and answer under
-    /// `ticket`; false when it cannot go (too large, or the queue is full).
-    pub fn forward(&self, to: &str, ticket: u64, message: &NewMessage) -> bool {
-        if message.body.len() > CARRIED_BODY_MAX {
-            return false;
-        }
-        let forward = Forward {
-            to: to.to_owned(),
-            ticket,
-            message: message.clone(),
-        };
-        Event::forward(&self.seal, &self.node, forward)
-            .is_some_and(|payload| self.tx.try_send((Channel::Events, payload, false)).is_ok())
-    }
-
-    /// Queues the answer to the send `ticket` that node `to` forwarded here.
-    pub fn answer(&self, to: &str, ticket: u64, outcome: Answered) {
-        let answer = Answer {
-            to: to.to_owned(),
-            ticket,
-            outcome,
-        };
-        if let Some(payload) = Event::answer(&self.seal, &self.node, answer) {
             self.queue(Channel::Events, payload);
         }
     }

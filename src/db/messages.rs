@@ -45,7 +45,7 @@ const MESSAGE_COLUMNS: &str =
     "id, conversation_id AS chat_id, seq, sender_id, client_msg_id, body, created_at";
 
 /// One send waiting to be stored.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct NewMessage {
     pub chat: ChatId,
     pub sender: UserId,

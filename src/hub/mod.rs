@@ -8,7 +8,6 @@ pub mod handshake;
 pub mod persist;
 mod registry;
 mod remote;
-mod route;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,8 +63,6 @@ pub struct Hub {
     bus: Option<Publisher>,
     /// The epoch of the history this node serves (`db::history`).
     epoch: std::sync::RwLock<Uuid>,
-    /// Sends forwarded to their chats' owners, waiting for answers.
-    forwarded: route::Forwarded,
 }
 
 /// A socket the hub has room for, waiting for its upgrade to complete.
@@ -101,7 +98,7 @@ impl Hub {
             &metrics,
             &config.faults,
         );
-        let hub = Arc::new(Hub {
+        Arc::new(Hub {
             registry,
             persister,
             metrics,
@@ -116,12 +113,7 @@ impl Hub {
             positions,
             bus,
             epoch: std::sync::RwLock::new(Uuid::nil()),
-            forwarded: route::Forwarded::default(),
-        });
-        if hub.bus.is_some() {
-            route::sweep(Arc::downgrade(&hub));
-        }
-        hub
+        })
     }
 
     /// Registers a socket of `session` from `ip` within the server's, the user's and the
@@ -234,7 +226,7 @@ impl Hub {
             message,
             reply: ReplyTo::Http(tx),
         };
-        if self.submit(request).is_err() {
+        if self.persister.submit(request).is_err() {
             return Err(AppError::Overloaded);
         }
         rx.await.map_err(|_| AppError::Unavailable)?

@@ -13,7 +13,7 @@ use tokio::time::{timeout, Duration, Instant};
 
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
-use crate::bus::{Answered, Publisher};
+use crate::bus::Publisher;
 use crate::config::{Faults, WsConfig};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, DbConn, Op};
@@ -32,8 +32,6 @@ pub enum ReplyTo {
     },
     /// An HTTP request waiting for the outcome.
     Http(oneshot::Sender<Result<Persisted, AppError>>),
-    /// A send another node forwarded here, this node owning its chat: answered on the bus.
-    Remote { node: Arc<str>, ticket: u64 },
 }
 
 /// A stored message, and whether this send stored it or found it stored by an earlier try.
@@ -141,7 +139,7 @@ async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size:
             let err = AppError::Internal(anyhow::anyhow!("persist worker panicked"));
             for (message, reply) in batch.iter().zip(replies) {
                 if let Some(reply) = reply {
-                    fail(registry, shared.bus.as_ref(), reply, message, &err);
+                    fail(registry, reply, message, &err);
                 }
             }
         }
@@ -185,7 +183,7 @@ async fn handle_batch(
                 let fanning = Instant::now();
                 let except = match &reply {
                     ReplyTo::Socket { conn, .. } => Some(*conn),
-                    ReplyTo::Http(_) | ReplyTo::Remote { .. } => None,
+                    ReplyTo::Http(_) => None,
                 };
                 let out = Outbound {
                     kind: Kind::Message {
@@ -207,11 +205,11 @@ async fn handle_batch(
             Outcome::Replay(_) => metrics.replays.increment(1),
             Outcome::Rejected(_) => {}
             Outcome::Failed(err) => {
-                fail(registry, bus, reply, sent, err);
+                fail(registry, reply, sent, err);
                 continue;
             }
         }
-        answer(registry, bus, reply, outcome, sent);
+        answer(registry, reply, outcome, sent);
     }
 }
 
@@ -316,28 +314,8 @@ async fn store(
     }
 }
 
-/// Answers a send with what became of it.
-pub(super) fn answer(
-    registry: &Registry,
-    bus: Option<&Publisher>,
-    reply: ReplyTo,
-    outcome: Outcome,
-    sent: &NewMessage,
-) {
+fn answer(registry: &Registry, reply: ReplyTo, outcome: Outcome, sent: &NewMessage) {
     match (reply, outcome) {
-        (ReplyTo::Remote { node, ticket }, outcome) => {
-            let outcome = match outcome {
-                Outcome::New(m) => Answered::New(m),
-                Outcome::Replay(m) => Answered::Replay(m),
-                Outcome::Rejected(e) | Outcome::Failed(e) => Answered::Refused {
-                    code: e.code(),
-                    text: e.to_string(),
-                },
-            };
-            if let Some(bus) = bus {
-                bus.answer(&node, ticket, outcome);
-            }
-        }
         (ReplyTo::Http(tx), Outcome::New(m)) => {
             let _ = tx.send(Ok(Persisted::New(m)));
         }
@@ -379,26 +357,13 @@ pub(super) fn answer(
 
 /// Answers a send that was not stored: `overloaded` when the database was saturated,
 /// `persist_failed` otherwise. Either way the client may send it again.
-pub(super) fn fail(
-    registry: &Registry,
-    bus: Option<&Publisher>,
-    reply: ReplyTo,
-    message: &NewMessage,
-    err: &AppError,
-) {
+fn fail(registry: &Registry, reply: ReplyTo, message: &NewMessage, err: &AppError) {
     let code = match err {
         AppError::Overloaded => ErrorCode::Overloaded,
         _ => ErrorCode::PersistFailed,
     };
-    const NOT_STORED: &str = "the message was not stored; it is safe to send it again";
     metrics::counter!(m::PERSIST_FAILURES, "code" => code.as_str()).increment(1);
     match reply {
-        ReplyTo::Remote { node, ticket } => {
-            if let Some(bus) = bus {
-                let text = NOT_STORED.to_owned();
-                bus.answer(&node, ticket, Answered::Refused { code, text });
-            }
-        }
         ReplyTo::Http(tx) => {
             let _ = tx.send(Err(match err {
                 AppError::Overloaded => AppError::Overloaded,
@@ -406,7 +371,11 @@ pub(super) fn fail(
             }));
         }
         ReplyTo::Socket { user, conn, .. } => {
-            let frame = ServerFrame::error(code, NOT_STORED, Some(message.client_msg_id.into()));
+            let frame = ServerFrame::error(
+                code,
+                "the message was not stored; it is safe to send it again",
+                Some(message.client_msg_id.into()),
+            );
             registry.deliver_to(user, conn, reply_frame(frame));
         }
     }

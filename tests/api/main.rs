@@ -28,7 +28,6 @@ mod migrations;
 mod nats;
 mod pooler;
 mod replica;
-mod routing;
 mod sessions;
 mod startup;
 mod stream;

@@ -144,7 +144,7 @@ impl Connection {
                 conn: self.inbox.id,
             },
         };
-        if self.hub.submit(request).is_err() {
+        if self.hub.persister.submit(request).is_err() {
             let e = AppError::Overloaded;
             return refuse(e.code(), e.to_string());
         }
