@@ -147,6 +147,12 @@ pub struct Args {
     /// `burst`: the most steps to run.
     #[arg(long, default_value_t = 8)]
     pub max_steps: usize,
+    /// `burst`: after the first rate that failed, this many more steps halve the gap between
+    /// the last rate that passed and the lowest that failed (a step passing raises the one,
+    /// failing lowers the other); the knee is the fastest that passed. Stops early once the
+    /// gap is under 5%.
+    #[arg(long, default_value_t = 0)]
+    pub bisect: usize,
     /// Measured stretches per step (`burst`) or per rate. A `burst` step passes when its median stretch (by p99
     /// ack) is within the bound without errors, and every stretch was exact; a failing step
     /// runs once more at the same rate and the search ends when it fails again, so one spike

@@ -149,7 +149,8 @@ async fn trials(
 /// Steps the rate up, `--trials` stretches per step, judging each step on its median stretch.
 /// A failing step runs once more at the same rate, and the search ends only when it fails
 /// again: one spike cannot end it, and it never goes past the first rate that failed twice.
-/// The knee is the fastest step that passed.
+/// Then `--bisect` steps narrow the gap between the last rate that passed and the first that
+/// failed. The knee is the fastest step that passed.
 async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Result<()> {
     let mut rate = args.rate;
     let mut before = stored(args, layout).await?.0;
@@ -169,6 +170,28 @@ async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Res
             break;
         } else {
             failed_once = true;
+        }
+    }
+    // Between the last rate that passed and the first that failed (twice), halve the gap.
+    let failed_at = failed_once.then_some(rate);
+    if let (Some(mut low), Some(mut high)) = (report.knee_rate, failed_at) {
+        for _ in 0..args.bisect {
+            if high / low < 1.05 {
+                break;
+            }
+            let mid = (low * high).sqrt();
+            let mut trials = trials(args, layout, mid, &mut before, report).await?;
+            let summary = StepSummary::of(mid, &trials, args.p99_bound_ms);
+            let passed = summary.passed;
+            let median = trials.swap_remove(summary.median_trial);
+            report.step_summaries.push(summary);
+            if passed {
+                low = mid;
+                report.knee_rate = Some(mid);
+                report.result = Some(median);
+            } else {
+                high = mid;
+            }
         }
     }
     if report.result.is_none() {

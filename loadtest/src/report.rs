@@ -94,6 +94,8 @@ pub struct StepSummary {
     /// Which trial (in run order) is the median by p99 ack: the step's figures are its.
     pub median_trial: usize,
     pub p99_ack_ms: Spread,
+    #[serde(default)]
+    pub p99_delivery_ms: Option<Spread>,
     pub acked_per_sec: Spread,
     #[serde(default)]
     pub deliveries_per_sec: Option<Spread>,
@@ -159,6 +161,7 @@ impl StepSummary {
             passed,
             median_trial,
             p99_ack_ms: Spread::of(figures().map(|f| f.ack_latency.p99_ms)),
+            p99_delivery_ms: Some(Spread::of(figures().map(|f| f.delivery_latency.p99_ms))),
             acked_per_sec: Spread::of(figures().map(|f| f.acked_per_sec)),
             deliveries_per_sec: Some(Spread::of(figures().map(|f| f.deliveries_per_sec))),
             errors: Spread::of(figures().map(|f| f.errors.values().sum::<u64>() as f64)),

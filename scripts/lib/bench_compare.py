@@ -26,6 +26,9 @@ def get(report, path):
         if not isinstance(report, dict) or key not in report:
             return None
         report = report[key]
+    # A figure measured in trials is a median with its range.
+    if isinstance(report, dict) and "median" in report:
+        return report["median"]
     return report
 
 

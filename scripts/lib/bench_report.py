@@ -29,6 +29,29 @@ def knee_summary(report):
     return next((s for s in report.get("step_summaries", []) if s["rate"] == report.get("knee_rate")), None)
 
 
+def sustained(report):
+    """A burst search's sustained rate: the median over its knee step's trials (a single
+    stretch's without trials), with the range."""
+    step = knee_summary(report)
+    if step:
+        return step["acked_per_sec"]
+    rate = knee(report)["acked_per_sec"]
+    return {"median": rate, "min": rate, "max": rate}
+
+
+def summary_at(report):
+    """A fixed-rate run's first rate over its trials: p99 delivery and CPU per acked message,
+    each a median with its range (CPU None when the steady window was not measured)."""
+    s = report["step_summaries"][0] if report.get("step_summaries") else None
+    f = report["result"]["figures"]
+    p99 = f["delivery_latency"]["p99_ms"]
+    one = lambda v: None if v is None else {"median": v, "min": v, "max": v}
+    return {
+        "delivery_p99": (s or {}).get("p99_delivery_ms") or one(p99),
+        "cpu": (s or {}).get("server_cpu_us_per_acked") or one(cpu_per_ack(report)),
+    }
+
+
 def fixed_rate(summary):
     """One fixed rate's figures over its trials."""
     keys = ("acked_per_sec", "p99_ack_ms", "server_cpu_us_per_acked", "harness_cpu_us_per_frame", "server_rss_bytes")
@@ -100,6 +123,9 @@ def main(work, out, mode):
     exact = all(r["exact"] for r in named.values())
     one_k, two_k = knee(one_burst), knee(two_burst)
     one_h, two_h = one_half["result"]["figures"], two_half["result"]["figures"]
+    # Two nodes against one: the medians over trials (a single stretch's figure without them).
+    one_sustained, two_sustained = (sustained(r) for r in (one_burst, two_burst))
+    one_s, two_s = (summary_at(r) for r in (one_half, two_half))
     ratios = {
         "hub_acked_per_sec_over_pgbench_tps": hub_sustained / pg["tps"] if pg["tps"] else None,
         "hub_deliveries_over_baseline_deliveries": (
@@ -107,17 +133,13 @@ def main(work, out, mode):
         ),
         "bytes_per_idle_connection": idle["idle"]["bytes_per_connection"],
         "two_nodes_sustained_over_one_node": (
-            two_k["acked_per_sec"] / one_k["acked_per_sec"] if one_k["acked_per_sec"] else None
+            two_sustained["median"] / one_sustained["median"] if one_sustained["median"] else None
         ),
         "two_nodes_cpu_per_ack_over_one_node": (
-            cpu_per_ack(two_half) / cpu_per_ack(one_half)
-            if cpu_per_ack(one_half) and cpu_per_ack(two_half)
-            else None
+            two_s["cpu"]["median"] / one_s["cpu"]["median"] if one_s["cpu"] and two_s["cpu"] and one_s["cpu"]["median"] else None
         ),
         "cross_node_delivery_p99_over_one_node": (
-            two_h["delivery_latency"]["p99_ms"] / one_h["delivery_latency"]["p99_ms"]
-            if one_h["delivery_latency"]["p99_ms"]
-            else None
+            two_s["delivery_p99"]["median"] / one_s["delivery_p99"]["median"] if one_s["delivery_p99"]["median"] else None
         ),
         # Over the steady window when the harness measured one, else over the whole stretch.
         "cpu_us_per_acked_message": (half["result"].get("steady") or {}).get("server_cpu_us_per_acked") or (
@@ -160,14 +182,15 @@ def main(work, out, mode):
         "two_nodes": {
             "layout": "2-member chats, members on different nodes: every delivery crosses",
             "one_node_knee_rate": one_burst.get("knee_rate"),
-            "one_node_sustained_acked_per_sec": one_k["acked_per_sec"],
+            "one_node_sustained_acked_per_sec": one_sustained,
             "two_nodes_knee_rate": two_burst.get("knee_rate"),
-            "two_nodes_sustained_acked_per_sec": two_k["acked_per_sec"],
+            "two_nodes_sustained_acked_per_sec": two_sustained,
             "rate": one_h["rate"],
+            "trials": one_half["config"]["trials"],
             "one_node": {"ack_latency": one_h["ack_latency"], "delivery_latency": one_h["delivery_latency"],
-                         "server_cpu_us_per_acked": cpu_per_ack(one_half)},
+                         "delivery_p99_ms": one_s["delivery_p99"], "server_cpu_us_per_acked": one_s["cpu"]},
             "two_nodes": {"ack_latency": two_h["ack_latency"], "delivery_latency": two_h["delivery_latency"],
-                          "server_cpu_us_per_acked": cpu_per_ack(two_half)},
+                          "delivery_p99_ms": two_s["delivery_p99"], "server_cpu_us_per_acked": two_s["cpu"]},
         },
         "cpu_at_fixed_rates": {
             "layout": "2-member chats, %d sockets; the server's CPU over the steady window per acked message"
@@ -198,6 +221,13 @@ def main(work, out, mode):
     def fmt(v, spec=",.0f"):
         return "n/a" if v is None else format(v, spec)
 
+    def fmt_spread(v, spec=",.0f"):
+        if v is None:
+            return "n/a"
+        if v["min"] == v["max"]:
+            return fmt(v["median"], spec)
+        return "%s (%s-%s)" % (fmt(v["median"], spec), fmt(v["min"], spec), fmt(v["max"], spec))
+
     rows = [
         ("PostgreSQL alone (pgbench, %d clients, median of %d): stored msgs/s" % (pg["clients"], len(pg["trials"])), fmt(pg["tps"])),
         ("Hub, chat: sustained acked msgs/s (p99 ack <= %s ms, exact)" % hub["config"]["p99_bound_ms"], fmt(hub_sustained)),
@@ -206,10 +236,12 @@ def main(work, out, mode):
         ("  p99 send->delivery (ms)", fmt(half_f["delivery_latency"]["p99_ms"], ".2f")),
         ("Hub, room of %d: deliveries/s at its knee" % room_hub["config"]["connections"], fmt(room_hub_k["deliveries_per_sec"])),
         ("No-database baseline, same room: deliveries/s at its knee", fmt(room_base_k["deliveries_per_sec"])),
-        ("One node, 2-member chats: sustained acked msgs/s", fmt(one_k["acked_per_sec"])),
-        ("Two nodes, members on different nodes: sustained acked msgs/s", fmt(two_k["acked_per_sec"])),
-        ("At %s msgs/s: p99 send->delivery, one node (ms)" % fmt(one_h["rate"]), fmt(one_h["delivery_latency"]["p99_ms"], ".2f")),
-        ("  p99 send->delivery across nodes (ms)", fmt(two_h["delivery_latency"]["p99_ms"], ".2f")),
+        ("One node, 2-member chats: sustained acked msgs/s", fmt_spread(one_sustained)),
+        ("Two nodes, members on different nodes: sustained acked msgs/s", fmt_spread(two_sustained)),
+        ("At %s msgs/s: p99 send->delivery, one node (ms)" % fmt(one_h["rate"]), fmt_spread(one_s["delivery_p99"], ".1f")),
+        ("  p99 send->delivery across nodes (ms)", fmt_spread(two_s["delivery_p99"], ".1f")),
+        ("  servers' CPU per acked message, one node (us)", fmt_spread(one_s["cpu"], ".0f")),
+        ("  servers' CPU per acked message, two nodes (us)", fmt_spread(two_s["cpu"], ".0f")),
         ("Idle sockets held", fmt(idle["idle"]["connections"])),
         ("RATIO hub acked/s / pgbench tps", fmt(ratios["hub_acked_per_sec_over_pgbench_tps"], ".2f")),
         ("RATIO hub deliveries/s / baseline deliveries/s", fmt(ratios["hub_deliveries_over_baseline_deliveries"], ".2f")),

@@ -21,8 +21,17 @@ def ms(v):
 
 
 def sustained(knee_rate, acked):
-    """The sustained rate, or that no step of the search stayed within the bound."""
-    return fmt(acked) if knee_rate is not None else f"none within the bound (first step: {fmt(acked)})"
+    """The sustained rate (a median with its range when measured in trials), or that no step of
+    the search stayed within the bound."""
+    shown = spread(acked) if isinstance(acked, dict) else fmt(acked)
+    return shown if knee_rate is not None else f"none within the bound (first step: {shown})"
+
+
+def ms_spread(v):
+    """Milliseconds, a median with its range when measured in trials."""
+    if isinstance(v, dict):
+        return f"{v['median']:.1f} ms ({v['min']:.1f}–{v['max']:.1f})"
+    return ms(v)
 
 
 def spread(s, spec=",.0f"):
@@ -74,11 +83,20 @@ def render(r):
         f"| One node, 2-member chats: sustained acked messages/s | {sustained(two.get('one_node_knee_rate', 0), two['one_node_sustained_acked_per_sec'])} |",
         f"| Two nodes, every delivery crossing: sustained acked messages/s | {sustained(two.get('two_nodes_knee_rate', 0), two['two_nodes_sustained_acked_per_sec'])} |",
         f"| At {fmt(two['rate'])} msg/s: p99 send→delivery, one node / across two | "
-        f"{ms(two['one_node']['delivery_latency']['p99_ms'])} / {ms(two['two_nodes']['delivery_latency']['p99_ms'])} |",
+        f"{ms_spread(two['one_node'].get('delivery_p99_ms') or two['one_node']['delivery_latency']['p99_ms'])} / "
+        f"{ms_spread(two['two_nodes'].get('delivery_p99_ms') or two['two_nodes']['delivery_latency']['p99_ms'])} |",
+    ] + ([
+        f"| At that rate: servers' CPU per acked message, one node / two nodes | "
+        f"{spread(two['one_node']['server_cpu_us_per_acked'])} µs / {spread(two['two_nodes']['server_cpu_us_per_acked'])} µs |",
+    ] if isinstance(two["one_node"].get("server_cpu_us_per_acked"), dict)
+        and isinstance(two["two_nodes"].get("server_cpu_us_per_acked"), dict) else []) + [
         f"| **Hub acked/s ÷ pgbench single-row tps** | **{fmt(ratios['hub_acked_per_sec_over_pgbench_tps'], '.2f')}** |",
         f"| **Hub deliveries/s ÷ baseline deliveries/s** | **{fmt(ratios['hub_deliveries_over_baseline_deliveries'], '.2f')}** |",
         f"| **Two nodes ÷ one node, sustained** | **{fmt(ratios['two_nodes_sustained_over_one_node'], '.2f')}** |",
         f"| **Cross-node delivery p99 ÷ one node** | **{fmt(ratios['cross_node_delivery_p99_over_one_node'], '.2f')}** |",
+    ] + ([
+        f"| **Two nodes' CPU per acked message ÷ one node's** | **{fmt(ratios['two_nodes_cpu_per_ack_over_one_node'], '.2f')}** |",
+    ] if "two_nodes_cpu_per_ack_over_one_node" in ratios else []) + [
         f"| Server memory per idle socket | {fmt(ratios['bytes_per_idle_connection'])} bytes |",
         f"| Resident memory after {storm['accounts']} signups and logins, over idle | {fmt(storm['grown_bytes'] / 2**20, '.1f')} MiB |",
         f"| Server CPU per acked message (at half rate) | {fmt(ratios['cpu_us_per_acked_message'], '.1f')} µs |",
