@@ -30,6 +30,7 @@ mod pooler;
 mod replica;
 mod sessions;
 mod startup;
+mod store_plan;
 mod stream;
 mod web;
 mod ws;
