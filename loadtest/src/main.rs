@@ -156,15 +156,8 @@ async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Res
     let mut before = stored(args, layout).await?.0;
     let mut failed_once = false;
     for _ in 0..args.max_steps {
-        let mut trials = trials(args, layout, rate, &mut before, report).await?;
-        let summary = StepSummary::of(rate, &trials, args.p99_bound_ms);
-        let passed = summary.passed;
-        let median = trials.swap_remove(summary.median_trial);
-        report.step_summaries.push(summary);
-        if passed {
+        if judged(args, layout, rate, &mut before, report).await? {
             failed_once = false;
-            report.knee_rate = Some(rate);
-            report.result = Some(median);
             rate *= args.burst_step;
         } else if failed_once {
             break;
@@ -180,15 +173,8 @@ async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Res
                 break;
             }
             let mid = (low * high).sqrt();
-            let mut trials = trials(args, layout, mid, &mut before, report).await?;
-            let summary = StepSummary::of(mid, &trials, args.p99_bound_ms);
-            let passed = summary.passed;
-            let median = trials.swap_remove(summary.median_trial);
-            report.step_summaries.push(summary);
-            if passed {
+            if judged(args, layout, mid, &mut before, report).await? {
                 low = mid;
-                report.knee_rate = Some(mid);
-                report.result = Some(median);
             } else {
                 high = mid;
             }
@@ -198,6 +184,27 @@ async fn burst(args: &Args, layout: &Layout, report: &mut Report) -> anyhow::Res
         report.result = report.steps.first().cloned();
     }
     Ok(())
+}
+
+/// One step of the search: `--trials` stretches at `rate`, judged on their median. A step that
+/// passes becomes the knee. True when it passed.
+async fn judged(
+    args: &Args,
+    layout: &Layout,
+    rate: f64,
+    before: &mut Seqs,
+    report: &mut Report,
+) -> anyhow::Result<bool> {
+    let mut trials = trials(args, layout, rate, before, report).await?;
+    let summary = StepSummary::of(rate, &trials, args.p99_bound_ms);
+    let passed = summary.passed;
+    let median = trials.swap_remove(summary.median_trial);
+    report.step_summaries.push(summary);
+    if passed {
+        report.knee_rate = Some(rate);
+        report.result = Some(median);
+    }
+    Ok(passed)
 }
 
 /// One measured stretch at `rate`, verified against what was stored since `before`.
