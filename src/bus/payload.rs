@@ -107,8 +107,8 @@ pub struct Event {
     /// frame too large for the bus becomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<ChatId>,
-    /// In a heartbeat: the node reads packed payloads (see `Publisher`). Versions before
-    /// December 2026 do not say so, and read one sealed event to a payload.
+    /// In a heartbeat: the node reads packed payloads (see `Publisher`). Versions older than
+    /// migration 11 do not say so, and read one sealed event to a payload.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub packs: bool,
 }
