@@ -71,8 +71,7 @@ impl Peers {
     /// Notes a word from another node; true when none was around before.
     pub fn heard(&self) -> bool {
         let was = self.around();
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        self.heard_ms.store(now, Ordering::Relaxed);
+        self.mark(&self.heard_ms);
         !was
     }
 
@@ -83,8 +82,12 @@ impl Peers {
 
     /// Notes a heartbeat from a node of a version that reads one event to a payload.
     pub fn heard_legacy(&self) {
+        self.mark(&self.legacy_ms);
+    }
+
+    fn mark(&self, at: &AtomicU64) {
         let now = self.started.elapsed().as_millis() as u64 + 1;
-        self.legacy_ms.store(now, Ordering::Relaxed);
+        at.store(now, Ordering::Relaxed);
     }
 
     /// Whether such a node was heard lately: until it is gone, events go one to a payload.
@@ -113,15 +116,10 @@ impl Publisher {
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let peers = Arc::new(Peers::new());
-        tokio::spawn(send_all(
-            transport,
-            Arc::from(node),
-            peers.clone(),
-            rx,
-            stop,
-        ));
+        let node: Arc<str> = Arc::from(node);
+        tokio::spawn(send_all(transport, node.clone(), peers.clone(), rx, stop));
         Self {
-            node: Arc::from(node),
+            node,
             seal,
             peers,
             tx,
