@@ -1,11 +1,52 @@
-//! The group commit's lookups of earlier sends probe the unique index on messages, however the
-//! connection's plans were made: PostgreSQL keeps a function's plans for a connection's life,
-//! and plans made while `messages` was empty once scanned the whole table at every commit.
+//! The group commit's plans: made once per connection and kept (planning its large statement at
+//! every commit was half of PostgreSQL's CPU per message), and so made that they read each table
+//! by the batch's keys, whatever the tables held when they were made. PostgreSQL keeps a
+//! function's plans for a connection's life, and plans made while `messages` was empty once
+//! scanned the whole table at every commit.
 
+use sqlx::postgres::PgConnection;
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::common::spawn_app;
+
+/// Sequential and index scans of each table so far, as this connection's statistics say.
+async fn scans(conn: &mut PgConnection, tables: &[&str]) -> Vec<(i64, i64)> {
+    // Counts of this session reach the shared statistics only when flushed.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for table in tables {
+        let row = sqlx::query(
+            "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = $1",
+        )
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        out.push((row.get::<i64, _>(0), row.get::<i64, _>(1)));
+    }
+    out
+}
+
+/// Stores one message from each of `senders` in `chat` in one commit, on `conn`.
+async fn commit(conn: &mut PgConnection, chat: i64, senders: &[i64], i: usize) {
+    let n = senders.len();
+    let rows = sqlx::query("SELECT outcome FROM xfchat_store_batch($1, $2, $3, $4, 'x', NULL)")
+        .bind(vec![chat; n])
+        .bind(senders.to_vec())
+        .bind((0..n).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+        .bind((0..n).map(|k| format!("{i}.{k}")).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let stored = rows
+        .iter()
+        .filter(|r| r.get::<Option<String>, _>(0).as_deref() == Some("new"));
+    assert_eq!(stored.count(), n, "every send stored");
+}
 
 #[tokio::test]
 async fn the_store_probes_the_index_for_earlier_sends_even_when_planned_on_an_empty_table() {
@@ -17,45 +58,75 @@ async fn the_store_probes_the_index_for_earlier_sends_even_when_planned_on_an_em
     // while no message is stored, and kept.
     let pool = app.db.pool().await;
     let mut conn = pool.acquire().await.unwrap();
-    let stats = "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'messages'";
-    let count = |row: sqlx::postgres::PgRow| {
-        (
-            row.get::<i64, _>(0),
-            row.get::<Option<i64>, _>(1).unwrap_or(0),
-        )
-    };
-    let (seq_before, idx_before) = count(sqlx::query(stats).fetch_one(&mut *conn).await.unwrap());
-    const CALLS: i64 = 40;
+    let before = scans(&mut conn, &["messages"]).await[0];
+    const CALLS: usize = 40;
     for i in 0..CALLS {
-        let rows = sqlx::query("SELECT outcome FROM xfchat_store_batch($1, $2, $3, $4, 'x', NULL)")
-            .bind(vec![chat, chat])
-            .bind(vec![alice.id, bob.id])
-            .bind(vec![Uuid::new_v4(), Uuid::new_v4()])
-            .bind(vec![format!("a {i}"), format!("b {i}")])
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        let stored = rows
-            .iter()
-            .filter(|r| r.get::<Option<String>, _>(0).as_deref() == Some("new"));
-        assert_eq!(stored.count(), 2);
+        commit(&mut conn, chat, &[alice.id, bob.id], i).await;
     }
-    sqlx::query("SELECT pg_stat_force_next_flush()")
+    let after = scans(&mut conn, &["messages"]).await[0];
+    let (seq, idx) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        seq <= 2,
+        "{seq} sequential scans of messages in {CALLS} commits"
+    );
+    assert!(
+        idx >= 2 * CALLS as i64,
+        "{idx} index scans in {CALLS} commits"
+    );
+}
+
+#[tokio::test]
+async fn the_store_keeps_its_plans_and_they_probe_by_key_after_the_tables_grew() {
+    let app = spawn_app().await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    app.befriend(&alice, &bob).await;
+    let chat = app.direct(&alice, &bob).await;
+    let pool = app.db.pool().await;
+    // Both functions keep one plan per statement instead of planning at every call.
+    let kept: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname FROM pg_proc p WHERE p.proname IN ('xfchat_store_messages', 'xfchat_store_batch')
+           AND 'plan_cache_mode=force_generic_plan' = ANY (p.proconfig) ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, ["xfchat_store_batch", "xfchat_store_messages"]);
+    // Plans made on one connection while the tables are nearly empty...
+    let mut conn = pool.acquire().await.unwrap();
+    for i in 0..10 {
+        commit(&mut conn, chat, &[alice.id, bob.id], i).await;
+    }
+    // ...then the tables grow under them: thousands of accounts, friendships and blocks.
+    sqlx::query(
+        "WITH u AS (INSERT INTO users (username, display_name, password_hash)
+                    SELECT 'grown' || g, 'grown', '-' FROM generate_series(1, 4000) g RETURNING id),
+              pairs AS (SELECT id, lead(id) OVER (ORDER BY id) AS next FROM u),
+              f AS (INSERT INTO friendships (user_low, user_high)
+                    SELECT id, next FROM pairs WHERE next IS NOT NULL)
+         INSERT INTO blocks (blocker_id, blocked_id)
+         SELECT next, id FROM pairs WHERE next IS NOT NULL",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE users, friendships, blocks")
         .execute(&mut *conn)
         .await
         .unwrap();
-    drop(conn);
-    // Read from another session, after this one's counts were flushed.
-    let mut reader = pool.acquire().await.unwrap();
-    let (seq_after, idx_after) = count(sqlx::query(stats).fetch_one(&mut *reader).await.unwrap());
-    assert!(
-        seq_after - seq_before <= 2,
-        "{} sequential scans of messages in {CALLS} commits",
-        seq_after - seq_before
-    );
-    assert!(
-        idx_after - idx_before >= 2 * CALLS,
-        "{} index scans in {CALLS} commits",
-        idx_after - idx_before
-    );
+    let tables = ["friendships", "blocks", "messages", "conversation_members"];
+    let before = scans(&mut conn, &tables).await;
+    const CALLS: usize = 20;
+    for i in 0..CALLS {
+        commit(&mut conn, chat, &[alice.id, bob.id], 100 + i).await;
+    }
+    let after = scans(&mut conn, &tables).await;
+    for ((table, b), a) in tables.iter().zip(&before).zip(&after) {
+        let seq = a.0 - b.0;
+        assert!(
+            seq == 0,
+            "{seq} sequential scans of {table} in {CALLS} commits"
+        );
+        assert!(a.1 > b.1, "{table} was read by its index");
+    }
 }
