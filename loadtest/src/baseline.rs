@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use xfchat::db::messages::Message;
 use xfchat::hub::handshake::{self, Handshake};
 use xfchat::ids::{ChatId, MessageId, UserId};
-use xfchat::protocol::{ClientFrame, Codec, Encoded, ServerFrame};
+use xfchat::protocol::{ClientFrame, Codec, Encoded, EntryKind, ServerFrame};
 
 #[derive(Parser)]
 struct Args {
@@ -199,7 +199,7 @@ async fn serve(
                 if !(msg.is_text() || msg.is_binary()) {
                     continue;
                 }
-                if let Ok(ClientFrame::Send { chat_id, client_msg_id, body }) = Codec::decode(&msg) {
+                if let Ok(ClientFrame::Send { chat_id, client_msg_id, body, .. }) = Codec::decode(&msg) {
                     let Some(chat) = b.chats.get(&chat_id.0).map(|c| c.clone()) else { continue };
                     let mut log = chat.log.lock().expect("not poisoned");
                     let message = Message {
@@ -210,6 +210,12 @@ async fn serve(
                         client_msg_id,
                         body,
                         created_at: chrono::Utc::now(),
+                        kind: EntryKind::Message,
+                        target: None,
+                        reply_to: None,
+                        edited_at: None,
+                        deleted: false,
+                        reactions: Vec::new(),
                     };
                     log.push(message.clone());
                     let fanned = Arc::new(Encoded::new(ServerFrame::Message { message: message.clone() }));

@@ -287,6 +287,7 @@ mod tests {
             id: ChatId(7),
             kind: crate::protocol::wire::ChatKind::Group,
             title: Some("big".into()),
+            created_by: UserId(0),
             members: (0..members)
                 .map(|i| crate::protocol::Member {
                     id: UserId(i),
@@ -299,6 +300,8 @@ mod tests {
             last_read_seq: 0,
             unread: 0,
             created_at: chrono::Utc::now(),
+            last_message: None,
+            last_activity_at: chrono::Utc::now(),
         }
     }
 
@@ -345,6 +348,12 @@ mod tests {
             client_msg_id: uuid::Uuid::nil(),
             body: "committed on another node".into(),
             created_at: chrono::Utc::now(),
+            kind: crate::protocol::EntryKind::Message,
+            target: None,
+            reply_to: Some(1),
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
         };
         let sealed = |frame| {
             Event {

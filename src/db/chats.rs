@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::friends;
+use super::{friends, messages};
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, UserId};
 
@@ -33,9 +33,11 @@ struct ChatRow {
     id: ChatId,
     kind: Kind,
     title: Option<String>,
+    created_by: UserId,
     last_seq: i64,
     last_read_seq: i64,
     created_at: DateTime<Utc>,
+    unread: i64,
 }
 
 pub async fn is_member(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<bool> {
@@ -86,13 +88,16 @@ pub async fn audience(
 /// The chats `user` belongs to, newest activity first; `only` narrows it to one chat.
 async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> AppResult<Vec<Chat>> {
     let rows: Vec<ChatRow> = sqlx::query_as(
-        "SELECT c.id, c.kind, c.title, c.last_seq, m.last_read_seq, c.created_at \
+        "SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, m.last_read_seq, c.created_at, \
+                (SELECT count(*) FROM (SELECT 1 FROM messages u \
+                     WHERE u.conversation_id = c.id AND u.seq > m.last_read_seq \
+                       AND u.kind = 'message' AND u.sender_id <> $1 LIMIT $3) n) AS unread \
          FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id \
-         WHERE m.user_id = $1 AND ($2::bigint IS NULL OR c.id = $2) \
-         ORDER BY c.last_seq DESC, c.id DESC",
+         WHERE m.user_id = $1 AND ($2::bigint IS NULL OR c.id = $2)",
     )
     .bind(user)
     .bind(only)
+    .bind(Chat::UNREAD_MAX)
     .fetch_all(&mut *conn)
     .await?;
     let ids: Vec<ChatId> = rows.iter().map(|r| r.id).collect();
@@ -103,7 +108,7 @@ async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> Ap
          WHERE m.conversation_id = ANY($1) ORDER BY m.conversation_id, u.id",
         )
         .bind(&ids)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .map(|(chat, id, username, display_name, last_read_seq)| {
@@ -122,19 +127,28 @@ async fn load(conn: &mut PgConnection, user: UserId, only: Option<ChatId>) -> Ap
     for (chat, member) in members {
         by_chat.entry(chat).or_default().push(member);
     }
-    Ok(rows
+    let mut last = messages::last_messages(conn, &ids).await?;
+    let mut chats: Vec<Chat> = rows
         .into_iter()
-        .map(|r| Chat {
-            members: by_chat.remove(&r.id).unwrap_or_default(),
-            unread: r.last_seq - r.last_read_seq,
-            id: r.id,
-            kind: r.kind.into(),
-            title: r.title,
-            last_seq: r.last_seq,
-            last_read_seq: r.last_read_seq,
-            created_at: r.created_at,
+        .map(|r| {
+            let last_message = last.remove(&r.id);
+            Chat {
+                members: by_chat.remove(&r.id).unwrap_or_default(),
+                unread: r.unread,
+                id: r.id,
+                kind: r.kind.into(),
+                title: r.title,
+                created_by: r.created_by,
+                last_seq: r.last_seq,
+                last_read_seq: r.last_read_seq,
+                last_activity_at: last_message.as_ref().map_or(r.created_at, |m| m.created_at),
+                last_message,
+                created_at: r.created_at,
+            }
         })
-        .collect())
+        .collect();
+    chats.sort_by_key(|c| std::cmp::Reverse((c.last_activity_at, c.id)));
+    Ok(chats)
 }
 
 pub async fn list(conn: &mut PgConnection, user: UserId) -> AppResult<Vec<Chat>> {
@@ -249,7 +263,14 @@ pub async fn for_newcomers(conn: &mut PgConnection, chat: ChatId) -> AppResult<C
     .ok_or(AppError::NotFound)?;
     let mut view = get(conn, anyone, chat).await?;
     view.last_read_seq = 0;
-    view.unread = view.last_seq;
+    view.unread = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM messages \
+         WHERE conversation_id = $1 AND kind = 'message' LIMIT $2) n",
+    )
+    .bind(chat)
+    .bind(Chat::UNREAD_MAX)
+    .fetch_one(conn)
+    .await?;
     Ok(view)
 }
 

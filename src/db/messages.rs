@@ -13,11 +13,11 @@ use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
 use crate::protocol::ErrorCode;
 
-pub use crate::protocol::Message;
+pub use crate::protocol::{EntryKind, Message, Reaction};
 
 /// A `messages` row, as the queries read it.
 #[derive(sqlx::FromRow)]
-struct Row {
+pub(super) struct Row {
     id: MessageId,
     chat_id: ChatId,
     seq: i64,
@@ -25,6 +25,11 @@ struct Row {
     client_msg_id: Uuid,
     body: String,
     created_at: DateTime<Utc>,
+    kind: String,
+    target_seq: Option<i64>,
+    reply_to: Option<i64>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
 }
 
 impl From<Row> for Message {
@@ -37,12 +42,20 @@ impl From<Row> for Message {
             client_msg_id: r.client_msg_id,
             body: r.body,
             created_at: r.created_at,
+            kind: EntryKind::parse(&r.kind),
+            target: r.target_seq,
+            reply_to: r.reply_to,
+            edited_at: r.edited_at,
+            deleted: r.deleted_at.is_some(),
+            reactions: Vec::new(),
         }
     }
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id AS chat_id, seq, sender_id, client_msg_id, body, created_at";
+/// The columns of [`Row`], of `messages` aliased `m`.
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id AS chat_id, m.seq, m.sender_id, \
+     m.client_msg_id, m.body, m.created_at, m.kind, m.target_seq, m.reply_to, m.edited_at, \
+     m.deleted_at";
 
 /// One send waiting to be stored.
 #[derive(Debug, Clone)]
@@ -51,6 +64,7 @@ pub struct NewMessage {
     pub sender: UserId,
     pub client_msg_id: Uuid,
     pub body: String,
+    pub reply_to: Option<i64>,
 }
 
 /// What became of one send in a batch.
@@ -117,6 +131,7 @@ struct BatchRow {
     client_msg_id: Option<Uuid>,
     body: Option<String>,
     created_at: Option<DateTime<Utc>>,
+    reply_to: Option<i64>,
     member_id: Option<UserId>,
 }
 
@@ -130,6 +145,12 @@ impl BatchRow {
             client_msg_id: self.client_msg_id?,
             body: self.body?,
             created_at: self.created_at?,
+            kind: EntryKind::Message,
+            target: None,
+            reply_to: self.reply_to,
+            edited_at: None,
+            deleted: false,
+            reactions: Vec::new(),
         })
     }
 }
@@ -144,11 +165,12 @@ pub async fn store_batch(
     batch: &[NewMessage],
 ) -> Result<Committed, sqlx::Error> {
     let rows: Vec<BatchRow> =
-        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6)")
+        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7)")
             .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.reply_to).collect::<Vec<_>>())
             .bind(bus::Channel::Messages.name())
             .bind(None::<&str>)
             .fetch_all(conn)
@@ -171,6 +193,9 @@ pub async fn store_batch(
                     .into(),
             )),
             "reused" => Outcome::Rejected(reused()),
+            "bad_reply" => Outcome::Rejected(AppError::invalid(
+                "reply_to: no message with that seq in this chat",
+            )),
             kind => match (kind, row.message()) {
                 ("new", Some(m)) => Outcome::New(m),
                 ("replay", Some(m)) => Outcome::Replay(m),
@@ -204,15 +229,14 @@ pub async fn committed(
         row: Row,
         members: Option<Vec<UserId>>,
     }
-    let rows: Vec<WithMembers> = sqlx::query_as(
-        "SELECT m.id, m.conversation_id AS chat_id, m.seq, m.sender_id, m.client_msg_id, m.body, \
-         m.created_at, mem.ids AS members \
+    let rows: Vec<WithMembers> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS}, mem.ids AS members \
          FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(chat, lo, hi) \
          CROSS JOIN LATERAL (SELECT array_agg(user_id) AS ids FROM conversation_members \
                              WHERE conversation_id = r.chat) AS mem \
          JOIN messages m ON m.conversation_id = r.chat AND m.seq BETWEEN r.lo AND r.hi \
-         ORDER BY m.conversation_id, m.seq",
-    )
+         ORDER BY m.conversation_id, m.seq"
+    ))
     .bind(ranges.iter().map(|r| r.chat).collect::<Vec<_>>())
     .bind(ranges.iter().map(|r| r.first).collect::<Vec<_>>())
     .bind(ranges.iter().map(|r| r.last).collect::<Vec<_>>())
@@ -263,8 +287,8 @@ pub async fn page(
 ) -> AppResult<Vec<Message>> {
     let newest_first = before_seq.is_some() && after_seq.is_none();
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 \
-         AND seq > $2 AND seq < $3 ORDER BY seq {} LIMIT $4",
+        "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = $1 \
+         AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq {} LIMIT $4",
         if newest_first { "DESC" } else { "ASC" }
     ))
     .bind(chat)
@@ -278,6 +302,27 @@ pub async fn page(
         messages.reverse();
     }
     Ok(messages)
+}
+
+/// The newest message (not entry) of each of `chats` that has one: a backward probe of each
+/// chat's index.
+pub async fn last_messages(
+    conn: &mut PgConnection,
+    chats: &[ChatId],
+) -> AppResult<HashMap<ChatId, Message>> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT l.* FROM unnest($1::bigint[]) AS c(id) CROSS JOIN LATERAL ( \
+             SELECT {MESSAGE_COLUMNS} FROM messages m \
+             WHERE m.conversation_id = c.id AND m.kind = 'message' \
+             ORDER BY m.seq DESC LIMIT 1) l"
+    ))
+    .bind(chats)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.chat_id, Message::from(r)))
+        .collect())
 }
 
 /// A message body must be non-empty text within the configured size.
@@ -294,6 +339,14 @@ pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
     Ok(())
 }
 
+/// A reply names an earlier message by its seq; whether the chat has it is the store's check.
+pub fn check_reply(reply_to: Option<i64>) -> AppResult<()> {
+    match reply_to {
+        Some(seq) if seq < 1 => Err(AppError::invalid("reply_to: a seq, at least 1")),
+        _ => Ok(()),
+    }
+}
+
 /// One page of a socket's stream: the chat's last seq and up to `limit` messages after
 /// `after_seq`, read in one snapshot with the membership of `user`; None when `user` is not a
 /// member (never was, left, or was removed), so a stream stops at a removal whatever its state.
@@ -304,6 +357,8 @@ pub async fn stream_page(
     after_seq: i64,
     limit: i64,
 ) -> AppResult<Option<(i64, Vec<Message>)>> {
+    // The chat's row and the member's, then the page; a member with no messages after
+    // `after_seq` gets one row without a message.
     #[derive(sqlx::FromRow)]
     struct PageRow {
         last_seq: i64,
@@ -313,15 +368,21 @@ pub async fn stream_page(
         client_msg_id: Option<Uuid>,
         body: Option<String>,
         created_at: Option<DateTime<Utc>>,
+        kind: Option<String>,
+        target_seq: Option<i64>,
+        reply_to: Option<i64>,
+        edited_at: Option<DateTime<Utc>>,
+        deleted_at: Option<DateTime<Utc>>,
     }
-    let rows: Vec<PageRow> = sqlx::query_as(
-        "SELECT c.last_seq, m.id, m.seq, m.sender_id, m.client_msg_id, m.body, m.created_at \
+    let rows: Vec<PageRow> = sqlx::query_as(&format!(
+        "SELECT c.last_seq, {} \
          FROM conversations c \
          JOIN conversation_members cm ON cm.conversation_id = c.id AND cm.user_id = $2 \
          LEFT JOIN LATERAL (SELECT * FROM messages WHERE conversation_id = c.id AND seq > $3 \
                             ORDER BY seq LIMIT $4) m ON true \
          WHERE c.id = $1 ORDER BY m.seq",
-    )
+        MESSAGE_COLUMNS.replace("m.conversation_id AS chat_id, ", "")
+    ))
     .bind(chat)
     .bind(user)
     .bind(after_seq)
@@ -334,7 +395,7 @@ pub async fn stream_page(
     let messages = rows
         .into_iter()
         .filter_map(|r| {
-            Some(Message {
+            Some(Message::from(Row {
                 id: r.id?,
                 chat_id: chat,
                 seq: r.seq?,
@@ -342,7 +403,12 @@ pub async fn stream_page(
                 client_msg_id: r.client_msg_id?,
                 body: r.body?,
                 created_at: r.created_at?,
-            })
+                kind: r.kind?,
+                target_seq: r.target_seq,
+                reply_to: r.reply_to,
+                edited_at: r.edited_at,
+                deleted_at: r.deleted_at,
+            }))
         })
         .collect();
     Ok(Some((last_seq, messages)))

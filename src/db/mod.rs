@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod chats;
+pub mod entries;
 pub mod friends;
 mod guard;
 pub mod history;

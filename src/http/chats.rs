@@ -15,7 +15,7 @@ use super::extract::{Path, Query};
 use super::{AppState, Json};
 use crate::db::messages::{self, NewMessage};
 use crate::db::Op;
-use crate::db::{chats, replica};
+use crate::db::{chats, entries, replica};
 use crate::error::{AppError, AppResult};
 use crate::hub::persist::Persisted;
 use crate::ids::{ChatId, UserId};
@@ -43,6 +43,7 @@ pub struct HistoryQuery {
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
     body: String,
+    reply_to: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -132,11 +133,13 @@ pub async fn history(
             .ok_or(AppError::NotFound)?;
         drop(conn);
         let (after, upto) = history_range(&q, limit.min(MAX_PAGE), last_seq);
-        let page = replica::range(&state.db, Op::History, id, after, upto).await?;
+        let mut page = replica::range(&state.db, Op::History, id, after, upto).await?;
+        let mut conn = state.db.conn(Op::History).await?;
+        entries::with_reactions(&mut conn, me, &mut page).await?;
         return Ok(axum::Json(json!({ "messages": page })));
     }
     chats::ensure_member(&mut conn, id, me).await?;
-    let page = messages::page(
+    let mut page = messages::page(
         &mut conn,
         id,
         q.after_seq,
@@ -144,6 +147,7 @@ pub async fn history(
         limit.min(MAX_PAGE),
     )
     .await?;
+    entries::with_reactions(&mut conn, me, &mut page).await?;
     Ok(axum::Json(json!({ "messages": page })))
 }
 
@@ -173,11 +177,13 @@ pub async fn send(
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
     state.throttles.user_action(me)?;
     messages::check_body(&req.body, state.config.message_max_bytes)?;
+    messages::check_reply(req.reply_to)?;
     let sent = NewMessage {
         chat: id,
         sender: me,
         client_msg_id,
         body: req.body,
+        reply_to: req.reply_to,
     };
     let (status, message) = match state.hub.send(sent).await? {
         Persisted::New(m) => (StatusCode::CREATED, m),

@@ -5,6 +5,7 @@ mod auth;
 mod chats;
 mod client_ip;
 mod deadline;
+mod entries;
 mod extract;
 mod friends;
 mod health;
@@ -72,7 +73,16 @@ pub fn router(state: AppState) -> Router {
         .route("/chats/direct/{user_id}", put(chats::direct))
         .route("/chats/{id}", get(chats::get))
         .route("/chats/{id}/messages", get(chats::history))
-        .route("/chats/{id}/messages/{client_msg_id}", put(chats::send))
+        .route(
+            "/chats/{id}/messages/{key}",
+            put(chats::send)
+                .patch(entries::edit)
+                .delete(entries::delete),
+        )
+        .route(
+            "/chats/{id}/messages/{seq}/reactions/{emoji}",
+            put(entries::react).delete(entries::unreact),
+        )
         .route("/chats/{id}/read", post(chats::read))
         .route("/chats/{id}/leave", post(members::leave))
         .route("/chats/{id}/members", post(members::add))

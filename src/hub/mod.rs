@@ -245,6 +245,15 @@ impl Hub {
         self.registry.deliver(users, except, &out);
     }
 
+    /// Delivers an entry committed outside the group commit (an edit, delete or reaction) to
+    /// `members` of its chat, on this node and the others, like a committed message.
+    pub fn deliver_entry(&self, members: &[UserId], entry: crate::protocol::Message) {
+        if let Some(bus) = &self.bus {
+            bus.announce([(&entry, members)]);
+        }
+        self.deliver_message(members, entry);
+    }
+
     /// Tells every connection to finish its in-flight sends and close with 1001 (the server's
     /// shutdown has done so already), and waits for them at most `grace`.
     pub async fn close_connections(&self, grace: Duration) {

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     /// A friend request to someone who declined the last one, within the cooldown.
     RequestDeclined,
     ClientMsgIdReused,
+    /// A reaction beyond the number of different ones a message may carry.
+    TooManyReactions,
     NotAGroup,
     RateLimited,
     TooManyConnections,
@@ -41,7 +43,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server sends, for metrics registered up front.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidJson,
         Self::InvalidInput,
         Self::PayloadTooLarge,
@@ -57,6 +59,7 @@ impl ErrorCode {
         Self::RequestDeclined,
         Self::GroupFull,
         Self::ClientMsgIdReused,
+        Self::TooManyReactions,
         Self::NotAGroup,
         Self::RateLimited,
         Self::TooManyConnections,
@@ -98,6 +101,7 @@ impl ErrorCode {
             Self::RequestDeclined => "request_declined",
             Self::GroupFull => "group_full",
             Self::ClientMsgIdReused => "client_msg_id_reused",
+            Self::TooManyReactions => "too_many_reactions",
             Self::NotAGroup => "not_a_group",
             Self::RateLimited => "rate_limited",
             Self::TooManyConnections => "too_many_connections",

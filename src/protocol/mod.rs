@@ -15,7 +15,7 @@ pub use codec::{Codec, DecodeError, Encoded};
 pub use error_code::ErrorCode;
 
 use crate::ids::{ChatId, UserId};
-pub use wire::{Chat, FriendRequest, Member, Message};
+pub use wire::{Chat, EntryKind, FriendRequest, Member, Message, Reaction};
 
 /// A frame a client sends. Unknown fields are refused (`bad_frame`), as over HTTP, so a
 /// misspelt field is an error instead of a silent default.
@@ -29,6 +29,9 @@ pub enum ClientFrame {
         chat_id: ChatId,
         client_msg_id: Uuid,
         body: String,
+        /// The seq of the earlier message of the chat this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<i64>,
     },
     Sync {
         chat_id: ChatId,

@@ -137,6 +137,7 @@ pub async fn send_all(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
             chat_id: ChatId(chat),
             client_msg_id: *id,
             body: format!("m {id}"),
+            reply_to: None,
         })
         .await;
     }

@@ -69,7 +69,7 @@ async fn doctor_reports_a_gap_in_seqs() {
 #[tokio::test]
 async fn doctor_reports_a_duplicate_seq() {
     let (ok, report) = planted(
-        "ALTER TABLE messages DROP CONSTRAINT messages_conversation_seq;
+        "ALTER TABLE messages DROP CONSTRAINT messages_conversation_seq CASCADE;
          INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, body)
              SELECT conversation_id, 3, sender_id, gen_random_uuid(), 'again' FROM messages LIMIT 1;",
     )

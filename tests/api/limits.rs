@@ -209,6 +209,7 @@ async fn refusal(ws: &mut Ws, chat: i64, body: String) -> ErrorCode {
         chat_id: ChatId(chat),
         client_msg_id: Uuid::new_v4(),
         body,
+        reply_to: None,
     })
     .await;
     loop {

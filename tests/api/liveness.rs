@@ -176,6 +176,7 @@ impl Client {
                         chat_id: ChatId(self.chat),
                         client_msg_id: id,
                         body: "x".into(),
+                        reply_to: None,
                     };
                     self.seen.pending.insert(id, frame.clone());
                     self.unacked.fetch_add(1, Ordering::Relaxed);

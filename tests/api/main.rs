@@ -9,6 +9,7 @@ mod client_contract;
 mod cluster;
 mod common;
 mod doctor;
+mod entries;
 mod faults;
 mod friends;
 mod fuzz;

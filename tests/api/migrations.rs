@@ -28,6 +28,7 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
             "friendships",
             "history",
             "messages",
+            "reactions",
             "revoked_tokens",
             "sessions",
             "users",

@@ -34,11 +34,15 @@ async fn scans(conn: &mut PgConnection, tables: &[&str]) -> Vec<(i64, i64)> {
 /// Stores one message from each of `senders` in `chat` in one commit, on `conn`.
 async fn commit(conn: &mut PgConnection, chat: i64, senders: &[i64], i: usize) {
     let n = senders.len();
-    let rows = sqlx::query("SELECT outcome FROM xfchat_store_batch($1, $2, $3, $4, 'x', NULL)")
+    // After the first commit every send answers the chat's first message, so the reply check
+    // is planned and probed too.
+    let replies: Vec<Option<i64>> = (0..n).map(|_| (i > 0).then_some(1)).collect();
+    let rows = sqlx::query("SELECT outcome FROM xfchat_store_batch($1, $2, $3, $4, $5, 'x', NULL)")
         .bind(vec![chat; n])
         .bind(senders.to_vec())
         .bind((0..n).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
         .bind((0..n).map(|k| format!("{i}.{k}")).collect::<Vec<_>>())
+        .bind(replies)
         .fetch_all(&mut *conn)
         .await
         .unwrap();
@@ -91,7 +95,16 @@ async fn the_store_keeps_its_plans_and_they_probe_by_key_after_the_tables_grew()
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(kept, ["xfchat_store_batch", "xfchat_store_messages"]);
+    // Each in both versions: with replies, and the one nodes not yet upgraded call.
+    assert_eq!(
+        kept,
+        [
+            "xfchat_store_batch",
+            "xfchat_store_batch",
+            "xfchat_store_messages",
+            "xfchat_store_messages"
+        ]
+    );
     // Plans made on one connection while the tables are nearly empty...
     let mut conn = pool.acquire().await.unwrap();
     for i in 0..10 {

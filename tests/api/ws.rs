@@ -144,6 +144,7 @@ pub fn send(chat: i64, body: &str) -> (Uuid, ClientFrame) {
             chat_id: ChatId(chat),
             client_msg_id: id,
             body: body.to_owned(),
+            reply_to: None,
         },
     )
 }

@@ -43,7 +43,8 @@ impl Connection {
                 chat_id,
                 client_msg_id,
                 body,
-            } => self.on_send(chat_id, client_msg_id, body),
+                reply_to,
+            } => self.on_send(chat_id, client_msg_id, body, reply_to),
             ClientFrame::Sync {
                 chat_id,
                 after_seq,
@@ -111,7 +112,13 @@ impl Connection {
         Ok(answer)
     }
 
-    fn on_send(&mut self, chat: ChatId, client_msg_id: Uuid, body: String) -> Option<ServerFrame> {
+    fn on_send(
+        &mut self,
+        chat: ChatId,
+        client_msg_id: Uuid,
+        body: String,
+        reply_to: Option<i64>,
+    ) -> Option<ServerFrame> {
         let refuse = |code: ErrorCode, text: String| {
             crate::metrics::send_refused(code);
             Some(ServerFrame::error(code, text, Some(client_msg_id.into())))
@@ -125,7 +132,9 @@ impl Connection {
             );
             return Some(frame.retry_after(e.retry_after()));
         }
-        if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes) {
+        if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes)
+            .and_then(|()| messages::check_reply(reply_to))
+        {
             return refuse(e.code(), e.to_string());
         }
         if self.hub.faults.panics_connection(&body) {
@@ -137,6 +146,7 @@ impl Connection {
                 sender: self.user,
                 client_msg_id,
                 body,
+                reply_to,
             },
             reply: ReplyTo::Socket {
                 received: Instant::now(),
