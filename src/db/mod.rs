@@ -10,6 +10,7 @@ pub mod history;
 pub mod members;
 pub mod messages;
 pub mod replica;
+pub mod search;
 pub mod sessions;
 pub mod target;
 pub mod users;

@@ -10,6 +10,7 @@ mod extract;
 mod friends;
 mod health;
 mod members;
+mod search;
 mod serve;
 mod sessions;
 mod web;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
             put(entries::react).delete(entries::unreact),
         )
         .route("/chats/{id}/read", post(chats::read))
+        .route("/search", get(search::messages))
         .route("/chats/{id}/leave", post(members::leave))
         .route("/chats/{id}/members", post(members::add))
         .route("/chats/{id}/members/{user_id}", delete(members::remove))

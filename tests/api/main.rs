@@ -29,6 +29,7 @@ mod migrations;
 mod nats;
 mod pooler;
 mod replica;
+mod search;
 mod sessions;
 mod startup;
 mod store_plan;
