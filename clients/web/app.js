@@ -1,10 +1,14 @@
 // The web chat: plain DOM on the client library (served from /js/). Text from users is only
 // ever set as textContent, never parsed as HTML.
-import { Api, ApiError, Client, uuid } from './js/index.js';
+import { Api, ApiError, applyEntry, Client, isMessage, uuid } from './js/index.js';
 
 const $ = (id) => document.getElementById(id);
 const TOKENS_KEY = 'xfchat.session';
 const PAGE = 50;
+/** The server's default XFCHAT_MESSAGE_MAX_BYTES: a longer message is refused, not cut. */
+const MAX_BYTES = 8192;
+const QUICK_REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+const encoder = new TextEncoder();
 
 /** Creates an element with attributes (`text` sets its text) and children. */
 function h(tag, attrs = {}, ...children) {
@@ -39,6 +43,8 @@ const s = {
   pending: new Map(), // client_msg_id -> <li> of a send not yet acked
   typing: new Map(), // chat id -> Map(user id -> timer)
   lastTyping: 0,
+  replyTo: null, // the message the composer answers
+  editing: null, // the message the composer edits
 };
 
 // ---- sign in ------------------------------------------------------------------------------
@@ -207,6 +213,7 @@ function upsertChat(chat) {
   const known = s.chats.get(chat.id);
   // A `chat` event carries the receiver's view of its members; keep the counters already known.
   s.chats.set(chat.id, known ? { ...known, members: chat.members, title: chat.title } : chat);
+  if (s.open === chat.id) renderComposer();
   if (!s.client?.positions.has(chat.id)) s.client?.track(chat.id, chat.last_seq);
   renderChats();
 }
@@ -226,7 +233,7 @@ function onRewound({ chat_id, seq }) {
   const chat = s.chats.get(chat_id);
   if (!chat) return;
   chat.last_seq = Math.min(chat.last_seq, seq);
-  chat.unread = Math.max(0, chat.last_seq - chat.last_read_seq);
+  chat.unread = Math.min(chat.unread, Math.max(0, chat.last_seq - chat.last_read_seq));
   if (s.open === chat_id) route();
   else renderChats();
 }
@@ -238,14 +245,39 @@ function removeChat(id) {
   if (s.open === id) showNote('You are no longer in this chat.');
 }
 
+const activity = (c) => Date.parse(c.last_activity_at ?? c.created_at) || 0;
+
+/** A chat's preview line: its newest message as it is now. */
+function preview(c) {
+  const m = c.last_message;
+  if (!m) return 'No messages yet';
+  const who = m.sender_id === s.me.id ? 'You: ' : '';
+  return m.deleted ? `${who}deleted message` : `${who}${m.body.split('\n')[0].slice(0, 80)}`;
+}
+
+/** "14:02" today, "Mon 3" otherwise. */
+function shortTime(at) {
+  const d = new Date(at);
+  return d.toDateString() === new Date().toDateString()
+    ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleDateString([], { month: 'short', day: 'numeric' });
+}
+
 function renderChats() {
-  const chats = [...s.chats.values()].sort((a, b) => (b.active ?? 0) - (a.active ?? 0) || b.id - a.id);
+  const chats = [...s.chats.values()].sort((a, b) => activity(b) - activity(a) || b.id - a.id);
   $('chat-list').replaceChildren(...chats.map((c) => {
     const unread = c.unread > 0 ? h('span', { class: 'badge', 'aria-label': `${c.unread} unread`, text: String(c.unread) }) : '';
     return h('li', {}, h('a', {
       class: 'chat-item', href: `#/chat/${c.id}`, 'aria-current': s.open === c.id ? 'true' : false,
-    }, h('span', { text: chatName(c) }), unread));
+    }, h('span', { class: 'chat-line' },
+      h('span', { class: 'chat-name', text: chatName(c) }),
+      h('time', { class: 'chat-time', datetime: c.last_activity_at ?? c.created_at, text: c.last_message ? shortTime(c.last_message.created_at) : '' })),
+    h('span', { class: 'chat-line' },
+      h('span', { class: 'chat-preview', dir: 'auto', text: preview(c) }), unread)));
   }));
+  $('chats-empty').hidden = chats.length > 0;
+  const total = chats.reduce((n, c) => n + (c.unread > 0 ? c.unread : 0), 0);
+  document.title = total > 0 ? `(${total}) XFChat` : 'XFChat';
 }
 
 // ---- one chat -----------------------------------------------------------------------------
@@ -264,7 +296,10 @@ function showNote(text) {
 
 async function route() {
   const id = Number(/^#\/chat\/(\d+)$/.exec(location.hash)?.[1]);
-  if (!id) return showNote('Pick a chat, or start one with a friend.');
+  if (!id) {
+    document.body.dataset.view = 'list';
+    return showNote('Pick a chat, or start one with a friend.');
+  }
   let chat;
   try {
     chat = (await api.chat(id)).chat;
@@ -276,15 +311,27 @@ async function route() {
   $('chat-note').hidden = true;
   $('chat-open').hidden = false;
   $('chat-title').textContent = chatName(chat);
+  document.body.dataset.view = 'chat';
   $('typing').textContent = '';
+  s.replyTo = null;
+  s.editing = null;
+  renderComposer();
   $('messages').replaceChildren();
   s.loaded.set(id, new Map());
   s.oldest.set(id, chat.last_seq + 1);
   await loadOlder(id);
   for (const li of s.pending.values()) if (Number(li.dataset.chat) === id) $('messages').append(li);
+  renderHistoryNote(id);
   $('scroller').scrollTop = $('scroller').scrollHeight;
   renderChats();
   markRead();
+}
+
+/** Says whether the chat's start is loaded, or that it has nothing yet. */
+function renderHistoryNote(id) {
+  const start = s.oldest.get(id) <= 1;
+  const empty = start && !s.loaded.get(id)?.size && !$('messages').children.length;
+  $('history-note').textContent = empty ? 'No messages yet. Say hello!' : start ? 'The start of this chat.' : '';
 }
 
 /** Loads the page before the oldest loaded message, keeping the view where it was. */
@@ -299,7 +346,7 @@ async function loadOlder(id) {
     const fromBottom = scroller.scrollHeight - scroller.scrollTop;
     for (const m of messages) place(m);
     s.oldest.set(id, messages.length < PAGE ? 1 : messages[0].seq);
-    $('history-note').textContent = s.oldest.get(id) <= 1 ? 'The start of this chat.' : '';
+    renderHistoryNote(id);
     scroller.scrollTop = scroller.scrollHeight - fromBottom;
   } finally {
     s.loadingOlder = false;
@@ -310,28 +357,83 @@ $('scroller').addEventListener('scroll', () => {
   if (s.open && $('scroller').scrollTop < 60) loadOlder(s.open);
 });
 
-/** Puts a stored message into the open chat's list, in seq order, once. */
+/** Puts a stored message into the open chat's list, in seq order, once; entries (edits,
+ * reactions) are already in the state of the messages history shows, so they are skipped. */
 function place(m) {
   const loaded = s.loaded.get(m.chat_id);
-  if (!loaded || loaded.has(m.seq)) return;
+  if (!loaded || loaded.has(m.seq) || !isMessage(m)) return;
   loaded.set(m.seq, m);
   const li = messageItem(m);
   const later = [...$('messages').children].find((el) => el.dataset.seq && Number(el.dataset.seq) > m.seq);
   $('messages').insertBefore(li, later ?? firstPending());
+  if (s.open === m.chat_id) renderHistoryNote(m.chat_id);
 }
 
 function firstPending() {
   return $('messages').querySelector('li.pending') ?? null;
 }
 
+const nameOf = (chat, id) => (id === s.me.id ? 'You' : chat?.members.find((u) => u.id === id)?.display_name ?? 'someone');
+
 function messageItem(m) {
   const chat = s.chats.get(m.chat_id);
   const own = m.sender_id === s.me.id;
-  const sender = chat?.members.find((u) => u.id === m.sender_id);
-  return h('li', { class: own ? 'msg own' : 'msg', 'data-seq': m.seq },
-    h('div', { class: 'who', text: own ? 'You' : sender?.display_name ?? 'someone' }),
-    h('div', { class: 'body', text: m.body }),
-    h('div', { class: 'meta', text: `${new Date(m.created_at).toLocaleTimeString()}${own ? ` · ${readState(chat, m.seq)}` : ''}` }));
+  const parts = [h('div', { class: 'who', text: nameOf(chat, m.sender_id) })];
+  if (m.reply_to) {
+    const q = s.loaded.get(m.chat_id)?.get(m.reply_to);
+    const text = !q ? 'an earlier message' : q.deleted ? 'deleted message' : q.body.slice(0, 100);
+    parts.push(h('button', {
+      type: 'button', class: 'quote', dir: 'auto', 'aria-label': `Replying to: ${text}`,
+      onclick: () => $('messages').querySelector(`li[data-seq="${m.reply_to}"]`)?.scrollIntoView({ block: 'center' }),
+    }, h('span', { class: 'who', text: q ? nameOf(chat, q.sender_id) : '' }), ` ${text}`));
+  }
+  parts.push(m.deleted
+    ? h('div', { class: 'body deleted', text: 'This message was deleted' })
+    : h('div', { class: 'body', dir: 'auto', text: m.body }));
+  if (m.reactions?.length) {
+    parts.push(h('div', { class: 'reactions' }, ...m.reactions.map((r) => h('button', {
+      type: 'button', class: 'reaction', 'aria-pressed': r.me ? 'true' : 'false',
+      'aria-label': `${r.emoji} ${r.count}${r.me ? ', yours' : ''}`, text: `${r.emoji} ${r.count}`,
+      onclick: () => act(r.me ? api.unreact(m.chat_id, m.seq, r.emoji) : api.react(m.chat_id, m.seq, r.emoji)),
+    }))));
+  }
+  const edited = m.edited_at && !m.deleted ? ' · edited' : '';
+  parts.push(h('div', { class: 'meta', text: `${new Date(m.created_at).toLocaleTimeString()}${edited}${own ? ` · ${readState(chat, m.seq)}` : ''}` }));
+  if (!m.deleted) parts.push(actions(chat, m, own));
+  return h('li', { class: own ? 'msg own' : 'msg', 'data-seq': m.seq }, ...parts);
+}
+
+/** A message's buttons: reply, react, and for its sender (or a group's creator) edit, delete. */
+function actions(chat, m, own) {
+  const picker = h('div', { class: 'picker', hidden: true, role: 'group', 'aria-label': 'Pick a reaction' },
+    ...QUICK_REACTIONS.map((emoji) => h('button', {
+      type: 'button', text: emoji, 'aria-label': `React ${emoji}`,
+      onclick: () => { picker.hidden = true; act(api.react(m.chat_id, m.seq, emoji)); },
+    })));
+  const moderates = chat?.kind === 'group' && chat.created_by === s.me.id;
+  return h('div', { class: 'actions' },
+    h('button', { type: 'button', text: 'Reply', onclick: () => startReply(m) }),
+    h('button', { type: 'button', text: 'React', 'aria-expanded': 'false', onclick: (e) => {
+      picker.hidden = !picker.hidden;
+      e.currentTarget.setAttribute('aria-expanded', String(!picker.hidden));
+    } }),
+    own ? h('button', { type: 'button', text: 'Edit', onclick: () => startEdit(m) }) : '',
+    own || moderates ? h('button', { type: 'button', text: 'Delete', onclick: () => {
+      if (window.confirm('Delete this message for everyone?')) act(api.deleteMessage(m.chat_id, m.seq));
+    } }) : '',
+    picker);
+}
+
+/** Runs an edit, delete or reaction; its entry comes back on the socket like a message. */
+function act(request) {
+  $('composer-error').textContent = '';
+  request.catch((err) => ($('composer-error').textContent = err.message));
+}
+
+/** Redraws one loaded message of the open chat. */
+function redraw(m) {
+  if (s.open !== m.chat_id) return;
+  $('messages').querySelector(`li[data-seq="${m.seq}"]`)?.replaceWith(messageItem(m));
 }
 
 /** "read" once every other member's marker passed the message, "sent" before. */
@@ -340,11 +442,31 @@ function readState(chat, seq) {
   return others.length && others.every((u) => u.last_read_seq >= seq) ? 'read' : 'sent';
 }
 
+/** An edit, delete or reaction: applied to the message it names, never unread. */
+function onEntry(chat, e) {
+  const loaded = s.loaded.get(e.chat_id);
+  const target = loaded?.get(e.target);
+  if (target) {
+    const next = applyEntry(target, e, s.me.id);
+    loaded.set(e.target, next);
+    redraw(next);
+    if (e.kind === 'edit' || e.kind === 'delete') {
+      for (const [seq, m] of loaded) if (m.reply_to === e.target) redraw(loaded.get(seq));
+    }
+  }
+  if (chat.last_message?.seq === e.target) chat.last_message = applyEntry(chat.last_message, e, s.me.id);
+  if (s.editing?.seq === e.target && e.kind === 'delete') cancelCompose();
+  if (s.open === e.chat_id) markRead();
+  renderChats();
+}
+
 function onMessage(m) {
   const chat = s.chats.get(m.chat_id);
   if (!chat) return;
   chat.last_seq = Math.max(chat.last_seq, m.seq);
-  chat.active = Date.now();
+  if (!isMessage(m)) return onEntry(chat, m);
+  chat.last_message = m;
+  chat.last_activity_at = m.created_at;
   const li = s.pending.get(m.client_msg_id);
   if (li) {
     li.remove();
@@ -390,7 +512,7 @@ function onRead({ chat_id, user_id, seq }) {
   member.last_read_seq = Math.max(member.last_read_seq, seq);
   if (user_id === s.me.id) {
     chat.last_read_seq = Math.max(chat.last_read_seq, seq);
-    chat.unread = Math.max(0, chat.last_seq - chat.last_read_seq);
+    if (chat.last_read_seq >= chat.last_seq) chat.unread = 0;
     renderChats();
   }
   refreshReadStates(chat_id);
@@ -433,6 +555,61 @@ function renderTyping() {
 
 // ---- sending ------------------------------------------------------------------------------
 
+function renderComposer() {
+  const chat = s.chats.get(s.open);
+  const target = s.editing ?? s.replyTo;
+  $('compose-note').hidden = !target;
+  if (target) {
+    $('compose-what').textContent = s.editing
+      ? 'Editing your message'
+      : `Replying to ${nameOf(chat, target.sender_id)}: ${target.body.slice(0, 80)}`;
+  }
+  $('send').textContent = s.editing ? 'Save' : 'Send';
+  renderCount();
+}
+
+function startReply(m) {
+  s.editing = null;
+  s.replyTo = m;
+  renderComposer();
+  $('body').focus();
+}
+
+function startEdit(m) {
+  s.replyTo = null;
+  s.editing = m;
+  $('body').value = m.body;
+  renderComposer();
+  $('body').focus();
+}
+
+function cancelCompose() {
+  if (s.editing) $('body').value = '';
+  s.replyTo = null;
+  s.editing = null;
+  renderComposer();
+}
+
+$('compose-cancel').addEventListener('click', cancelCompose);
+
+/** The length in bytes, shown near the limit, which the server counts; over it, no sending. */
+function renderCount() {
+  const bytes = encoder.encode($('body').value).length;
+  const over = bytes > MAX_BYTES;
+  $('count').hidden = bytes < MAX_BYTES * 0.8;
+  $('count').textContent = over
+    ? `${bytes - MAX_BYTES} bytes too long (at most ${MAX_BYTES})`
+    : `${bytes} / ${MAX_BYTES} bytes`;
+  $('count').classList.toggle('over', over);
+  $('send').disabled = over;
+}
+
+$('body').addEventListener('input', renderCount);
+
+$('back').addEventListener('click', () => {
+  location.hash = '#/';
+});
+
 $('body').addEventListener('input', () => {
   if (s.open && Date.now() - s.lastTyping > 2500 && s.client?.state === 'open') {
     s.lastTyping = Date.now();
@@ -450,19 +627,31 @@ $('body').addEventListener('keydown', (event) => {
 $('composer').addEventListener('submit', (event) => {
   event.preventDefault();
   const body = $('body').value;
-  if (!s.open || !body.trim()) return;
+  if (!s.open || !body.trim() || encoder.encode(body).length > MAX_BYTES) return;
+  $('composer-error').textContent = '';
+  if (s.editing) {
+    const m = s.editing;
+    if (body !== m.body) act(api.editMessage(m.chat_id, m.seq, body));
+    $('body').value = '';
+    cancelCompose();
+    return;
+  }
+  const replyTo = s.replyTo?.seq;
+  cancelCompose();
   $('body').value = '';
+  renderCount();
   s.lastTyping = 0; // the next keystroke is news again
   const id = uuid();
   const li = h('li', { class: 'msg own pending', 'data-chat': s.open },
     h('div', { class: 'who', text: 'You' }),
-    h('div', { class: 'body', text: body }),
+    h('div', { class: 'body', dir: 'auto', text: body }),
     h('div', { class: 'meta', text: 'sending…' }));
   s.pending.set(id, li);
   $('messages').append(li);
+  renderHistoryNote(s.open);
   $('scroller').scrollTop = $('scroller').scrollHeight;
   // The outbox keeps it through reconnects; only a refusal for good ends here.
-  s.client.send(s.open, body, { clientMsgId: id }).catch((err) => {
+  s.client.send(s.open, body, { clientMsgId: id, replyTo }).catch((err) => {
     li.classList.add('failed');
     li.querySelector('.meta').textContent = `not sent: ${err.message}`;
     s.pending.delete(id);

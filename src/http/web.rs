@@ -34,6 +34,10 @@ const LIBRARY: &[(&str, &str)] = &[
     ("client.js", include_str!("../../clients/js/src/client.js")),
     ("codec.js", include_str!("../../clients/js/src/codec.js")),
     (
+        "entries.js",
+        include_str!("../../clients/js/src/entries.js"),
+    ),
+    (
         "emitter.js",
         include_str!("../../clients/js/src/emitter.js"),
     ),

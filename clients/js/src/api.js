@@ -257,9 +257,39 @@ export class Api {
     return this.request('GET', `/api/chats/${chatId}/messages${query}`);
   }
 
-  /** Sends over HTTP; idempotent per `clientMsgId`. */
-  sendMessage(chatId, body, clientMsgId = uuid()) {
-    return this.request('PUT', `/api/chats/${chatId}/messages/${clientMsgId}`, { body });
+  /**
+   * Sends over HTTP; idempotent per `clientMsgId`. `replyTo` is the seq of the message it answers.
+   * @param {number} chatId
+   * @param {string} body
+   * @param {string} [clientMsgId]
+   * @param {{ replyTo?: number }} [options]
+   */
+  sendMessage(chatId, body, clientMsgId = uuid(), options = {}) {
+    const payload = options.replyTo === undefined ? { body } : { body, reply_to: options.replyTo };
+    return this.request('PUT', `/api/chats/${chatId}/messages/${clientMsgId}`, payload);
+  }
+
+  /**
+   * Edits one of your messages; resolves with `{entry}` (null when the text was the same).
+   * Edits, deletes and reactions reach every member as `message` events: see `applyEntry`.
+   */
+  editMessage(chatId, seq, body) {
+    return this.request('PATCH', `/api/chats/${chatId}/messages/${seq}`, { body });
+  }
+
+  /** Deletes a message for everyone: yours, or any in a group you created. */
+  deleteMessage(chatId, seq) {
+    return this.request('DELETE', `/api/chats/${chatId}/messages/${seq}`);
+  }
+
+  /** Reacts to a message with one emoji. */
+  react(chatId, seq, emoji) {
+    return this.request('PUT', `/api/chats/${chatId}/messages/${seq}/reactions/${encodeURIComponent(emoji)}`);
+  }
+
+  /** Takes a reaction back. */
+  unreact(chatId, seq, emoji) {
+    return this.request('DELETE', `/api/chats/${chatId}/messages/${seq}/reactions/${encodeURIComponent(emoji)}`);
   }
 
   markRead(chatId, seq) {

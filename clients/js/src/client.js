@@ -151,13 +151,14 @@ export class Client extends Emitter {
    * messages are stored in the order of the calls: each waits for the chat's earlier sends.
    * @param {number} chatId
    * @param {string} body
-   * @param {{ clientMsgId?: string }} [options]
+   * @param {{ clientMsgId?: string, replyTo?: number }} [options] `replyTo`: the seq of the
+   *   message this one answers
    * @returns {Promise<Message>}
    */
   send(chatId, body, options = {}) {
     const id = options.clientMsgId ?? uuid();
     const promise = new Promise((resolve, reject) => {
-      this.outbox.set(id, { chat_id: chatId, body, resolve, reject });
+      this.outbox.set(id, { chat_id: chatId, body, reply_to: options.replyTo, resolve, reject });
     });
     promise.catch(() => {}); // the caller decides whether a refusal matters
     if (this.#headOf(chatId) === id) this.#sendFrame(this.#sendOf(id));
@@ -447,7 +448,10 @@ export class Client extends Emitter {
 
   #sendOf(id) {
     const entry = this.outbox.get(id);
-    return entry && { type: 'send', chat_id: entry.chat_id, client_msg_id: id, body: entry.body };
+    if (!entry) return undefined;
+    const frame = { type: 'send', chat_id: entry.chat_id, client_msg_id: id, body: entry.body };
+    if (entry.reply_to !== undefined) frame.reply_to = entry.reply_to;
+    return frame;
   }
 
   /** Writes a frame when the socket is open; otherwise the next open takes care of it. */

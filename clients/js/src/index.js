@@ -6,4 +6,5 @@
 export { Api, ApiError } from './api.js';
 export { Client, CLOSE, SendError } from './client.js';
 export { jsonCodec, uuid } from './codec.js';
+export { applyEntry, isMessage } from './entries.js';
 export { Emitter } from './emitter.js';

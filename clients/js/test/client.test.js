@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, test as nodeTest } from 'node:test';
 
-import { ApiError, SendError } from '../src/index.js';
+import { ApiError, applyEntry, isMessage, SendError } from '../src/index.js';
 import { msgpackCodec } from '../src/msgpack.js';
 import { client, EXPIRING, friends, LIMITED, once, PASSWORD, Proxy, SERVER, signup, sleep, until } from './helpers.js';
 
@@ -372,4 +372,45 @@ test('after a rewind the client resumes with its epoch, moves its position back 
   assert.deepEqual(rewinds, [{ type: 'rewound', chat_id: 1, seq: 5, epoch: 'e2' }]);
   assert.deepEqual(seen.map((m) => m.body), ['new six'], 'seq 6 again, not dropped as old');
   assert.equal(c.positions.get(1), 6);
+});
+
+test('edits, deletes and reactions come as entries that applyEntry folds into what history shows', async () => {
+  const [a, b, chat] = await friends();
+  const bob = open(b);
+  bob.track(chat, 0);
+  const seen = record(bob);
+  await once(bob, 'state', (s) => s.state === 'open');
+  const { message: first } = await a.sendMessage(chat, 'helo');
+  const { message: second } = await a.sendMessage(chat, 'oops', undefined, { replyTo: first.seq });
+  assert.equal(second.reply_to, first.seq);
+  const answer = await bob.send(chat, 'hi', { replyTo: first.seq });
+  assert.equal(answer.reply_to, first.seq);
+  await a.editMessage(chat, first.seq, 'hello');
+  await a.deleteMessage(chat, second.seq);
+  await b.react(chat, first.seq, '👍🏽');
+  await a.react(chat, first.seq, '👍🏽');
+  await a.react(chat, first.seq, '🎉');
+  await a.unreact(chat, first.seq, '🎉');
+  await until(() => seen.length === 9, 'bob to receive every message and entry');
+
+  // What bob holds after applying the entries in order is what history says.
+  const held = new Map();
+  for (const m of seen) {
+    if (isMessage(m)) held.set(m.seq, m);
+    else held.set(m.target, applyEntry(held.get(m.target), m, b.user.id));
+  }
+  const { messages } = await b.history(chat);
+  const shown = messages.filter(isMessage);
+  assert.deepEqual(shown.map((m) => m.seq), [...held.keys()]);
+  for (const m of shown) {
+    const mine = held.get(m.seq);
+    assert.equal(mine.body, m.body);
+    assert.equal(Boolean(mine.deleted), Boolean(m.deleted));
+    assert.deepEqual(mine.reactions ?? [], m.reactions ?? []);
+  }
+  assert.equal(shown[0].body, 'hello');
+  assert.deepEqual(shown[0].reactions, [{ emoji: '👍🏽', count: 2, me: true }]);
+  assert.equal(shown[1].deleted, true);
+  const { chat: view } = await b.chat(chat);
+  assert.equal(view.last_message.body, 'hi');
 });

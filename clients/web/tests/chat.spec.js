@@ -136,3 +136,106 @@ test('the page opens its socket with a single-use ticket, never a token in the U
   const saved = await page.evaluate(() => JSON.parse(localStorage.getItem('xfchat.session')));
   expect(saved.refreshToken).toBeTruthy();
 });
+
+/** The message item whose text holds `text`. */
+const item = (page, text) => page.locator('#messages li.msg').filter({ has: page.locator('.body', { hasText: text }) });
+
+test('edit, delete, react and reply, seen live by the other person', async ({ browser }, testInfo) => {
+  const { a, b, an } = await friends(browser);
+  await b.getByRole('link', { name: an }).click();
+  await send(a, 'lunch at noen?');
+  await expect(bodies(b)).toHaveText(['lunch at noen?']);
+
+  // Alice fixes her typo; bob sees the new text marked as edited, not a new message.
+  await item(a, 'lunch at noen?').hover();
+  await item(a, 'lunch at noen?').getByRole('button', { name: 'Edit' }).click();
+  await expect(a.locator('#compose-what')).toHaveText('Editing your message');
+  await a.locator('#body').fill('lunch at noon?');
+  await a.locator('#body').press('Enter');
+  await expect(bodies(b)).toHaveText(['lunch at noon?']);
+  await expect(item(b, 'lunch at noon?').locator('.meta')).toContainText('edited');
+  await expect(b.getByRole('button', { name: 'Edit' })).toHaveCount(0);
+
+  // Bob reacts and replies; alice sees both.
+  await item(b, 'lunch at noon?').hover();
+  await item(b, 'lunch at noon?').getByRole('button', { name: 'React', exact: true }).click();
+  await b.getByRole('button', { name: 'React 👍' }).click();
+  await expect(item(a, 'lunch at noon?').getByRole('button', { name: '👍 1' })).toBeVisible();
+  await expect(item(b, 'lunch at noon?').getByRole('button', { name: '👍 1, yours' })).toHaveAttribute('aria-pressed', 'true');
+  await item(b, 'lunch at noon?').getByRole('button', { name: 'Reply' }).click();
+  await expect(b.locator('#compose-what')).toHaveText(/^Replying to .*: lunch at noon\?$/);
+  await send(b, 'yes!');
+  await expect(bodies(a)).toHaveText(['lunch at noon?', 'yes!']);
+  await expect(item(a, 'yes!').locator('.quote')).toContainText('lunch at noon?');
+  await a.screenshot({ path: testInfo.outputPath('entries.png') });
+  // Taking the reaction back.
+  await item(b, 'lunch at noon?').getByRole('button', { name: '👍 1, yours' }).click();
+  await expect(item(a, 'lunch at noon?').locator('.reaction')).toHaveCount(0);
+
+  // Alice deletes her message for everyone; the reply's quote says so.
+  a.once('dialog', (d) => d.accept());
+  await item(a, 'lunch at noon?').hover();
+  await item(a, 'lunch at noon?').getByRole('button', { name: 'Delete' }).click();
+  await expect(bodies(b)).toHaveText(['This message was deleted', 'yes!']);
+  await expect(item(b, 'yes!').locator('.quote')).toContainText('deleted message');
+  // Entries are not unread, and the history shows the same after a reload.
+  await b.reload();
+  await expect(bodies(b)).toHaveText(['This message was deleted', 'yes!']);
+  await expect(b.locator('#chat-list .badge')).toHaveCount(0);
+});
+
+test('the chat list shows previews, sorts by activity, and the tab title counts unread', async ({ browser }) => {
+  const { a, b, an, bn } = await friends(browser);
+  // A group of bob's, older than the direct chat's next message.
+  await b.locator('#group-title').fill('weekend');
+  await b.locator('#group-members').getByLabel(an).check();
+  await b.getByRole('button', { name: 'Create group' }).click();
+  await expect(b.locator('#chat-title')).toHaveText('weekend');
+  await send(b, 'who is in?');
+  await expect(a.locator('#chat-list li').first()).toContainText('weekend');
+  await expect(a.locator('#chat-list li').first()).toContainText('who is in?');
+  await b.getByRole('link', { name: an }).click();
+  await send(b, 'ping');
+  // Alice has her direct chat open; the group waits with one unread.
+  await expect(a.locator('#chat-list li').first()).toContainText(bn);
+  await expect(a.locator('#chat-list li').first()).toContainText('ping');
+  await expect(a).toHaveTitle('(1) XFChat');
+  await a.getByRole('link', { name: /weekend/ }).click();
+  await expect(a).toHaveTitle('XFChat');
+});
+
+test('right-to-left text is isolated, and a paste over the limit is refused visibly, not cut', async ({ browser }) => {
+  const { a, b, an } = await friends(browser);
+  await b.getByRole('link', { name: an }).click();
+  await send(a, 'שלום, מה שלומך?');
+  await expect(bodies(b)).toHaveText(['שלום, מה שלומך?']);
+  await expect(bodies(b).first()).toHaveAttribute('dir', 'auto');
+  const long = 'x'.repeat(9000);
+  await a.locator('#body').fill(long);
+  await expect(a.locator('#count')).toHaveText('808 bytes too long (at most 8192)');
+  await expect(a.locator('#send')).toBeDisabled();
+  expect(await a.locator('#body').inputValue()).toHaveLength(9000);
+  await a.locator('#body').fill('short again');
+  await expect(a.locator('#send')).toBeEnabled();
+  await expect(a.locator('#count')).toBeHidden();
+});
+
+test('on a phone-sized screen the list and a chat take turns, with a way back', async ({ browser }, testInfo) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  await signUp(page, unique('phone'));
+  await expect(page.locator('#chats-empty')).toBeVisible();
+  await page.locator('#group-title').fill('notes');
+  await page.getByRole('button', { name: 'Create group' }).click();
+  await expect(page.locator('#chat-title')).toHaveText('notes');
+  await expect(page.locator('#chat-list')).toBeHidden();
+  await expect(page.locator('#history-note')).toHaveText('No messages yet. Say hello!');
+  await send(page, 'first note');
+  await expect(page.locator('#messages li.pending')).toHaveCount(0);
+  await page.screenshot({ path: testInfo.outputPath('phone-chat.png') });
+  await page.getByRole('button', { name: 'Back to chats' }).click();
+  await expect(page.locator('#chat-list')).toBeVisible();
+  await expect(page.locator('#chat-open')).toBeHidden();
+  await expect(page.locator('#chat-list li').first()).toContainText('first note');
+  await page.screenshot({ path: testInfo.outputPath('phone-list.png') });
+});
