@@ -62,7 +62,7 @@ pub async fn messages(
     .bind(limit)
     .bind(offset)
     .bind(format!(
-        "StartSel={START}, StopSel={STOP}, MaxWords=24, MinWords=8, MaxFragments=2, \
+        "StartSel={START}, StopSel={STOP}, MaxWords=24, MinWords=8, ShortWord=0, MaxFragments=2, \
          FragmentDelimiter=\" … \""
     ))
     .fetch_all(conn)
