@@ -377,7 +377,7 @@ pub struct HubMetrics {
 }
 
 /// Every server frame `type`, so their counters can be registered up front.
-const FRAME_KINDS: [&str; 13] = [
+const FRAME_KINDS: [&str; 14] = [
     "hello",
     "rewound",
     "ack",
@@ -389,6 +389,7 @@ const FRAME_KINDS: [&str; 13] = [
     "chat",
     "members",
     "chat_removed",
+    "presence",
     "pong",
     "error",
 ];

@@ -104,6 +104,7 @@ impl Server {
             hub.set_epoch(epoch);
         }
         tokio::spawn(watch_epoch(db.clone(), hub.clone(), shutdown.clone()));
+        hub.start_presence(shutdown.clone());
         tokio::spawn(
             config
                 .database_targets

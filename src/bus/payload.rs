@@ -155,6 +155,7 @@ fn travels(frame: &ServerFrame) -> bool {
             | ServerFrame::Chat { .. }
             | ServerFrame::Members { .. }
             | ServerFrame::ChatRemoved { .. }
+            | ServerFrame::Presence { .. }
     )
 }
 

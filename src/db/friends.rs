@@ -247,13 +247,26 @@ pub async fn respond(
     request_by_id(conn, id).await
 }
 
-pub async fn list(conn: &mut PgConnection, user: UserId) -> AppResult<Vec<User>> {
-    Ok(sqlx::query_as(
-        "SELECT u.id, u.username, u.display_name, u.created_at FROM friendships f \
+/// A friend with their presence: `online` and when they were `last_seen_at` (both as if
+/// offline, without a time, when they hide it).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Friend {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub user: User,
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+pub async fn list(conn: &mut PgConnection, user: UserId) -> AppResult<Vec<Friend>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT u.id, u.username, u.display_name, u.created_at, {} FROM friendships f \
          JOIN users u ON u.id = CASE WHEN f.user_low = $1 THEN f.user_high ELSE f.user_low END \
          WHERE f.user_low = $1 OR f.user_high = $1 ORDER BY u.username",
-    )
+        super::presence::columns(2)
+    ))
     .bind(user)
+    .bind(super::presence::STALE_AFTER_SECS)
     .fetch_all(conn)
     .await?)
 }

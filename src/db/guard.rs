@@ -27,6 +27,7 @@ pub enum Op {
     Read,
     Typing,
     Bus,
+    Presence,
 }
 
 impl Op {
@@ -41,6 +42,7 @@ impl Op {
             Op::Read => "read",
             Op::Typing => "typing",
             Op::Bus => "bus",
+            Op::Presence => "presence",
         }
     }
 }

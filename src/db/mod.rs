@@ -9,6 +9,7 @@ mod guard;
 pub mod history;
 pub mod members;
 pub mod messages;
+pub mod presence;
 pub mod replica;
 pub mod search;
 pub mod sessions;

@@ -9,7 +9,7 @@ use super::auth::AuthUser;
 use super::{sessions, AppState, ClientIp, Json};
 use crate::auth::{hash_password, verify_password, Session};
 use crate::db::users::{self, User};
-use crate::db::Op;
+use crate::db::{presence, Op};
 use crate::error::{AppError, AppResult};
 use crate::ids::UserId;
 
@@ -102,7 +102,41 @@ pub async fn me(
     let user = users::by_id(&mut conn, me)
         .await?
         .ok_or(AppError::Unauthorized("the token's user no longer exists"))?;
-    Ok(axum::Json(json!({ "user": user })))
+    let (_, hidden) = presence::of(&mut conn, me).await?;
+    Ok(axum::Json(
+        json!({ "user": user, "show_presence": !hidden }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    show_presence: bool,
+}
+
+/// `PATCH /api/auth/me`: whether friends see when the caller is online and was last seen.
+/// Friends are told at once: hidden reads as offline, without a time.
+pub async fn update_me(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Json(req): Json<Settings>,
+) -> AppResult<axum::Json<Value>> {
+    state.throttles.user_action(me)?;
+    let (user, now) = {
+        let mut conn = state.db.conn(Op::Accounts).await?;
+        presence::set_hidden(&mut conn, me, !req.show_presence).await?;
+        conn.commit().await?;
+        let user = users::by_id(&mut conn, me)
+            .await?
+            .ok_or(AppError::Unauthorized("the token's user no longer exists"))?;
+        let (now, _) = presence::of(&mut conn, me).await?;
+        conn.done().await?;
+        (user, now)
+    };
+    state.hub.tell_presence(vec![now]).await?;
+    Ok(axum::Json(
+        json!({ "user": user, "show_presence": req.show_presence }),
+    ))
 }
 
 fn validate_password(field: &str, password: &str) -> AppResult<()> {

@@ -55,7 +55,12 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/auth/signup", post(accounts::signup))
         .route("/auth/login", post(accounts::login))
-        .route("/auth/me", get(accounts::me).delete(accounts::delete_me))
+        .route(
+            "/auth/me",
+            get(accounts::me)
+                .patch(accounts::update_me)
+                .delete(accounts::delete_me),
+        )
         .route("/auth/password", post(accounts::change_password))
         .route("/auth/refresh", post(sessions::refresh))
         .route("/auth/ws-ticket", post(sessions::ws_ticket))

@@ -6,6 +6,7 @@ mod backlog;
 mod connection;
 pub mod handshake;
 pub mod persist;
+mod presence;
 mod registry;
 mod remote;
 

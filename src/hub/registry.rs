@@ -147,6 +147,8 @@ pub struct Caps {
 #[derive(Default)]
 pub struct Registry {
     by_user: DashMap<UserId, Vec<ConnHandle>>,
+    /// Where a user is named when their first socket here opens or their last one closes.
+    presence: std::sync::OnceLock<mpsc::Sender<UserId>>,
     by_ip: DashMap<IpAddr, usize>,
     open: AtomicUsize,
     next_id: AtomicU64,
@@ -196,6 +198,11 @@ impl Registry {
             why: Arc::default(),
         };
         conns.push(handle.clone());
+        let first = conns.len() == 1;
+        drop(conns);
+        if first {
+            self.presence_changed(session.user);
+        }
         metrics::gauge!(m::WS_CONNECTIONS).increment(1.0);
         metrics::counter!(m::WS_CONNECTS).increment(1);
         Ok(ConnInbox {
@@ -219,12 +226,33 @@ impl Registry {
     pub fn unregister(&self, user: UserId, ip: IpAddr, id: ConnId) {
         self.release_ip(ip);
         // The closure drops our handle; the entry goes when it was the user's last connection.
-        self.by_user.remove_if_mut(&user, |_, conns| {
+        let last = self.by_user.remove_if_mut(&user, |_, conns| {
             conns.retain(|c| c.id != id);
             conns.is_empty()
         });
+        if last.is_some() {
+            self.presence_changed(user);
+        }
         self.open.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!(m::WS_CONNECTIONS).decrement(1.0);
+    }
+
+    /// Names users whose presence here changes on `tx`, from now on; false when something
+    /// already follows it.
+    pub fn follow_presence(&self, tx: mpsc::Sender<UserId>) -> bool {
+        self.presence.set(tx).is_ok()
+    }
+
+    fn presence_changed(&self, user: UserId) {
+        if let Some(tx) = self.presence.get() {
+            // A full queue loses the name; the presence task's tick finds the difference.
+            let _ = tx.try_send(user);
+        }
+    }
+
+    /// Whether `user` has a socket open here.
+    pub fn has_user(&self, user: UserId) -> bool {
+        self.by_user.contains_key(&user)
     }
 
     pub fn open_connections(&self) -> usize {

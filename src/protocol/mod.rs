@@ -209,6 +209,13 @@ pub enum ServerFrame {
     ChatRemoved {
         chat_id: ChatId,
     },
+    /// A friend came online (a first socket anywhere) or went offline (the last one closed),
+    /// or hid or showed their presence (hidden reads as offline, without `last_seen_at`).
+    Presence {
+        user_id: UserId,
+        online: bool,
+        last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     Pong {
         nonce: Value,
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -246,6 +253,7 @@ impl ServerFrame {
             Self::ChatRemoved { .. } => "chat_removed",
             Self::Pong { .. } => "pong",
             Self::Error { .. } => "error",
+            Self::Presence { .. } => "presence",
         }
     }
 

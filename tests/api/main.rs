@@ -28,6 +28,7 @@ mod messages;
 mod migrations;
 mod nats;
 mod pooler;
+mod presence;
 mod replica;
 mod search;
 mod sessions;

@@ -20,6 +20,9 @@ pub struct Ws {
     pub codec: Codec,
     /// The epoch the server's `hello` named.
     pub epoch: Uuid,
+    /// Whether `presence` frames are read like any other; by default they are skipped, being
+    /// about friends' sockets, not about what a test checks (the presence tests read them).
+    pub presence: bool,
 }
 
 /// How long a test waits for a frame it expects.
@@ -54,6 +57,7 @@ impl Ws {
             stream,
             codec,
             epoch: Uuid::nil(),
+            presence: false,
         };
         // Every socket starts with the history's epoch.
         match ws.next().await {
@@ -84,7 +88,10 @@ impl Ws {
                 .expect("the socket reads");
             match msg {
                 WsMessage::Text(_) | WsMessage::Binary(_) => {
-                    return Codec::decode(&msg).expect("a server frame decodes")
+                    let frame = Codec::decode(&msg).expect("a server frame decodes");
+                    if self.presence || !matches!(frame, ServerFrame::Presence { .. }) {
+                        return frame;
+                    }
                 }
                 WsMessage::Close(frame) => panic!("closed: {frame:?}"),
                 _ => continue,
@@ -124,12 +131,15 @@ impl Ws {
         }
     }
 
-    /// Asserts nothing but pings arrive for `quiet`.
+    /// Asserts nothing but pings (and presence frames, unless read) arrive for `quiet`.
     pub async fn expect_silence(&mut self, quiet: Duration) {
         let deadline = tokio::time::Instant::now() + quiet;
         while let Ok(next) = tokio::time::timeout_at(deadline, self.stream.next()).await {
             match next {
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(msg @ (WsMessage::Text(_) | WsMessage::Binary(_))))
+                    if !self.presence
+                        && matches!(Codec::decode(&msg), Ok(ServerFrame::Presence { .. })) => {}
                 other => panic!("expected silence, got {other:?}"),
             }
         }
