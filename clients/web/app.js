@@ -121,6 +121,8 @@ async function start(user) {
   s.client.on('read', onRead);
   s.client.on('typing', onTyping);
   s.client.on('friend_request', () => refreshFriends());
+  s.client.on('presence', onPresence);
+  api.me().then(({ show_presence: show }) => ($('show-presence').checked = show)).catch(() => {});
   s.client.connect();
   route();
 }
@@ -158,12 +160,85 @@ async function refreshFriends() {
       h('span', { text: `Asked ${r.to_username}` }),
       h('button', { type: 'button', text: 'Cancel', 'aria-label': `Cancel request to ${r.to_username}`, onclick: () => answer(r.id, 'cancel') }))),
   );
-  $('friend-list').replaceChildren(...friends.map((f) => h('li', {},
-    h('span', { text: f.display_name }),
-    h('button', { type: 'button', text: 'Message', 'aria-label': `Message ${f.display_name}`, onclick: () => openDirect(f.id) }))));
+  renderFriends();
   $('group-members').replaceChildren(h('legend', { text: 'Members' }), ...friends.map((f) => h('label', {},
     h('input', { type: 'checkbox', value: f.id }), ` ${f.display_name}`)));
 }
+
+/** "online", "last seen 14:02", or nothing (hidden, or never). */
+function presenceText(f) {
+  if (f.online) return 'online';
+  return f.last_seen_at ? `last seen ${shortTime(f.last_seen_at)}` : '';
+}
+
+function dot(f) {
+  return h('span', { class: f.online ? 'dot on' : 'dot', 'aria-hidden': 'true' });
+}
+
+function renderFriends() {
+  $('friend-list').replaceChildren(...s.friends.map((f) => h('li', { 'data-user': f.id },
+    dot(f),
+    h('span', { class: 'friend' }, h('span', { text: f.display_name }),
+      h('small', { class: 'presence', text: presenceText(f) })),
+    h('button', { type: 'button', text: 'Message', 'aria-label': `Message ${f.display_name}`, onclick: () => openDirect(f.id) }))));
+  $('friends-empty').hidden = s.friends.length > 0;
+  renderDetails();
+}
+
+/** A friend came online, went offline, or hid it. */
+function onPresence({ user_id, online, last_seen_at }) {
+  const f = s.friends.find((x) => x.id === user_id);
+  if (!f) return;
+  Object.assign(f, { online, last_seen_at });
+  renderFriends();
+  renderChats();
+  renderPresence();
+}
+
+/** The open direct chat's other person: online, or when last seen. */
+function renderPresence() {
+  const chat = s.chats.get(s.open);
+  const other = chat?.kind === 'direct' ? chat.members.find((m) => m.id !== s.me.id) : null;
+  const f = other && s.friends.find((x) => x.id === other.id);
+  $('chat-presence').textContent = f ? presenceText(f) : '';
+}
+
+$('show-presence').addEventListener('change', (event) => {
+  api.showPresence(event.target.checked).catch((err) => ($('friend-error').textContent = err.message));
+});
+
+// ---- search -------------------------------------------------------------------------------
+
+$('search-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const q = $('search-q').value.trim();
+  if (!q) return clearSearch();
+  try {
+    const { results } = await api.search(q);
+    $('search-results').replaceChildren(...results.map((r) => {
+      const chat = s.chats.get(r.message.chat_id);
+      return h('li', {}, h('a', { class: 'hit', href: `#/chat/${r.message.chat_id}` },
+        h('span', { class: 'chat-line' },
+          h('span', { class: 'chat-name', text: chat ? chatName(chat) : 'a chat' }),
+          h('time', { class: 'chat-time', text: shortTime(r.message.created_at) })),
+        h('span', { class: 'snippet', dir: 'auto' },
+          ...r.highlight.map((p) => (p.match ? h('mark', { text: p.text }) : p.text)))));
+    }));
+    $('search-note').textContent = results.length ? '' : `Nothing found for “${q}”.`;
+    $('search-clear').hidden = false;
+  } catch (err) {
+    $('search-note').textContent = err.message;
+  }
+});
+
+function clearSearch() {
+  $('search-q').value = '';
+  $('search-results').replaceChildren();
+  $('search-note').textContent = '';
+  $('search-clear').hidden = true;
+}
+
+$('search-clear').addEventListener('click', clearSearch);
 
 async function answer(id, action) {
   await api.answerRequest(id, action).catch((e) => ($('friend-error').textContent = e.message));
@@ -226,6 +301,7 @@ function onMembers({ chat_id, added, removed }) {
   const members = chat.members.filter((m) => !gone.has(m.id) && !added.some((a) => a.id === m.id));
   s.chats.set(chat_id, { ...chat, members: [...members, ...added] });
   renderChats();
+  if (s.open === chat_id) renderDetails();
 }
 
 /** The chat's history was set back (a restore, a failover): reload it if it is open. */
@@ -238,6 +314,66 @@ function onRewound({ chat_id, seq }) {
   else renderChats();
 }
 
+// ---- chat details: members, leaving, unfriending, blocking --------------------------------
+
+$('details-toggle').addEventListener('click', () => {
+  $('details').hidden = !$('details').hidden;
+  $('details-toggle').setAttribute('aria-expanded', String(!$('details').hidden));
+  renderDetails();
+});
+
+function renderDetails() {
+  const chat = s.chats.get(s.open);
+  if (!chat || $('details').hidden) return;
+  const group = chat.kind === 'group';
+  const mine = group && chat.created_by === s.me.id;
+  $('member-list').replaceChildren(...chat.members.map((m) => h('li', {},
+    h('span', { text: m.id === s.me.id ? `${m.display_name} (you)` : m.display_name }),
+    mine && m.id !== s.me.id
+      ? h('button', { type: 'button', text: 'Remove', 'aria-label': `Remove ${m.display_name}`, onclick: () => detail(api.removeMember(chat.id, m.id)) })
+      : '')));
+  const addable = s.friends.filter((f) => !chat.members.some((m) => m.id === f.id));
+  $('add-form').hidden = !mine || addable.length === 0;
+  $('add-who').replaceChildren(...addable.map((f) => h('option', { value: f.id, text: f.display_name })));
+  $('leave').hidden = !group;
+  const other = group ? null : chat.members.find((m) => m.id !== s.me.id);
+  $('unfriend').hidden = !other || !s.friends.some((f) => f.id === other.id);
+  $('block').hidden = !other;
+}
+
+/** Runs a change from the details panel; the server's events update the view. */
+function detail(request, then) {
+  $('details-error').textContent = '';
+  request.then(then).catch((err) => ($('details-error').textContent = err.message));
+}
+
+$('add-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  detail(api.addMembers(s.open, [Number($('add-who').value)]));
+});
+
+$('leave').addEventListener('click', () => {
+  if (window.confirm('Leave this group?')) detail(api.leave(s.open));
+});
+
+function otherInOpenChat() {
+  return s.chats.get(s.open)?.members.find((m) => m.id !== s.me.id);
+}
+
+$('unfriend').addEventListener('click', () => {
+  const other = otherInOpenChat();
+  if (other && window.confirm(`Unfriend ${other.display_name}? You keep the chat's history.`)) {
+    detail(api.removeFriend(other.id), refreshFriends);
+  }
+});
+
+$('block').addEventListener('click', () => {
+  const other = otherInOpenChat();
+  if (other && window.confirm(`Block ${other.display_name}? They can no longer message you or befriend you.`)) {
+    detail(api.block(other.id), refreshFriends);
+  }
+});
+
 function removeChat(id) {
   s.chats.delete(id);
   s.client?.untrack(id);
@@ -246,6 +382,14 @@ function removeChat(id) {
 }
 
 const activity = (c) => Date.parse(c.last_activity_at ?? c.created_at) || 0;
+
+/** A direct chat's presence dot for the other person, when they are a friend. */
+function directDot(c) {
+  if (c.kind !== 'direct') return [];
+  const other = c.members.find((m) => m.id !== s.me.id);
+  const f = other && s.friends.find((x) => x.id === other.id);
+  return f ? [dot(f), ' '] : [];
+}
 
 /** A chat's preview line: its newest message as it is now. */
 function preview(c) {
@@ -270,7 +414,7 @@ function renderChats() {
     return h('li', {}, h('a', {
       class: 'chat-item', href: `#/chat/${c.id}`, 'aria-current': s.open === c.id ? 'true' : false,
     }, h('span', { class: 'chat-line' },
-      h('span', { class: 'chat-name', text: chatName(c) }),
+      h('span', { class: 'chat-name' }, ...directDot(c), chatName(c)),
       h('time', { class: 'chat-time', datetime: c.last_activity_at ?? c.created_at, text: c.last_message ? shortTime(c.last_message.created_at) : '' })),
     h('span', { class: 'chat-line' },
       h('span', { class: 'chat-preview', dir: 'auto', text: preview(c) }), unread)));
@@ -311,6 +455,8 @@ async function route() {
   $('chat-note').hidden = true;
   $('chat-open').hidden = false;
   $('chat-title').textContent = chatName(chat);
+  renderPresence();
+  renderDetails();
   document.body.dataset.view = 'chat';
   $('typing').textContent = '';
   s.replyTo = null;

@@ -158,6 +158,27 @@ export class Api {
     return this.request('GET', '/api/auth/me');
   }
 
+  /**
+   * Shows or hides when you are online to your friends (hidden, you look offline, without a
+   * last-seen time). Friends hear of changes as `presence` events.
+   */
+  showPresence(show) {
+    return this.request('PATCH', '/api/auth/me', { show_presence: show });
+  }
+
+  /**
+   * Searches the messages of your chats: `{results: [{message, rank, highlight}], next_offset}`,
+   * best first; `highlight` is plain pieces `{text, match}`.
+   * @param {string} q words, "a phrase", -excluded, or
+   * @param {{ limit?: number, offset?: number }} [page]
+   */
+  search(q, page = {}) {
+    const p = new URLSearchParams({ q });
+    if (page.limit !== undefined) p.set('limit', String(page.limit));
+    if (page.offset !== undefined) p.set('offset', String(page.offset));
+    return this.request('GET', `/api/search?${p}`);
+  }
+
   /** Ends this session. */
   async logout() {
     await this.request('POST', '/api/auth/logout');

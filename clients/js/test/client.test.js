@@ -414,3 +414,27 @@ test('edits, deletes and reactions come as entries that applyEntry folds into wh
   const { chat: view } = await b.chat(chat);
   assert.equal(view.last_message.body, 'hi');
 });
+
+test('a friend is online while a socket is open, hidden on request, and found by search', async () => {
+  const [a, b] = await friends();
+  const bob = open(b);
+  await once(bob, 'state', (s) => s.state === 'open');
+  const onlineAtBob = once(bob, 'presence', (p) => p.user_id === a.user.id && p.online);
+  const alice = open(a);
+  await onlineAtBob;
+  let { friends: list } = await b.friends();
+  assert.equal(list[0].online, true);
+  const hidden = once(bob, 'presence', (p) => p.user_id === a.user.id && !p.online);
+  await a.showPresence(false);
+  assert.equal((await hidden).last_seen_at, null);
+  ({ friends: list } = await b.friends());
+  assert.deepEqual([list[0].online, list[0].last_seen_at], [false, null]);
+  await a.showPresence(true);
+  alice.close();
+
+  const { chat } = await a.createGroup('search', [b.user.id]);
+  await a.sendMessage(chat.id, 'the blue whale sings');
+  const { results } = await b.search('whale');
+  assert.equal(results[0].message.body, 'the blue whale sings');
+  assert.deepEqual(results[0].highlight.filter((p) => p.match).map((p) => p.text), ['whale']);
+});

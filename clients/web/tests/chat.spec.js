@@ -239,3 +239,62 @@ test('on a phone-sized screen the list and a chat take turns, with a way back', 
   await expect(page.locator('#chat-list li').first()).toContainText('first note');
   await page.screenshot({ path: testInfo.outputPath('phone-list.png') });
 });
+
+test('search finds a message and opens its chat; a friend shows online, then last seen', async ({ browser }, testInfo) => {
+  const { a, b, an, bn, contexts } = await friends(browser);
+  await send(a, 'the blue whale sings at dawn');
+  await expect(a.locator('#messages li.pending')).toHaveCount(0);
+  await b.locator('#search-q').fill('whale');
+  await b.locator('#search-q').press('Enter');
+  const hit = b.locator('#search-results a').first();
+  await expect(hit.locator('mark')).toHaveText('whale');
+  await expect(hit).toContainText('the blue whale sings at dawn');
+  await b.screenshot({ path: testInfo.outputPath('search.png') });
+  await hit.click();
+  await expect(b.locator('#chat-title')).toHaveText(an);
+  await b.locator('#search-q').fill('nothing-like-this');
+  await b.locator('#search-q').press('Enter');
+  await expect(b.locator('#search-note')).toHaveText('Nothing found for “nothing-like-this”.');
+
+  const bobAtAlice = a.locator('#friend-list li').filter({ hasText: bn });
+  await expect(bobAtAlice.locator('.presence')).toHaveText('online');
+  await expect(a.locator('#chat-presence')).toHaveText('online');
+  await contexts[1].close();
+  await expect(bobAtAlice.locator('.presence')).toHaveText(/^last seen /);
+  await expect(a.locator('#chat-presence')).toHaveText(/^last seen /);
+  await expect(bobAtAlice.locator('.dot')).not.toHaveClass(/on/);
+});
+
+test('a group creator adds and removes members, a member leaves, and a direct chat offers block', async ({ browser }, testInfo) => {
+  const { a, b, an, bn } = await friends(browser);
+  a.on('dialog', (d) => d.accept());
+  b.on('dialog', (d) => d.accept());
+  await a.locator('#group-title').fill('crew');
+  await a.getByRole('button', { name: 'Create group' }).click();
+  await expect(a.locator('#chat-title')).toHaveText('crew');
+  await a.getByRole('button', { name: 'Details' }).click();
+  await expect(a.locator('#member-list li')).toHaveText([`${an} (you)`]);
+  await a.locator('#add-who').selectOption({ label: bn });
+  await a.locator('#add-form').getByRole('button', { name: 'Add' }).click();
+  await expect(a.locator('#member-list li')).toHaveCount(2);
+  await expect(b.getByRole('link', { name: /crew/ })).toBeVisible();
+  await a.screenshot({ path: testInfo.outputPath('details.png') });
+
+  await a.getByRole('button', { name: `Remove ${bn}` }).click();
+  await expect(a.locator('#member-list li')).toHaveCount(1);
+  await expect(b.getByRole('link', { name: /crew/ })).toHaveCount(0);
+
+  await a.locator('#add-who').selectOption({ label: bn });
+  await a.locator('#add-form').getByRole('button', { name: 'Add' }).click();
+  await b.getByRole('link', { name: /crew/ }).click();
+  await b.getByRole('button', { name: 'Details' }).click();
+  await expect(b.getByRole('button', { name: `Remove ${an}` })).toHaveCount(0);
+  await b.getByRole('button', { name: 'Leave group' }).click();
+  await expect(b.locator('#chat-note')).toHaveText('You are no longer in this chat.');
+  await expect(a.locator('#member-list li')).toHaveCount(1);
+
+  // In their direct chat, bob blocks alice: she is no longer his friend.
+  await b.getByRole('link', { name: an }).click();
+  await b.getByRole('button', { name: 'Block' }).click();
+  await expect(b.locator('#friend-list li').filter({ hasText: an })).toHaveCount(0);
+});
