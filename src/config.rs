@@ -253,6 +253,14 @@ pub struct Settings {
     /// Largest accepted message body, in bytes of UTF-8.
     #[arg(long, env = "XFCHAT_MESSAGE_MAX_BYTES", default_value_t = 8 * 1024, global = true)]
     pub message_max_bytes: usize,
+    /// Largest attachment, in bytes; uploads are streamed into the database, never held whole.
+    #[arg(
+        long,
+        env = "XFCHAT_ATTACHMENT_MAX_BYTES",
+        default_value_t = 10 * 1024 * 1024,
+        global = true
+    )]
+    pub attachment_max_bytes: u64,
     /// Largest WebSocket frame a client may send; larger ones close the socket with 1009.
     #[arg(long, env = "XFCHAT_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024, global = true)]
     pub ws_max_frame_bytes: usize,
@@ -558,6 +566,7 @@ pub struct Config {
     pub group_max_members: i64,
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
+    pub attachment_max_bytes: u64,
     pub shutdown_grace: Duration,
     pub node_id: Option<String>,
     pub bus: BusKind,
@@ -785,6 +794,9 @@ impl Settings {
                 "XFCHAT_MESSAGE_MAX_BYTES must be between 1 and XFCHAT_BODY_LIMIT_BYTES",
             ));
         }
+        if self.attachment_max_bytes == 0 {
+            return Err(invalid("XFCHAT_ATTACHMENT_MAX_BYTES must be at least 1"));
+        }
         let positive = [
             ("XFCHAT_WS_MAX_FRAME_BYTES", self.ws_max_frame_bytes),
             ("XFCHAT_WS_QUEUE_FRAMES", self.ws_queue_frames),
@@ -869,6 +881,7 @@ impl Settings {
             group_max_members: self.group_max_members as i64,
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
+            attachment_max_bytes: self.attachment_max_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             node_id,
             bus: BusKind::parse(&self.bus, &self.bus_prefix)?,
@@ -982,6 +995,7 @@ impl std::fmt::Debug for Config {
             .field("group_max_members", &self.group_max_members)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
+            .field("attachment_max_bytes", &self.attachment_max_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("node_id", &self.node_id)
             .field("bus", &self.bus)

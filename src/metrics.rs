@@ -167,11 +167,15 @@ fn register_at_zero() {
         "read",
         "typing",
         "ping",
+        "edit",
+        "delete",
+        "react",
+        "unreact",
         "bad_frame",
     ] {
         metrics::counter!(WS_FRAMES_IN, "type" => kind).increment(0);
     }
-    for kind in ["send", "sync", "read", "typing"] {
+    for kind in ["send", "sync", "read", "typing", "amend"] {
         metrics::counter!(WS_RATE_LIMITED, "kind" => kind).increment(0);
     }
     for reason in [

@@ -105,6 +105,7 @@ impl Server {
         }
         tokio::spawn(watch_epoch(db.clone(), hub.clone(), shutdown.clone()));
         hub.start_presence(shutdown.clone());
+        tokio::spawn(sweep_uploads(db.clone(), shutdown.clone()));
         tokio::spawn(
             config
                 .database_targets
@@ -258,6 +259,28 @@ const EPOCH_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// Follows the history's epoch until `stop`: a failover or a restore under a running server
 /// starts a new one (as does `xfchat epoch --renew`), and the hub closes its sockets so that
 /// clients resume against it.
+/// Drops uploads left unfinished for a day, once an hour (and at startup).
+async fn sweep_uploads(db: Db, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let swept = async {
+            let mut conn = db.conn(Op::Attachments).await?;
+            let n = crate::db::attachments::sweep(&mut conn).await?;
+            conn.done().await?;
+            Ok::<_, crate::error::AppError>(n)
+        };
+        match swept.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "dropped unfinished uploads"),
+            Err(e) => tracing::debug!(error = %e, "could not sweep unfinished uploads"),
+        }
+    }
+}
+
 async fn watch_epoch(db: Db, hub: Arc<crate::hub::Hub>, stop: CancellationToken) {
     let mut every = tokio::time::interval(EPOCH_CHECK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -45,6 +45,8 @@ const s = {
   lastTyping: 0,
   replyTo: null, // the message the composer answers
   editing: null, // the message the composer edits
+  files: [], // uploads for the next message: {name, id?, failed?}
+  blobs: new Map(), // attachment id -> Promise of {url, type, size}
 };
 
 // ---- sign in ------------------------------------------------------------------------------
@@ -396,7 +398,9 @@ function preview(c) {
   const m = c.last_message;
   if (!m) return 'No messages yet';
   const who = m.sender_id === s.me.id ? 'You: ' : '';
-  return m.deleted ? `${who}deleted message` : `${who}${m.body.split('\n')[0].slice(0, 80)}`;
+  if (m.deleted) return `${who}deleted message`;
+  const text = m.body.split('\n')[0].slice(0, 80);
+  return `${who}${text || (m.attachments?.length ? 'attachment' : '')}`;
 }
 
 /** "14:02" today, "Mon 3" otherwise. */
@@ -461,6 +465,8 @@ async function route() {
   $('typing').textContent = '';
   s.replyTo = null;
   s.editing = null;
+  s.files = [];
+  renderFiles();
   renderComposer();
   $('messages').replaceChildren();
   s.loaded.set(id, new Map());
@@ -536,6 +542,7 @@ function messageItem(m) {
   parts.push(m.deleted
     ? h('div', { class: 'body deleted', text: 'This message was deleted' })
     : h('div', { class: 'body', dir: 'auto', text: m.body }));
+  if (m.attachments?.length && !m.deleted) parts.push(h('div', { class: 'atts' }, ...m.attachments.map(attachmentView)));
   if (m.reactions?.length) {
     parts.push(h('div', { class: 'reactions' }, ...m.reactions.map((r) => h('button', {
       type: 'button', class: 'reaction', 'aria-pressed': r.me ? 'true' : 'false',
@@ -569,6 +576,70 @@ function actions(chat, m, own) {
     } }) : '',
     picker);
 }
+
+/** An attachment in a message: images shown, anything else a download link. */
+function attachmentView(id) {
+  const box = h('figure', { class: 'att', text: 'loading attachment…' });
+  if (!s.blobs.has(id)) {
+    s.blobs.set(id, api.attachment(id).then((blob) => ({ url: URL.createObjectURL(blob), type: blob.type, size: blob.size })));
+  }
+  s.blobs.get(id).then(({ url, type, size }) => {
+    box.replaceChildren(type.startsWith('image/') && type !== 'image/svg+xml'
+      ? h('img', { src: url, alt: 'attached image', loading: 'lazy' })
+      : h('a', { href: url, download: `attachment-${id.slice(0, 8)}`, text: `Download file (${Math.ceil(size / 1024)} KiB)` }));
+  }).catch((err) => {
+    s.blobs.delete(id);
+    box.textContent = `attachment unavailable: ${err.message}`;
+  });
+  return box;
+}
+
+// ---- attaching files ----------------------------------------------------------------------
+
+/** Uploads `files` to the open chat for the next message. */
+function attach(files) {
+  const chat = s.open;
+  if (!chat) return;
+  for (const file of files) {
+    const item = { name: file.name };
+    s.files.push(item);
+    api.uploadAttachment(chat, file).then(({ attachment }) => {
+      item.id = attachment.id;
+    }).catch((err) => {
+      item.failed = err.message;
+    }).finally(renderFiles);
+  }
+  renderFiles();
+}
+
+function renderFiles() {
+  $('files').replaceChildren(...s.files.map((f) => h('li', { class: f.failed ? 'failed' : '' },
+    h('span', { text: f.failed ? `${f.name}: ${f.failed}` : f.id ? f.name : `${f.name} (uploading…)` }),
+    h('button', { type: 'button', class: 'secondary', text: '×', 'aria-label': `Remove ${f.name}`, onclick: () => {
+      s.files = s.files.filter((x) => x !== f);
+      renderFiles();
+    } }))));
+  renderCount();
+}
+
+$('file').addEventListener('change', (event) => {
+  attach([...event.target.files]);
+  event.target.value = '';
+});
+
+for (const type of ['dragenter', 'dragover']) {
+  $('chat-open').addEventListener(type, (event) => {
+    if (![...(event.dataTransfer?.types ?? [])].includes('Files')) return;
+    event.preventDefault();
+    $('chat-open').classList.add('dropping');
+  });
+}
+$('chat-open').addEventListener('dragleave', () => $('chat-open').classList.remove('dropping'));
+$('chat-open').addEventListener('drop', (event) => {
+  event.preventDefault();
+  $('chat-open').classList.remove('dropping');
+  attach([...(event.dataTransfer?.files ?? [])]);
+});
 
 /** Runs an edit, delete or reaction; its entry comes back on the socket like a message. */
 function act(request) {
@@ -747,7 +818,7 @@ function renderCount() {
     ? `${bytes - MAX_BYTES} bytes too long (at most ${MAX_BYTES})`
     : `${bytes} / ${MAX_BYTES} bytes`;
   $('count').classList.toggle('over', over);
-  $('send').disabled = over;
+  $('send').disabled = over || s.files.some((f) => !f.id && !f.failed);
 }
 
 $('body').addEventListener('input', renderCount);
@@ -773,7 +844,9 @@ $('body').addEventListener('keydown', (event) => {
 $('composer').addEventListener('submit', (event) => {
   event.preventDefault();
   const body = $('body').value;
-  if (!s.open || !body.trim() || encoder.encode(body).length > MAX_BYTES) return;
+  const files = s.files.filter((f) => f.id).map((f) => f.id);
+  if (!s.open || (!body.trim() && !files.length) || encoder.encode(body).length > MAX_BYTES) return;
+  if (s.files.some((f) => !f.id && !f.failed)) return;
   $('composer-error').textContent = '';
   if (s.editing) {
     const m = s.editing;
@@ -783,6 +856,8 @@ $('composer').addEventListener('submit', (event) => {
     return;
   }
   const replyTo = s.replyTo?.seq;
+  s.files = [];
+  renderFiles();
   cancelCompose();
   $('body').value = '';
   renderCount();
@@ -790,14 +865,14 @@ $('composer').addEventListener('submit', (event) => {
   const id = uuid();
   const li = h('li', { class: 'msg own pending', 'data-chat': s.open },
     h('div', { class: 'who', text: 'You' }),
-    h('div', { class: 'body', dir: 'auto', text: body }),
+    h('div', { class: 'body', dir: 'auto', text: files.length ? `${body}${body ? ' ' : ''}📎 ${files.length}` : body }),
     h('div', { class: 'meta', text: 'sending…' }));
   s.pending.set(id, li);
   $('messages').append(li);
   renderHistoryNote(s.open);
   $('scroller').scrollTop = $('scroller').scrollHeight;
   // The outbox keeps it through reconnects; only a refusal for good ends here.
-  s.client.send(s.open, body, { clientMsgId: id, replyTo }).catch((err) => {
+  s.client.send(s.open, body, { clientMsgId: id, replyTo, attachments: files }).catch((err) => {
     li.classList.add('failed');
     li.querySelector('.meta').textContent = `not sent: ${err.message}`;
     s.pending.delete(id);

@@ -215,6 +215,7 @@ async fn serve(
                         reply_to: None,
                         edited_at: None,
                         deleted: false,
+                        attachments: Vec::new(),
                         reactions: Vec::new(),
                     };
                     log.push(message.clone());

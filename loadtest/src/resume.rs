@@ -166,7 +166,7 @@ pub async fn client(
                     let at = next_send.expect("scheduled");
                     let chat = chats[rand::thread_rng().gen_range(0..chats.len())];
                     let id = Uuid::new_v4();
-                    let frame = ClientFrame::Send { chat_id: ChatId(chat), client_msg_id: id, body: body(at, args.body_bytes), reply_to: None };
+                    let frame = ClientFrame::Send { chat_id: ChatId(chat), client_msg_id: id, body: body(at, args.body_bytes), reply_to: None, attachments: Vec::new() };
                     c.pending.insert(id, frame.clone());
                     live.outstanding.fetch_add(1, Ordering::Relaxed);
                     c.r.sent += 1;

@@ -90,6 +90,7 @@ impl Sender<'_> {
                 client_msg_id: uuid::Uuid::new_v4(),
                 body: body(at, self.body_bytes),
                 reply_to: None,
+                attachments: Vec::new(),
             };
             self.outstanding.fetch_add(1, Ordering::Relaxed);
             if sink.send(self.codec.encode(&frame)).await.is_err() {

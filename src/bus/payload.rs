@@ -354,6 +354,7 @@ mod tests {
             reply_to: Some(1),
             edited_at: None,
             deleted: false,
+            attachments: Vec::new(),
             reactions: Vec::new(),
         };
         let sealed = |frame| {

@@ -29,7 +29,7 @@ pub struct Amend {
 /// What an amend did.
 pub enum Amended {
     /// Stored as the entry, to be delivered to the chat's members.
-    New(Message, Vec<UserId>),
+    New(Box<Message>, Vec<UserId>),
     /// Nothing to do (the same text, a reaction already there or already gone, a message
     /// already deleted): no entry.
     Unchanged,
@@ -110,10 +110,11 @@ pub async fn amend(conn: &mut PgConnection, amend: Amend) -> AppResult<Amended> 
         reply_to: None,
         edited_at: None,
         deleted: false,
+        attachments: Vec::new(),
         reactions: Vec::new(),
     };
     let members = rows.filter_map(|r| r.member_id).collect();
-    Ok(Amended::New(entry, members))
+    Ok(Amended::New(Box::new(entry), members))
 }
 
 /// A reaction is one emoji (or a sequence of joined ones): no spaces or controls.

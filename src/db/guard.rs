@@ -28,6 +28,7 @@ pub enum Op {
     Typing,
     Bus,
     Presence,
+    Attachments,
 }
 
 impl Op {
@@ -43,6 +44,7 @@ impl Op {
             Op::Typing => "typing",
             Op::Bus => "bus",
             Op::Presence => "presence",
+            Op::Attachments => "attachments",
         }
     }
 }

@@ -30,6 +30,7 @@ pub(super) struct Row {
     reply_to: Option<i64>,
     edited_at: Option<DateTime<Utc>>,
     deleted_at: Option<DateTime<Utc>>,
+    attachments: Option<Vec<Uuid>>,
 }
 
 impl From<Row> for Message {
@@ -47,6 +48,7 @@ impl From<Row> for Message {
             reply_to: r.reply_to,
             edited_at: r.edited_at,
             deleted: r.deleted_at.is_some(),
+            attachments: r.attachments.unwrap_or_default(),
             reactions: Vec::new(),
         }
     }
@@ -55,7 +57,7 @@ impl From<Row> for Message {
 /// The columns of [`Row`], of `messages` aliased `m`.
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id AS chat_id, m.seq, m.sender_id, \
      m.client_msg_id, m.body, m.created_at, m.kind, m.target_seq, m.reply_to, m.edited_at, \
-     m.deleted_at";
+     m.deleted_at, m.attachments";
 
 /// One send waiting to be stored.
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct NewMessage {
     pub client_msg_id: Uuid,
     pub body: String,
     pub reply_to: Option<i64>,
+    /// Boxed, as a send is queued by value and mostly carries none.
+    pub attachments: Box<[Uuid]>,
 }
 
 /// What became of one send in a batch.
@@ -132,6 +136,7 @@ struct BatchRow {
     body: Option<String>,
     created_at: Option<DateTime<Utc>>,
     reply_to: Option<i64>,
+    attachments: Option<Vec<Uuid>>,
     member_id: Option<UserId>,
 }
 
@@ -150,6 +155,7 @@ impl BatchRow {
             reply_to: self.reply_to,
             edited_at: None,
             deleted: false,
+            attachments: self.attachments.unwrap_or_default(),
             reactions: Vec::new(),
         })
     }
@@ -165,12 +171,13 @@ pub async fn store_batch(
     batch: &[NewMessage],
 ) -> Result<Committed, sqlx::Error> {
     let rows: Vec<BatchRow> =
-        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7)")
+        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.reply_to).collect::<Vec<_>>())
+            .bind(batch.iter().map(joined_attachments).collect::<Vec<_>>())
             .bind(bus::Channel::Messages.name())
             .bind(None::<&str>)
             .fetch_all(conn)
@@ -195,6 +202,9 @@ pub async fn store_batch(
             "reused" => Outcome::Rejected(reused()),
             "bad_reply" => Outcome::Rejected(AppError::invalid(
                 "reply_to: no message with that seq in this chat",
+            )),
+            "bad_attachment" => Outcome::Rejected(AppError::invalid(
+                "attachments: each must be a finished upload of yours to this chat",
             )),
             kind => match (kind, row.message()) {
                 ("new", Some(m)) => Outcome::New(m),
@@ -339,6 +349,33 @@ pub fn check_body(body: &str, max_bytes: usize) -> AppResult<()> {
     Ok(())
 }
 
+/// Most attachments on one message.
+pub const MAX_ATTACHMENTS: usize = 10;
+
+/// A send's attachments, as the store takes them: joined by commas, or empty.
+fn joined_attachments(m: &NewMessage) -> String {
+    let ids: Vec<String> = m.attachments.iter().map(Uuid::to_string).collect();
+    ids.join(",")
+}
+
+/// A send's text and attachments: the text as [`check_body`] says, except that a message with
+/// attachments may have none; at most [`MAX_ATTACHMENTS`], each once.
+pub fn check_send(body: &str, attachments: &[Uuid], max_bytes: usize) -> AppResult<()> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(AppError::invalid(format!(
+            "attachments: at most {MAX_ATTACHMENTS}"
+        )));
+    }
+    let unique: std::collections::HashSet<&Uuid> = attachments.iter().collect();
+    if unique.len() != attachments.len() {
+        return Err(AppError::invalid("attachments: each at most once"));
+    }
+    if attachments.is_empty() || !body.is_empty() {
+        return check_body(body, max_bytes);
+    }
+    Ok(())
+}
+
 /// A reply names an earlier message by its seq; whether the chat has it is the store's check.
 pub fn check_reply(reply_to: Option<i64>) -> AppResult<()> {
     match reply_to {
@@ -373,6 +410,7 @@ pub async fn stream_page(
         reply_to: Option<i64>,
         edited_at: Option<DateTime<Utc>>,
         deleted_at: Option<DateTime<Utc>>,
+        attachments: Option<Vec<Uuid>>,
     }
     let rows: Vec<PageRow> = sqlx::query_as(&format!(
         "SELECT c.last_seq, {} \
@@ -408,6 +446,7 @@ pub async fn stream_page(
                 reply_to: r.reply_to,
                 edited_at: r.edited_at,
                 deleted_at: r.deleted_at,
+                attachments: r.attachments,
             }))
         })
         .collect();

@@ -1,6 +1,7 @@
 //! Everything that touches PostgreSQL: connecting at startup, migrations, the pool guard every
 //! query passes through, and one module of queries per table family.
 
+pub mod attachments;
 pub mod blocks;
 pub mod chats;
 pub mod entries;

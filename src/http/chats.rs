@@ -44,6 +44,8 @@ pub struct HistoryQuery {
 pub struct SendBody {
     body: String,
     reply_to: Option<i64>,
+    #[serde(default)]
+    attachments: Vec<Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -176,7 +178,7 @@ pub async fn send(
     Json(req): Json<SendBody>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
     state.throttles.user_action(me)?;
-    messages::check_body(&req.body, state.config.message_max_bytes)?;
+    messages::check_send(&req.body, &req.attachments, state.config.message_max_bytes)?;
     messages::check_reply(req.reply_to)?;
     let sent = NewMessage {
         chat: id,
@@ -184,6 +186,7 @@ pub async fn send(
         client_msg_id,
         body: req.body,
         reply_to: req.reply_to,
+        attachments: req.attachments.into_boxed_slice(),
     };
     let (status, message) = match state.hub.send(sent).await? {
         Persisted::New(m) => (StatusCode::CREATED, m),

@@ -83,7 +83,7 @@ async fn amend(
     conn.done().await?;
     Ok(axum::Json(match done {
         Amended::New(entry, members) => {
-            state.hub.deliver_entry(&members, entry.clone());
+            state.hub.deliver_entry(&members, (*entry).clone());
             json!({ "entry": entry })
         }
         Amended::Unchanged => json!({ "entry": null }),

@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, the router, and one file per resource.
 
 mod accounts;
+mod attachments;
 mod auth;
 mod chats;
 mod client_ip;
@@ -91,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/chats/{id}/read", post(chats::read))
         .route("/search", get(search::messages))
+        .route("/chats/{id}/attachments", post(attachments::upload))
+        .route("/attachments/{id}", get(attachments::download))
         .route("/chats/{id}/leave", post(members::leave))
         .route("/chats/{id}/members", post(members::add))
         .route("/chats/{id}/members/{user_id}", delete(members::remove))

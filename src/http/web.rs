@@ -45,7 +45,7 @@ const LIBRARY: &[(&str, &str)] = &[
 
 /// Only this origin's scripts, styles and sockets: a message body can never run as code.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
 pub fn routes() -> Router<AppState> {

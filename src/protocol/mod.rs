@@ -32,6 +32,9 @@ pub enum ClientFrame {
         /// The seq of the earlier message of the chat this one answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<i64>,
+        /// Attachments uploaded to the chat (`POST /api/chats/{id}/attachments`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Uuid>,
     },
     Sync {
         chat_id: ChatId,
@@ -64,6 +67,37 @@ pub enum ClientFrame {
     },
     Ping {
         nonce: Value,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// Edits one of my messages, as `PATCH /api/chats/{id}/messages/{seq}` does.
+    Edit {
+        chat_id: ChatId,
+        seq: i64,
+        body: String,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// Deletes a message for everyone, as `DELETE /api/chats/{id}/messages/{seq}` does.
+    Delete {
+        chat_id: ChatId,
+        seq: i64,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// Reacts to a message with one emoji.
+    React {
+        chat_id: ChatId,
+        seq: i64,
+        emoji: String,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// Takes a reaction back.
+    Unreact {
+        chat_id: ChatId,
+        seq: i64,
+        emoji: String,
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
     },
@@ -133,6 +167,10 @@ impl ClientFrame {
             Self::Read { .. } => "read",
             Self::Typing { .. } => "typing",
             Self::Ping { .. } => "ping",
+            Self::Edit { .. } => "edit",
+            Self::Delete { .. } => "delete",
+            Self::React { .. } => "react",
+            Self::Unreact { .. } => "unreact",
         }
     }
 
@@ -144,7 +182,11 @@ impl ClientFrame {
             | Self::Resume { reference, .. }
             | Self::Read { reference, .. }
             | Self::Typing { reference, .. }
-            | Self::Ping { reference, .. } => reference.as_ref(),
+            | Self::Ping { reference, .. }
+            | Self::Edit { reference, .. }
+            | Self::Delete { reference, .. }
+            | Self::React { reference, .. }
+            | Self::Unreact { reference, .. } => reference.as_ref(),
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Message {
     /// A message deleted for everyone (or an edit of one): its text is gone from the server.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The ids of the attachments a message carries (`GET /api/attachments/{id}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Uuid>,
     /// A message's reactions, in the order they first appeared: only in history, where they
     /// are read for the reader (`me`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

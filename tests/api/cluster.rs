@@ -138,6 +138,7 @@ pub async fn send_all(ws: &mut Ws, chat: i64, n: usize) -> HashSet<Uuid> {
             client_msg_id: *id,
             body: format!("m {id}"),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await;
     }

@@ -340,6 +340,13 @@ impl TestApp {
         body["chat"]["id"].as_i64().unwrap()
     }
 
+    /// Sends `text` over HTTP, which must be stored; returns its seq.
+    pub async fn say(&self, user: &User, chat: i64, text: &str) -> i64 {
+        let (status, body) = self.send(user, chat, uuid::Uuid::new_v4(), text).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["message"]["seq"].as_i64().unwrap()
+    }
+
     pub async fn send(
         &self,
         user: &User,

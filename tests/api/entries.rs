@@ -51,12 +51,6 @@ async fn history(app: &TestApp, user: &User, chat: i64) -> Vec<Value> {
     body["messages"].as_array().unwrap().clone()
 }
 
-async fn say(app: &TestApp, user: &User, chat: i64, text: &str) -> i64 {
-    let (status, body) = app.send(user, chat, Uuid::new_v4(), text).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["message"]["seq"].as_i64().unwrap()
-}
-
 /// The next message frame of `chat` on `ws`, skipping events.
 async fn next_entry(ws: &mut Ws, chat: i64) -> Message {
     match ws
@@ -76,7 +70,7 @@ async fn an_edit_is_an_entry_with_its_own_seq_that_members_receive_and_history_s
     let app = spawn_app().await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let chat = app.group(&alice, &[&bob]).await;
-    let first = say(&app, &alice, chat, "helo").await;
+    let first = app.say(&alice, chat, "helo").await;
     let mut b = app.ws(&bob).await;
 
     let (status, body) = edit(&app, &alice, chat, first, "hello").await;
@@ -124,7 +118,7 @@ async fn a_delete_removes_the_text_and_its_edits_from_the_database_and_leaves_a_
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let carol = app.signup("carol").await;
     let chat = app.group(&alice, &[&bob, &carol]).await;
-    let mine = say(&app, &bob, chat, "first secret").await;
+    let mine = app.say(&bob, chat, "first secret").await;
     edit(&app, &bob, chat, mine, "second secret").await;
     react(&app, Method::PUT, &carol, chat, mine, "👍").await;
     let mut c = app.ws(&carol).await;
@@ -164,7 +158,7 @@ async fn a_delete_removes_the_text_and_its_edits_from_the_database_and_leaves_a_
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The group's creator may delete anyone's message.
-    let theirs = say(&app, &carol, chat, "rude").await;
+    let theirs = app.say(&carol, chat, "rude").await;
     let (status, body) = delete(&app, &alice, chat, theirs).await;
     assert_eq!(
         (status, &body["entry"]["target"]),
@@ -178,7 +172,7 @@ async fn reactions_are_counted_per_emoji_with_whether_i_reacted_and_bounded_per_
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let carol = app.signup("carol").await;
     let chat = app.group(&alice, &[&bob, &carol]).await;
-    let seq = say(&app, &alice, chat, "lunch?").await;
+    let seq = app.say(&alice, chat, "lunch?").await;
     let mut a = app.ws(&alice).await;
 
     let (status, body) = react(&app, Method::PUT, &bob, chat, seq, "👍").await;
@@ -247,13 +241,13 @@ async fn an_edit_and_a_delete_made_while_a_member_was_offline_reach_them_by_resu
     let app = spawn_app().await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let chat = app.group(&alice, &[&bob]).await;
-    let one = say(&app, &alice, chat, "one").await;
-    let two = say(&app, &alice, chat, "two").await;
+    let one = app.say(&alice, chat, "one").await;
+    let two = app.say(&alice, chat, "two").await;
     // Bob has both and goes away.
     edit(&app, &alice, chat, one, "one, edited").await;
     delete(&app, &alice, chat, two).await;
     react(&app, Method::PUT, &alice, chat, one, "👀").await;
-    say(&app, &alice, chat, "three").await;
+    app.say(&alice, chat, "three").await;
 
     let mut b = app.ws(&bob).await;
     b.send(&ClientFrame::Resume {
@@ -283,7 +277,7 @@ async fn a_reply_carries_the_seq_it_answers_which_must_be_a_message_of_the_same_
     let app = spawn_app().await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let chat = app.group(&alice, &[&bob]).await;
-    let asked = say(&app, &alice, chat, "tea?").await;
+    let asked = app.say(&alice, chat, "tea?").await;
     let path = |id: Uuid| format!("/api/chats/{chat}/messages/{id}");
 
     let (status, body) = app
@@ -311,7 +305,7 @@ async fn a_reply_carries_the_seq_it_answers_which_must_be_a_message_of_the_same_
         );
     }
     let other = app.group(&alice, &[]).await;
-    let elsewhere = say(&app, &alice, other, "elsewhere").await;
+    let elsewhere = app.say(&alice, other, "elsewhere").await;
     assert_eq!(elsewhere, 1);
     let (status, _) = app
         .put(
@@ -378,8 +372,8 @@ async fn edits_and_reactions_are_not_unread_and_the_chat_list_previews_and_sorts
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let newer = body["chat"]["id"].as_i64().unwrap();
-    let first = say(&app, &alice, older, "first").await;
-    say(&app, &alice, newer, "second").await;
+    let first = app.say(&alice, older, "first").await;
+    app.say(&alice, newer, "second").await;
     // The older chat's seqs run further (two edits), though its last message is older.
     edit(&app, &alice, older, first, "first, edit").await;
     edit(&app, &alice, older, first, "first, edited").await;
@@ -409,7 +403,7 @@ async fn edits_and_reactions_are_not_unread_and_the_chat_list_previews_and_sorts
     );
 
     // A message in the older chat brings it to the top.
-    say(&app, &bob, older, "bump").await;
+    app.say(&bob, older, "bump").await;
     let (_, body) = app.get("/api/chats", &alice).await;
     assert_eq!(body["chats"][0]["id"], older);
     assert_eq!(body["chats"][0]["last_message"]["body"], "bump");
@@ -432,7 +426,7 @@ async fn an_outsider_can_neither_edit_delete_nor_react_and_learns_nothing() {
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let mallory = app.signup("mallory").await;
     let chat = app.group(&alice, &[&bob]).await;
-    let seq = say(&app, &alice, chat, "private").await;
+    let seq = app.say(&alice, chat, "private").await;
     for (status, body) in [
         edit(&app, &mallory, chat, seq, "pwned").await,
         delete(&app, &mallory, chat, seq).await,
@@ -456,7 +450,7 @@ async fn in_a_closed_direct_chat_no_one_edits_or_reacts_but_each_may_still_delet
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     app.befriend(&alice, &bob).await;
     let chat = app.direct(&alice, &bob).await;
-    let seq = say(&app, &alice, chat, "hi").await;
+    let seq = app.say(&alice, chat, "hi").await;
     let (status, _) = app
         .post(&format!("/api/users/{}/block", alice.id), &bob, json!({}))
         .await;
@@ -478,7 +472,7 @@ async fn an_entry_made_on_one_node_reaches_a_member_on_another_in_order() {
     let app = &c.app;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let chat = app.group(&alice, &[&bob]).await;
-    let seq = say(app, &alice, chat, "hello").await;
+    let seq = app.say(&alice, chat, "hello").await;
     let mut b = reader(&c, 1, &bob, chat, seq).await;
     // Node 0 serves the HTTP calls; bob listens on node 1.
     edit(app, &alice, chat, seq, "hello, all").await;
@@ -490,4 +484,82 @@ async fn an_entry_made_on_one_node_reaches_a_member_on_another_in_order() {
     );
     let r = next_entry(&mut b, chat).await;
     assert_eq!((r.seq, r.kind, r.target), (3, EntryKind::React, Some(seq)));
+}
+
+#[tokio::test]
+async fn on_a_socket_edits_deletes_and_reactions_reach_every_member_and_errors_name_the_ref() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    let seq = app.say(&alice, chat, "hello").await;
+    let mut a = app.ws(&alice).await;
+    let mut b = app.ws(&bob).await;
+    let reference = |n: i64| Some(xfchat::protocol::Ref::Number(n));
+
+    b.send(&ClientFrame::React {
+        chat_id: ChatId(chat),
+        seq,
+        emoji: "👋".into(),
+        reference: reference(1),
+    })
+    .await;
+    for ws in [&mut a, &mut b] {
+        let got = next_entry(ws, chat).await;
+        assert_eq!(
+            (got.kind, got.target, got.body.as_str()),
+            (EntryKind::React, Some(seq), "👋")
+        );
+    }
+    a.send(&ClientFrame::Edit {
+        chat_id: ChatId(chat),
+        seq,
+        body: "hello, bob".into(),
+        reference: reference(2),
+    })
+    .await;
+    assert_eq!(next_entry(&mut b, chat).await.kind, EntryKind::Edit);
+    // Bob may not edit or delete alice's message: an error frame with the frame's ref.
+    for frame in [
+        ClientFrame::Edit {
+            chat_id: ChatId(chat),
+            seq,
+            body: "mine".into(),
+            reference: reference(3),
+        },
+        ClientFrame::Delete {
+            chat_id: ChatId(chat),
+            seq,
+            reference: reference(4),
+        },
+        ClientFrame::React {
+            chat_id: ChatId(chat),
+            seq,
+            emoji: "a b".into(),
+            reference: reference(5),
+        },
+    ] {
+        let expected = frame.reference().cloned();
+        b.send(&frame).await;
+        match b
+            .next_matching(|f| matches!(f, ServerFrame::Error { .. }))
+            .await
+        {
+            ServerFrame::Error {
+                code, reference, ..
+            } => {
+                assert!(code == "forbidden" || code == "invalid_input", "{code:?}");
+                assert_eq!(reference, expected);
+            }
+            _ => unreachable!(),
+        }
+    }
+    a.send(&ClientFrame::Delete {
+        chat_id: ChatId(chat),
+        seq,
+        reference: reference(6),
+    })
+    .await;
+    let gone = next_entry(&mut b, chat).await;
+    assert_eq!((gone.kind, gone.seq), (EntryKind::Delete, 4));
+    assert_eq!(history(&app, &bob, chat).await[0]["deleted"], true);
 }

@@ -78,7 +78,7 @@ async fn client(
             tokio::select! {
                 _ = tick.tick() => {
                     let id = Uuid::new_v4();
-                    let frame = ClientFrame::Send { chat_id: ChatId(chat), client_msg_id: id, body: "x".into(), reply_to: None };
+                    let frame = ClientFrame::Send { chat_id: ChatId(chat), client_msg_id: id, body: "x".into(), reply_to: None, attachments: Vec::new() };
                     pos.lock().await.pending.insert(id, frame.clone());
                     ok = sink.send(Codec::Json.encode(&frame)).await.is_ok();
                 }

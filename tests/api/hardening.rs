@@ -154,6 +154,7 @@ async fn reusing_a_client_msg_id_in_chats_on_two_persist_shards_at_once_refuses_
         client_msg_id: reused,
         body: "reused".into(),
         reply_to: None,
+        attachments: Vec::new(),
     };
     let carols: Vec<_> = (0..20).map(|i| send(one, &format!("carol {i}"))).collect();
     for (_, f) in &carols {

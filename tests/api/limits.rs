@@ -210,6 +210,7 @@ async fn refusal(ws: &mut Ws, chat: i64, body: String) -> ErrorCode {
         client_msg_id: Uuid::new_v4(),
         body,
         reply_to: None,
+        attachments: Vec::new(),
     })
     .await;
     loop {

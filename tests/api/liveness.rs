@@ -177,6 +177,7 @@ impl Client {
                         client_msg_id: id,
                         body: "x".into(),
                         reply_to: None,
+                        attachments: Vec::new(),
                     };
                     self.seen.pending.insert(id, frame.clone());
                     self.unacked.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 mod abuse;
 mod account_sessions;
 mod accounts;
+mod attachments;
 mod catch_up;
 mod chats;
 mod client_contract;

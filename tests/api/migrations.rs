@@ -21,6 +21,8 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
     assert_eq!(
         all,
         [
+            "attachment_chunks",
+            "attachments",
             "blocks",
             "conversation_members",
             "conversations",

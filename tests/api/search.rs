@@ -3,7 +3,6 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::common::{error_code, spawn_app, TestApp, User};
 
@@ -21,12 +20,6 @@ fn bodies(found: &Value) -> Vec<&str> {
         .collect()
 }
 
-async fn say(app: &TestApp, user: &User, chat: i64, text: &str) -> i64 {
-    let (status, body) = app.send(user, chat, Uuid::new_v4(), text).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["message"]["seq"].as_i64().unwrap()
-}
-
 #[tokio::test]
 async fn search_finds_words_in_my_chats_best_first_highlighted_and_never_another_chat() {
     let app = spawn_app().await;
@@ -34,11 +27,12 @@ async fn search_finds_words_in_my_chats_best_first_highlighted_and_never_another
     let (carol, dave) = (app.signup("carol").await, app.signup("dave").await);
     let ours = app.group(&alice, &[&bob]).await;
     let theirs = app.group(&carol, &[&dave]).await;
-    say(&app, &alice, ours, "the quick brown fox").await;
-    say(&app, &bob, ours, "a lazy dog").await;
-    say(&app, &alice, ours, "Fox and fox again, said the fox").await;
-    say(&app, &alice, ours, "привет мир").await;
-    say(&app, &carol, theirs, "the fox is a secret").await;
+    app.say(&alice, ours, "the quick brown fox").await;
+    app.say(&bob, ours, "a lazy dog").await;
+    app.say(&alice, ours, "Fox and fox again, said the fox")
+        .await;
+    app.say(&alice, ours, "привет мир").await;
+    app.say(&carol, theirs, "the fox is a secret").await;
 
     let (status, found) = search(&app, &bob, "fox").await;
     assert_eq!(status, StatusCode::OK, "{found}");
@@ -81,8 +75,8 @@ async fn search_sees_the_edited_text_never_a_deleted_message_and_pages() {
     let app = spawn_app().await;
     let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
     let chat = app.group(&alice, &[&bob]).await;
-    let seq = say(&app, &alice, chat, "meet at noon").await;
-    let gone = say(&app, &alice, chat, "meet at the secret place").await;
+    let seq = app.say(&alice, chat, "meet at noon").await;
+    let gone = app.say(&alice, chat, "meet at the secret place").await;
     let path = |s: i64| format!("/api/chats/{chat}/messages/{s}");
     app.call(
         Method::PATCH,
@@ -103,7 +97,7 @@ async fn search_sees_the_edited_text_never_a_deleted_message_and_pages() {
     assert_eq!(bodies(&found), vec!["gather at noon"]);
 
     for i in 0..5 {
-        say(&app, &bob, chat, &format!("page {i}")).await;
+        app.say(&bob, chat, &format!("page {i}")).await;
     }
     let (_, first) = app.get("/api/search?q=page&limit=3", &bob).await;
     assert_eq!(first["results"].as_array().unwrap().len(), 3);

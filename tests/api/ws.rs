@@ -155,6 +155,7 @@ pub fn send(chat: i64, body: &str) -> (Uuid, ClientFrame) {
             client_msg_id: id,
             body: body.to_owned(),
             reply_to: None,
+            attachments: Vec::new(),
         },
     )
 }

@@ -59,31 +59,37 @@ export class Api {
    * @param {string} method
    * @param {string} path
    * @param {object} [body]
+   * @param {{ raw?: any, contentType?: string, blob?: boolean }} [options] `raw`: a body sent as
+   *   it is, of `contentType`; `blob`: answer the response's body as a Blob
    */
-  async request(method, path, body) {
+  async request(method, path, body, options = {}) {
     const open = OPEN_ROUTES.has(path);
     if (!open && this.refreshToken && this.expiresAt !== null && Date.now() > this.expiresAt - this.#ahead) {
       await this.refresh().catch(() => {});
     }
     try {
-      return await this.#request(method, path, body, !open);
+      return await this.#request(method, path, body, !open, options);
     } catch (err) {
       if (open || !(err instanceof ApiError) || err.status !== 401 || !this.refreshToken) throw err;
       // Expired or revoked early: one refresh, one more try.
       await this.refresh();
-      return this.#request(method, path, body, true);
+      return this.#request(method, path, body, true, options);
     }
   }
 
-  async #request(method, path, body, authorized) {
+  async #request(method, path, body, authorized, options) {
     const headers = {};
     if (authorized && this.token) headers.authorization = `Bearer ${this.token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await this.fetch(`${this.baseUrl}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    let payload;
+    if (options.raw !== undefined) {
+      headers['content-type'] = options.contentType ?? 'application/octet-stream';
+      payload = options.raw;
+    } else if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    const res = await this.fetch(`${this.baseUrl}${path}`, { method, headers, body: payload });
+    if (res.ok && options.blob) return res.blob();
     const text = await res.text();
     const json = text ? JSON.parse(text) : null;
     if (!res.ok) {
@@ -286,8 +292,29 @@ export class Api {
    * @param {{ replyTo?: number }} [options]
    */
   sendMessage(chatId, body, clientMsgId = uuid(), options = {}) {
-    const payload = options.replyTo === undefined ? { body } : { body, reply_to: options.replyTo };
+    const payload = { body };
+    if (options.replyTo !== undefined) payload.reply_to = options.replyTo;
+    if (options.attachments?.length) payload.attachments = options.attachments;
     return this.request('PUT', `/api/chats/${chatId}/messages/${clientMsgId}`, payload);
+  }
+
+  /**
+   * Uploads a file (a Blob or File, or bytes) to a chat; resolves with `{attachment}` whose `id`
+   * a send then names in `attachments`.
+   * @param {number} chatId
+   * @param {Blob | ArrayBuffer | Uint8Array} data
+   * @param {{ contentType?: string, filename?: string }} [options]
+   */
+  uploadAttachment(chatId, data, options = {}) {
+    const contentType = options.contentType || data.type || 'application/octet-stream';
+    const name = options.filename ?? data.name;
+    const query = name ? `?filename=${encodeURIComponent(name)}` : '';
+    return this.request('POST', `/api/chats/${chatId}/attachments${query}`, undefined, { raw: data, contentType });
+  }
+
+  /** An attachment's bytes as a Blob (its `type` is the file's media type). */
+  attachment(id) {
+    return this.request('GET', `/api/attachments/${id}`, undefined, { blob: true });
   }
 
   /**

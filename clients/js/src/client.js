@@ -151,14 +151,15 @@ export class Client extends Emitter {
    * messages are stored in the order of the calls: each waits for the chat's earlier sends.
    * @param {number} chatId
    * @param {string} body
-   * @param {{ clientMsgId?: string, replyTo?: number }} [options] `replyTo`: the seq of the
-   *   message this one answers
+   * @param {{ clientMsgId?: string, replyTo?: number, attachments?: string[] }} [options]
+   *   `replyTo`: the seq of the message this one answers; `attachments`: ids of uploads to the
+   *   chat (`api.uploadAttachment`)
    * @returns {Promise<Message>}
    */
   send(chatId, body, options = {}) {
     const id = options.clientMsgId ?? uuid();
     const promise = new Promise((resolve, reject) => {
-      this.outbox.set(id, { chat_id: chatId, body, reply_to: options.replyTo, resolve, reject });
+      this.outbox.set(id, { chat_id: chatId, body, reply_to: options.replyTo, attachments: options.attachments, resolve, reject });
     });
     promise.catch(() => {}); // the caller decides whether a refusal matters
     if (this.#headOf(chatId) === id) this.#sendFrame(this.#sendOf(id));
@@ -451,6 +452,7 @@ export class Client extends Emitter {
     if (!entry) return undefined;
     const frame = { type: 'send', chat_id: entry.chat_id, client_msg_id: id, body: entry.body };
     if (entry.reply_to !== undefined) frame.reply_to = entry.reply_to;
+    if (entry.attachments?.length) frame.attachments = entry.attachments;
     return frame;
   }
 

@@ -298,3 +298,31 @@ test('a group creator adds and removes members, a member leaves, and a direct ch
   await b.getByRole('button', { name: 'Block' }).click();
   await expect(b.locator('#friend-list li').filter({ hasText: an })).toHaveCount(0);
 });
+
+// A 1×1 PNG.
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+
+test('a picture picked or a file dropped is sent as an attachment: images shown, files offered for download', async ({ browser }, testInfo) => {
+  const { a, b, an } = await friends(browser);
+  await b.getByRole('link', { name: an }).click();
+  await a.locator('#file').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: PNG });
+  await expect(a.locator('#files li')).toHaveText(['dot.png×']);
+  await a.locator('#body').press('Enter');
+  await expect(a.locator('#files li')).toHaveCount(0);
+  const picture = b.locator('#messages li.msg img');
+  await expect(picture).toHaveAttribute('alt', 'attached image');
+  await expect.poll(() => picture.evaluate((img) => img.naturalWidth)).toBe(1);
+
+  // A file dropped onto the chat, with a caption.
+  const drop = await a.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['plain notes'], 'notes.txt', { type: 'text/plain' }));
+    return dt;
+  });
+  await a.dispatchEvent('#chat-open', 'drop', { dataTransfer: drop });
+  await expect(a.locator('#files li')).toHaveText(['notes.txt×']);
+  await send(a, 'the notes');
+  await expect(b.locator('#messages li.msg').last().getByRole('link', { name: /Download file/ })).toBeVisible();
+  await expect(bodies(b).last()).toHaveText('the notes');
+  await b.screenshot({ path: testInfo.outputPath('attachments.png') });
+});

@@ -13,7 +13,13 @@ use crate::error::AppError;
 use crate::hub::persist::{ReplyTo, SendRequest};
 use crate::ids::ChatId;
 use crate::metrics as m;
-use crate::protocol::{ClientFrame, ErrorCode, Ref, ServerFrame};
+
+/// What a send may carry besides its text.
+pub(super) struct Extras {
+    reply_to: Option<i64>,
+    attachments: Vec<Uuid>,
+}
+use crate::protocol::{ClientFrame, EntryKind, ErrorCode, Ref, ServerFrame};
 
 /// Most chats one `resume` may name.
 pub const RESUME_MAX_CHATS: usize = 1000;
@@ -44,7 +50,16 @@ impl Connection {
                 client_msg_id,
                 body,
                 reply_to,
-            } => self.on_send(chat_id, client_msg_id, body, reply_to),
+                attachments,
+            } => self.on_send(
+                chat_id,
+                client_msg_id,
+                body,
+                Extras {
+                    reply_to,
+                    attachments,
+                },
+            ),
             ClientFrame::Sync {
                 chat_id,
                 after_seq,
@@ -104,6 +119,41 @@ impl Connection {
                 .await
                 .err()
                 .map(|e| error_frame(&e, reference)),
+            ClientFrame::Edit {
+                chat_id,
+                seq,
+                body,
+                reference,
+            } => {
+                self.amend(chat_id, seq, EntryKind::Edit, body, reference)
+                    .await
+            }
+            ClientFrame::Delete {
+                chat_id,
+                seq,
+                reference,
+            } => {
+                self.amend(chat_id, seq, EntryKind::Delete, String::new(), reference)
+                    .await
+            }
+            ClientFrame::React {
+                chat_id,
+                seq,
+                emoji,
+                reference,
+            } => {
+                self.amend(chat_id, seq, EntryKind::React, emoji, reference)
+                    .await
+            }
+            ClientFrame::Unreact {
+                chat_id,
+                seq,
+                emoji,
+                reference,
+            } => {
+                self.amend(chat_id, seq, EntryKind::Unreact, emoji, reference)
+                    .await
+            }
             ClientFrame::Ping { nonce, reference } => match self.budget("ping", units) {
                 Ok(()) => Some(ServerFrame::Pong { nonce, reference }),
                 Err(e) => Some(error_frame(&e, reference)),
@@ -117,8 +167,12 @@ impl Connection {
         chat: ChatId,
         client_msg_id: Uuid,
         body: String,
-        reply_to: Option<i64>,
+        extras: Extras,
     ) -> Option<ServerFrame> {
+        let Extras {
+            reply_to,
+            attachments,
+        } = extras;
         let refuse = |code: ErrorCode, text: String| {
             crate::metrics::send_refused(code);
             Some(ServerFrame::error(code, text, Some(client_msg_id.into())))
@@ -132,7 +186,7 @@ impl Connection {
             );
             return Some(frame.retry_after(e.retry_after()));
         }
-        if let Err(e) = messages::check_body(&body, self.hub.message_max_bytes)
+        if let Err(e) = messages::check_send(&body, &attachments, self.hub.message_max_bytes)
             .and_then(|()| messages::check_reply(reply_to))
         {
             return refuse(e.code(), e.to_string());
@@ -147,6 +201,7 @@ impl Connection {
                 client_msg_id,
                 body,
                 reply_to,
+                attachments: attachments.into_boxed_slice(),
             },
             reply: ReplyTo::Socket {
                 received: Instant::now(),

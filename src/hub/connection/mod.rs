@@ -4,6 +4,7 @@
 //! only after every in-flight send is answered; and every close is a WebSocket closing
 //! handshake with a code from [`close`].
 
+mod amend;
 mod fetch;
 mod frames;
 mod stream;
