@@ -15,6 +15,8 @@ CREATE TABLE attachments (
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX attachments_incomplete ON attachments (created_at) WHERE NOT complete;
+-- Each uploader's bytes of the last day, for the daily quota.
+CREATE INDEX attachments_uploader ON attachments (uploader_id, created_at);
 
 CREATE TABLE attachment_chunks (
     attachment_id UUID    NOT NULL REFERENCES attachments (id) ON DELETE CASCADE,

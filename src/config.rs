@@ -261,6 +261,14 @@ pub struct Settings {
         global = true
     )]
     pub attachment_max_bytes: u64,
+    /// Bytes one user may upload in 24 hours; past it uploads are refused with 429.
+    #[arg(
+        long,
+        env = "XFCHAT_ATTACHMENT_QUOTA_BYTES",
+        default_value_t = 1024 * 1024 * 1024,
+        global = true
+    )]
+    pub attachment_quota_bytes: u64,
     /// Largest WebSocket frame a client may send; larger ones close the socket with 1009.
     #[arg(long, env = "XFCHAT_WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024, global = true)]
     pub ws_max_frame_bytes: usize,
@@ -567,6 +575,7 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub message_max_bytes: usize,
     pub attachment_max_bytes: u64,
+    pub attachment_quota_bytes: u64,
     pub shutdown_grace: Duration,
     pub node_id: Option<String>,
     pub bus: BusKind,
@@ -882,6 +891,7 @@ impl Settings {
             body_limit_bytes: self.body_limit_bytes,
             message_max_bytes: self.message_max_bytes,
             attachment_max_bytes: self.attachment_max_bytes,
+            attachment_quota_bytes: self.attachment_quota_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             node_id,
             bus: BusKind::parse(&self.bus, &self.bus_prefix)?,
@@ -996,6 +1006,7 @@ impl std::fmt::Debug for Config {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
             .field("attachment_max_bytes", &self.attachment_max_bytes)
+            .field("attachment_quota_bytes", &self.attachment_quota_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("node_id", &self.node_id)
             .field("bus", &self.bus)

@@ -49,6 +49,17 @@ pub async fn start(
     .await?)
 }
 
+/// The bytes `user` uploaded in the last 24 hours.
+pub async fn uploaded_today(conn: &mut PgConnection, user: UserId) -> AppResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(size), 0)::bigint FROM attachments \
+         WHERE uploader_id = $1 AND created_at > now() - interval '1 day'",
+    )
+    .bind(user)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Stores chunk `n` of upload `id`.
 pub async fn put_chunk(conn: &mut PgConnection, id: Uuid, n: i32, data: &[u8]) -> AppResult<()> {
     sqlx::query("INSERT INTO attachment_chunks (attachment_id, n, data) VALUES ($1, $2, $3)")

@@ -27,6 +27,10 @@ const INLINE: [&str; 5] = [
     "image/avif",
 ];
 
+/// The `Retry-After` past the daily quota: the window slides, so room comes back as the day's
+/// uploads age; an hour is a fair guess, not a promise.
+const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
@@ -55,6 +59,10 @@ pub async fn upload(
     }
     let id = {
         let mut conn = state.db.conn(Op::Attachments).await?;
+        let used = attachments::uploaded_today(&mut conn, me).await?;
+        if used as u64 >= state.config.attachment_quota_bytes {
+            return Err(AppError::RateLimited(QUOTA_WAIT));
+        }
         let id = attachments::start(&mut conn, chat, me, &content_type, filename.as_deref())
             .await?
             .ok_or(AppError::NotFound)?;

@@ -276,3 +276,21 @@ async fn a_message_carries_only_its_senders_attachments_of_its_chat_and_a_delete
     let (_, page) = app.get(&format!("/api/chats/{chat}/messages"), &bob).await;
     assert!(page["messages"][0].get("attachments").is_none(), "{page}");
 }
+
+#[tokio::test]
+async fn past_the_daily_quota_a_user_s_uploads_are_refused_and_others_are_not() {
+    let app = spawn_app_with(|s| s.attachment_quota_bytes = 5000).await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    for _ in 0..2 {
+        let (status, body) = upload(&app, &alice, chat, "image/png", None, picture(3000)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = upload(&app, &alice, chat, "image/png", None, picture(10)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    let (status, _) = upload(&app, &bob, chat, "image/png", None, picture(3000)).await;
+    assert_eq!(status, StatusCode::CREATED, "bob's quota is his own");
+}
