@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 use super::auth::AuthUser;
 use super::extract::Path;
 use super::{AppState, Json};
-use crate::db::entries::{self, Amend, Amended};
-use crate::db::{messages, Op};
+use crate::db::entries::Amend;
 use crate::error::AppResult;
 use crate::ids::{ChatId, UserId};
 use crate::protocol::EntryKind;
@@ -28,7 +27,6 @@ pub async fn edit(
     Path((chat, seq)): Path<(ChatId, i64)>,
     Json(req): Json<EditBody>,
 ) -> AppResult<axum::Json<Value>> {
-    messages::check_body(&req.body, state.config.message_max_bytes)?;
     amend(&state, me, chat, seq, EntryKind::Edit, req.body).await
 }
 
@@ -48,7 +46,6 @@ pub async fn react(
     AuthUser(me): AuthUser,
     Path((chat, seq, emoji)): Path<(ChatId, i64, String)>,
 ) -> AppResult<axum::Json<Value>> {
-    entries::check_emoji(&emoji)?;
     amend(&state, me, chat, seq, EntryKind::React, emoji).await
 }
 
@@ -58,7 +55,6 @@ pub async fn unreact(
     AuthUser(me): AuthUser,
     Path((chat, seq, emoji)): Path<(ChatId, i64, String)>,
 ) -> AppResult<axum::Json<Value>> {
-    entries::check_emoji(&emoji)?;
     amend(&state, me, chat, seq, EntryKind::Unreact, emoji).await
 }
 
@@ -78,14 +74,6 @@ async fn amend(
         target,
         body,
     };
-    let mut conn = state.db.conn(Op::Chats).await?;
-    let done = entries::amend(&mut conn, amend).await?;
-    conn.done().await?;
-    Ok(axum::Json(match done {
-        Amended::New(entry, members) => {
-            state.hub.deliver_entry(&members, (*entry).clone());
-            json!({ "entry": entry })
-        }
-        Amended::Unchanged => json!({ "entry": null }),
-    }))
+    let entry = state.hub.amend(amend).await?;
+    Ok(axum::Json(json!({ "entry": entry })))
 }

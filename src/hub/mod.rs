@@ -34,12 +34,13 @@ pub use remote::{Scope, Suspects};
 use crate::auth::Session;
 use crate::bus::Publisher;
 use crate::config::{Config, Faults, WsConfig};
-use crate::db::messages::NewMessage;
-use crate::db::Db;
+use crate::db::entries::{self, Amend, Amended};
+use crate::db::messages::{self, NewMessage};
+use crate::db::{Db, Op};
 use crate::error::{AppError, AppResult};
 use crate::ids::UserId;
 use crate::metrics::HubMetrics;
-use crate::protocol::{Codec, Encoded, ServerFrame};
+use crate::protocol::{Codec, Encoded, EntryKind, ServerFrame};
 use crate::throttle::Throttles;
 
 pub struct Hub {
@@ -246,13 +247,29 @@ impl Hub {
         self.registry.deliver(users, except, &out);
     }
 
-    /// Delivers an entry committed outside the group commit (an edit, delete or reaction) to
-    /// `members` of its chat, on this node and the others, like a committed message.
-    pub fn deliver_entry(&self, members: &[UserId], entry: crate::protocol::Message) {
-        if let Some(bus) = &self.bus {
-            bus.announce([(&entry, members)]);
+    /// Stores an edit, delete or reaction (HTTP and sockets alike) after checking its text,
+    /// then delivers its entry to the chat's members, on this node and the others, like a
+    /// committed message. Answers the entry; None when there was nothing to do.
+    pub async fn amend(&self, amend: Amend) -> AppResult<Option<crate::protocol::Message>> {
+        match amend.kind {
+            EntryKind::Edit => messages::check_body(&amend.body, self.message_max_bytes)?,
+            EntryKind::React | EntryKind::Unreact => entries::check_emoji(&amend.body)?,
+            EntryKind::Delete | EntryKind::Message => {}
         }
-        self.deliver_message(members, entry);
+        let done = {
+            let mut conn = self.db.conn(Op::Chats).await?;
+            let done = entries::amend(&mut conn, amend).await?;
+            conn.done().await?;
+            done
+        };
+        let Amended::New(entry, members) = done else {
+            return Ok(None);
+        };
+        if let Some(bus) = &self.bus {
+            bus.announce([(&*entry, members.as_slice())]);
+        }
+        self.deliver_message(&members, (*entry).clone());
+        Ok(Some(*entry))
     }
 
     /// Tells every connection to finish its in-flight sends and close with 1001 (the server's

@@ -4,8 +4,7 @@
 
 use super::frames::error_frame;
 use super::Connection;
-use crate::db::entries::{self, Amend, Amended};
-use crate::db::{messages, Op};
+use crate::db::entries::Amend;
 use crate::error::AppResult;
 use crate::ids::ChatId;
 use crate::protocol::{EntryKind, Ref, ServerFrame};
@@ -33,11 +32,6 @@ impl Connection {
         kind: EntryKind,
         body: String,
     ) -> AppResult<()> {
-        match kind {
-            EntryKind::Edit => messages::check_body(&body, self.hub.message_max_bytes)?,
-            EntryKind::React | EntryKind::Unreact => entries::check_emoji(&body)?,
-            _ => {}
-        }
         self.budget("amend", 1)?;
         let amend = Amend {
             chat,
@@ -46,15 +40,6 @@ impl Connection {
             target,
             body,
         };
-        let done = {
-            let mut conn = self.hub.db.conn(Op::Chats).await?;
-            let done = entries::amend(&mut conn, amend).await?;
-            conn.done().await?;
-            done
-        };
-        if let Amended::New(entry, members) = done {
-            self.hub.deliver_entry(&members, *entry);
-        }
-        Ok(())
+        self.hub.amend(amend).await.map(|_| ())
     }
 }
