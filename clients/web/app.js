@@ -442,18 +442,25 @@ function showNote(text) {
   renderChats();
 }
 
+/** The chat the address names, or 0. */
+const hashChat = () => Number(/^#\/chat\/(\d+)$/.exec(location.hash)?.[1] ?? 0);
+
 async function route() {
-  const id = Number(/^#\/chat\/(\d+)$/.exec(location.hash)?.[1]);
+  const id = hashChat();
   if (!id) {
     document.body.dataset.view = 'list';
     return showNote('Pick a chat, or start one with a friend.');
   }
+  // Until the chat is loaded, nothing typed goes to the one being left.
+  if (s.open !== id) s.open = null;
   let chat;
   try {
     chat = (await api.chat(id)).chat;
   } catch (err) {
+    if (hashChat() !== id) return;
     return showNote(err.status === 404 ? 'This chat does not exist, or you are not a member of it.' : err.message);
   }
+  if (hashChat() !== id) return; // another chat was picked meanwhile
   upsertChat(chat);
   s.open = id;
   $('chat-note').hidden = true;

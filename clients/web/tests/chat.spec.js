@@ -19,6 +19,12 @@ async function send(page, text) {
 
 const bodies = (page) => page.locator('#messages li .body');
 
+/** Opens a chat from the list and waits until it is the one shown. */
+async function openChat(page, name, title = name) {
+  await page.getByRole('link', { name }).click();
+  await expect(page.locator('#chat-title')).toHaveText(title);
+}
+
 /** Two people in browsers of their own who became friends through the UI, their direct chat open. */
 async function friends(browser) {
   const contexts = [await browser.newContext(), await browser.newContext()];
@@ -61,7 +67,7 @@ test('two people become friends and chat live, with unread counts, typing and re
 
 test('offline while 20 messages come, a reader sees all 20 in order once back, with no reload and no duplicates', async ({ browser }) => {
   const { a, b, an, contexts } = await friends(browser);
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await send(a, 'before');
   await expect(bodies(b)).toHaveText(['before']);
   await b.evaluate(() => {
@@ -108,7 +114,7 @@ test('older messages load on scroll', async ({ browser }) => {
     });
     expect(res.status()).toBe(201);
   }
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await expect(bodies(b)).toHaveCount(50);
   await expect(bodies(b).last()).toHaveText('old 120');
   for (const count of [100, 120]) {
@@ -142,7 +148,7 @@ const item = (page, text) => page.locator('#messages li.msg').filter({ has: page
 
 test('edit, delete, react and reply, seen live by the other person', async ({ browser }, testInfo) => {
   const { a, b, an } = await friends(browser);
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await send(a, 'lunch at noen?');
   await expect(bodies(b)).toHaveText(['lunch at noen?']);
 
@@ -194,7 +200,7 @@ test('the chat list shows previews, sorts by activity, and the tab title counts 
   await send(b, 'who is in?');
   await expect(a.locator('#chat-list li').first()).toContainText('weekend');
   await expect(a.locator('#chat-list li').first()).toContainText('who is in?');
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await send(b, 'ping');
   // Alice has her direct chat open; the group waits with one unread.
   await expect(a.locator('#chat-list li').first()).toContainText(bn);
@@ -206,7 +212,7 @@ test('the chat list shows previews, sorts by activity, and the tab title counts 
 
 test('right-to-left text is isolated, and a paste over the limit is refused visibly, not cut', async ({ browser }) => {
   const { a, b, an } = await friends(browser);
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await send(a, 'שלום, מה שלומך?');
   await expect(bodies(b)).toHaveText(['שלום, מה שלומך?']);
   await expect(bodies(b).first()).toHaveAttribute('dir', 'auto');
@@ -294,7 +300,7 @@ test('a group creator adds and removes members, a member leaves, and a direct ch
   await expect(a.locator('#member-list li')).toHaveCount(1);
 
   // In their direct chat, bob blocks alice: she is no longer his friend.
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await b.getByRole('button', { name: 'Block' }).click();
   await expect(b.locator('#friend-list li').filter({ hasText: an })).toHaveCount(0);
 });
@@ -304,7 +310,7 @@ const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR
 
 test('a picture picked or a file dropped is sent as an attachment: images shown, files offered for download', async ({ browser }, testInfo) => {
   const { a, b, an } = await friends(browser);
-  await b.getByRole('link', { name: an }).click();
+  await openChat(b, an);
   await a.locator('#file').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: PNG });
   await expect(a.locator('#files li')).toHaveText(['dot.png×']);
   await a.locator('#body').press('Enter');
