@@ -18,5 +18,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod throttle;
 pub mod validate;
+pub mod webhook;
 
 pub use server::{run, Server};

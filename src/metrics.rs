@@ -62,6 +62,10 @@ pub const BUS_ANNOUNCED: &str = "xfchat_bus_messages_announced_total";
 pub const BUS_RECONNECTS: &str = "xfchat_bus_reconnects_total";
 pub const BUS_REPAIRED: &str = "xfchat_bus_repaired_messages_total";
 pub const BUS_UP: &str = "xfchat_bus_up";
+pub const WEBHOOK_BACKLOG: &str = "xfchat_webhook_backlog_events";
+pub const WEBHOOK_OLDEST: &str = "xfchat_webhook_oldest_event_age_seconds";
+pub const WEBHOOK_REQUESTS: &str = "xfchat_webhook_requests_total";
+pub const WEBHOOK_DELIVERED: &str = "xfchat_webhook_events_delivered_total";
 
 /// Latency buckets for everything measured in seconds: 100 µs to 10 s, about three per decade.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -187,6 +191,10 @@ fn register_at_zero() {
     ] {
         metrics::counter!(WS_REFUSED, "reason" => reason).increment(0);
     }
+    for outcome in ["ok", "failed"] {
+        metrics::counter!(WEBHOOK_REQUESTS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(WEBHOOK_DELIVERED).increment(0);
     for reason in ["write_timeout", "address_cap"] {
         metrics::counter!(HTTP_CLOSED, "reason" => reason).increment(0);
     }
@@ -271,6 +279,19 @@ fn describe() {
         BUS_UP,
         "1 while the bus listener hears its own heartbeats, else 0"
     );
+    describe_gauge!(
+        WEBHOOK_BACKLOG,
+        "Webhook events in the outbox, not yet taken by the receiver (all nodes)"
+    );
+    describe_gauge!(
+        WEBHOOK_OLDEST,
+        "Age of the oldest webhook event in the outbox, 0 when it is empty"
+    );
+    describe_counter!(
+        WEBHOOK_REQUESTS,
+        "Webhook requests by outcome (ok, failed: an error answer, a timeout, no connection)"
+    );
+    describe_counter!(WEBHOOK_DELIVERED, "Webhook events the receiver took");
     describe_counter!(PERSISTED, "Messages committed");
     describe_histogram!(COMMIT, Unit::Seconds, "Duration of one group commit");
     describe_histogram!(BATCH_SIZE, "Sends in one group commit");

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::external::ExternalTokens;
 use crate::auth::Tokens;
 use crate::bus::{self, Bus};
 use crate::config::{Cli, Command, Config};
@@ -122,7 +123,19 @@ impl Server {
                 .context("read revoked tokens")?;
             conn.done().await.context("read revoked tokens")?;
         }
+        let external = config
+            .integrations
+            .external
+            .clone()
+            .map(ExternalTokens::new)
+            .transpose()
+            .context("set up the app's tokens")?
+            .map(Arc::new);
+        if let Some(webhook) = config.integrations.webhook.clone() {
+            tokio::spawn(crate::webhook::run(db.clone(), webhook, shutdown.clone()));
+        }
         let state = AppState {
+            external,
             hub: hub.clone(),
             db: db.clone(),
             metrics: prometheus,
@@ -147,7 +160,7 @@ impl Server {
             async move {
                 let revoked = tokens.revoked();
                 revoked
-                    .follow(db, stop, |r| hub.revoke(r.user_id, r.jti))
+                    .follow(db, stop, |r| hub.revoke(r.user_id, r.closes()))
                     .await
             }
         });

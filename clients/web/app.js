@@ -532,7 +532,9 @@ function firstPending() {
   return $('messages').querySelector('li.pending') ?? null;
 }
 
-const nameOf = (chat, id) => (id === s.me.id ? 'You' : chat?.members.find((u) => u.id === id)?.display_name ?? 'someone');
+/** Who a message is from: you, a member, or (sender 0) the app's service. */
+const nameOf = (chat, id) => (id === s.me.id ? 'You' : id === 0 ? 'System'
+  : chat?.members.find((u) => u.id === id)?.display_name ?? 'someone');
 
 function messageItem(m) {
   const chat = s.chats.get(m.chat_id);

@@ -27,11 +27,26 @@ pub struct Revocation {
     pub jti: Uuid,
     pub user_id: UserId,
     pub expires_at: DateTime<Utc>,
+    /// Set for a revocation of every token of the app's the user was issued up to then.
+    pub issued_before: Option<DateTime<Utc>>,
+}
+
+impl Revocation {
+    /// The token or session whose sockets close.
+    pub fn closes(&self) -> Uuid {
+        match self.issued_before {
+            Some(_) => super::external_session(self.user_id),
+            None => self.jti,
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct Revoked {
     jtis: DashMap<Uuid, DateTime<Utc>>,
+    /// Per user, the newest `issued_before` (Unix seconds): the app's tokens issued up to then
+    /// are refused.
+    cutoffs: DashMap<UserId, i64>,
     /// The newest row read, so the next read takes only what came after.
     seen: std::sync::atomic::AtomicI64,
 }
@@ -41,8 +56,27 @@ impl Revoked {
         self.jtis.contains_key(jti)
     }
 
+    /// Whether `session`, of the app's own tokens, was issued before a revocation of them.
+    pub fn cut_off(&self, session: &super::Session) -> bool {
+        session.sid == super::external_session(session.user)
+            && self
+                .cutoffs
+                .get(&session.user)
+                .is_some_and(|c| *c >= session.issued as i64)
+    }
+
     fn learn(&self, r: &Revocation) {
-        self.jtis.insert(r.jti, r.expires_at);
+        match r.issued_before {
+            Some(at) => {
+                self.cutoffs
+                    .entry(r.user_id)
+                    .and_modify(|c| *c = (*c).max(at.timestamp()))
+                    .or_insert(at.timestamp());
+            }
+            None => {
+                self.jtis.insert(r.jti, r.expires_at);
+            }
+        }
         self.seen
             .fetch_max(r.id, std::sync::atomic::Ordering::Relaxed);
     }
@@ -80,6 +114,31 @@ impl Revoked {
         Ok(())
     }
 
+    /// Revokes every token of the app's that `user` was issued up to `at` (a second's
+    /// resolution: one issued in that second is refused too), here and on every node.
+    pub async fn revoke_issued_before(
+        &self,
+        conn: &mut PgConnection,
+        user: UserId,
+        at: DateTime<Utc>,
+    ) -> AppResult<()> {
+        let row: Revocation = sqlx::query_as(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at, issued_before) \
+             VALUES ($1, $2, $3 + interval '1 year', $3) \
+             RETURNING id, jti, user_id, expires_at, issued_before",
+        )
+        .bind(Uuid::new_v4())
+        .bind(user)
+        .bind(at)
+        .fetch_one(conn)
+        .await?;
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+        self.learn(&row);
+        // Rows of other servers between the last read and this one are still to be read.
+        self.seen.store(seen, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Reads every unexpired revocation newer than the last read, a page at a time; returns
     /// them, so their sockets can close. At startup that is all of them, so a token revoked
     /// before the server started is refused from its first request.
@@ -88,7 +147,7 @@ impl Revoked {
         loop {
             let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
             let rows: Vec<Revocation> = sqlx::query_as(
-                "SELECT id, jti, user_id, expires_at FROM revoked_tokens \
+                "SELECT id, jti, user_id, expires_at, issued_before FROM revoked_tokens \
                  WHERE id > $1 AND expires_at > now() ORDER BY id LIMIT $2",
             )
             .bind(seen)

@@ -40,6 +40,15 @@ pub fn legacy_session(user: UserId) -> Uuid {
     )
 }
 
+/// The one session of the app's own tokens of `user` (they have none of their own): ending it
+/// closes their sockets; their revocation is by issue time.
+pub fn external_session(user: UserId) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("xfchat-external:{user}").as_bytes(),
+    )
+}
+
 /// A verified token: who, which token, and until when.
 #[derive(Debug, Clone, Copy)]
 pub struct Session {
@@ -49,6 +58,8 @@ pub struct Session {
     pub sid: Uuid,
     /// Seconds since the Unix epoch.
     pub expires: u64,
+    /// When the token was issued (a ticket: when it was redeemed), seconds since the epoch.
+    pub issued: u64,
 }
 
 impl Session {
@@ -138,6 +149,7 @@ impl Tokens {
             jti,
             sid: data.claims.sid.unwrap_or_else(|| legacy_session(user)),
             expires: data.claims.exp,
+            issued: data.claims.iat,
         };
         if self.is_revoked(&session) {
             return Err(AppError::Unauthorized("token revoked"));
@@ -147,6 +159,8 @@ impl Tokens {
 
     /// Whether the token or the session of `session` was revoked.
     pub fn is_revoked(&self, session: &Session) -> bool {
-        self.revoked.contains(&session.jti) || self.revoked.contains(&session.sid)
+        self.revoked.contains(&session.jti)
+            || self.revoked.contains(&session.sid)
+            || self.revoked.cut_off(session)
     }
 }

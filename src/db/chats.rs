@@ -274,7 +274,7 @@ pub async fn for_newcomers(conn: &mut PgConnection, chat: ChatId) -> AppResult<C
     Ok(view)
 }
 
-async fn add_members(conn: &mut PgConnection, chat: ChatId, users: &[UserId]) -> AppResult<()> {
+pub async fn add_members(conn: &mut PgConnection, chat: ChatId, users: &[UserId]) -> AppResult<()> {
     sqlx::query(
         "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])",
     )

@@ -29,6 +29,7 @@ pub enum Op {
     Bus,
     Presence,
     Attachments,
+    Webhooks,
 }
 
 impl Op {
@@ -45,6 +46,7 @@ impl Op {
             Op::Bus => "bus",
             Op::Presence => "presence",
             Op::Attachments => "attachments",
+            Op::Webhooks => "webhooks",
         }
     }
 }

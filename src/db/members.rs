@@ -33,6 +33,23 @@ async fn lock_group(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppR
     }
 }
 
+/// Locks group chat `chat` for a membership change by the service, which needs no membership.
+pub async fn lock_for_service(conn: &mut PgConnection, chat: ChatId) -> AppResult<()> {
+    let kind: Option<Kind> =
+        sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(chat)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match kind {
+        Some(Kind::Group) => Ok(()),
+        Some(Kind::Direct) => Err(AppError::conflict(
+            ErrorCode::NotAGroup,
+            "a direct chat has no membership to change",
+        )),
+        None => Err(AppError::NotFound),
+    }
+}
+
 /// `user` leaves `chat`. Run it in a transaction.
 pub async fn leave(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<()> {
     lock_group(conn, chat, user).await?;
@@ -55,7 +72,8 @@ pub async fn remove(
     delete(conn, chat, user).await
 }
 
-async fn delete(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<()> {
+/// Takes `user` out of `chat`, whose row the caller locked; 404 when not a member.
+pub async fn delete(conn: &mut PgConnection, chat: ChatId, user: UserId) -> AppResult<()> {
     let gone =
         sqlx::query("DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2")
             .bind(chat)
@@ -91,12 +109,23 @@ pub async fn add(
             "user_ids: a block stands between you".into(),
         ));
     }
+    insert(conn, chat, &ids, max_members).await
+}
+
+/// Puts `ids` into `chat`, whose row the caller locked, within the group's cap; those already
+/// in it are left as they are. Returns the users added. Run it in a transaction.
+pub async fn insert(
+    conn: &mut PgConnection,
+    chat: ChatId,
+    ids: &[UserId],
+    max_members: i64,
+) -> AppResult<Vec<UserId>> {
     let added: Vec<UserId> = sqlx::query_scalar(
         "INSERT INTO conversation_members (conversation_id, user_id) \
          SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING RETURNING user_id",
     )
     .bind(chat)
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     // The chat's row is locked: the count is the group's size when this commits.

@@ -166,12 +166,14 @@ impl BatchRow {
 /// recognises repeats, takes each chat's seqs and inserts. Called outside a transaction, the
 /// statement commits when it returns. Sends to one chat get seqs in batch order. (The function
 /// can also notify other nodes inside the commit; it is not asked to, see `bus::publisher`.)
+/// With `hooks` (the webhook events configured), the commit writes their outbox rows too.
 pub async fn store_batch(
     conn: &mut PgConnection,
     batch: &[NewMessage],
+    hooks: Option<&str>,
 ) -> Result<Committed, sqlx::Error> {
     let rows: Vec<BatchRow> =
-        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
@@ -180,6 +182,7 @@ pub async fn store_batch(
             .bind(batch.iter().map(joined_attachments).collect::<Vec<_>>())
             .bind(bus::Channel::Messages.name())
             .bind(None::<&str>)
+            .bind(hooks)
             .fetch_all(conn)
             .await?;
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();

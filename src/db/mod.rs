@@ -13,9 +13,11 @@ pub mod messages;
 pub mod presence;
 pub mod replica;
 pub mod search;
+pub mod service;
 pub mod sessions;
 pub mod target;
 pub mod users;
+pub mod webhooks;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -185,6 +185,9 @@ pub async fn redeem(conn: &mut PgConnection, ticket: &str) -> AppResult<Session>
         jti,
         sid,
         expires: expires.timestamp().max(0) as u64,
+        // A ticket was issued for a token that was valid then; the tickets of a user whose
+        // tokens are revoked go with them.
+        issued: jsonwebtoken::get_current_timestamp(),
     })
 }
 

@@ -6,8 +6,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::AppState;
-use crate::auth::Session;
-use crate::error::AppError;
+use crate::auth::{external_session, Session};
+use crate::db::{service, Op};
+use crate::error::{AppError, AppResult};
 use crate::ids::UserId;
 
 /// The authenticated caller of an HTTP request.
@@ -21,12 +22,43 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The session of `token`: one of XFChat's own tokens, or, when configured, one of the app's
+/// (whose user is created on first use).
+pub async fn authenticate(state: &AppState, token: &str) -> AppResult<Session> {
+    let own = state.tokens.verify(token);
+    let Some(external) = &state.external else {
+        return own;
+    };
+    if !matches!(own, Err(AppError::Unauthorized("invalid token"))) {
+        return own;
+    }
+    let claims = external.verify(token).await?;
+    let user = {
+        let mut conn = state.db.conn(Op::Accounts).await?;
+        let user =
+            service::external_user(&mut conn, &claims.subject, claims.name.as_deref()).await?;
+        conn.done().await?;
+        user
+    };
+    let session = Session {
+        user,
+        jti: claims.jti,
+        sid: external_session(user),
+        expires: claims.expires,
+        issued: claims.issued,
+    };
+    if state.tokens.is_revoked(&session) {
+        return Err(AppError::Unauthorized("token revoked"));
+    }
+    Ok(session)
+}
+
 impl FromRequestParts<AppState> for Session {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer_token(parts).ok_or(AppError::Unauthorized("missing bearer token"))?;
-        state.tokens.verify(token)
+        authenticate(state, token).await
     }
 }
 

@@ -223,7 +223,7 @@ pub async fn read(
 /// Tells every member of a new chat about it: nothing is read in it yet, so they all see it
 /// alike and get one frame, read and serialised once. Best effort: the chat is committed, and a
 /// member who misses this finds it in `GET /api/chats`.
-async fn announce_new(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
+pub(super) async fn announce_new(state: &AppState, conn: &mut PgConnection, chat: &chats::Chat) {
     match chats::for_newcomers(conn, chat.id).await {
         Ok(view) => {
             let members: Vec<UserId> = view.members.iter().map(|m| m.id).collect();

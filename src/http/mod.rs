@@ -13,6 +13,7 @@ mod health;
 mod members;
 mod search;
 mod serve;
+mod service;
 mod sessions;
 mod web;
 mod ws;
@@ -29,6 +30,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::auth::external::ExternalTokens;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::db::Db;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub tokens: Tokens,
+    /// The app's own tokens, when XFCHAT_EXTERNAL_JWT_SECRET or _JWKS_URL is set.
+    pub external: Option<Arc<ExternalTokens>>,
     pub hub: Arc<Hub>,
     pub metrics: PrometheusHandle,
     pub throttles: Arc<Throttles>,
@@ -100,7 +104,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/users/{id}/block",
             post(friends::block).delete(friends::unblock),
-        );
+        )
+        .route("/service/chats", post(service::create_chat))
+        .route("/service/chats/{id}/messages", post(service::post_message))
+        .route("/service/chats/{id}/members", post(service::add_members))
+        .route(
+            "/service/chats/{id}/members/{user_id}",
+            delete(service::remove_member),
+        )
+        .route(
+            "/service/users/external/{subject}",
+            put(service::external_user),
+        )
+        .route("/service/users/{id}/revoke", post(service::revoke_user));
     let public = Router::new()
         .merge(web::routes())
         .nest("/api", api)

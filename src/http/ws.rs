@@ -68,7 +68,7 @@ async fn authenticate(state: &AppState, parts: &Parts, query: WsQuery) -> AppRes
         .map(str::to_owned)
         .or(query.token)
         .ok_or(AppError::Unauthorized("missing bearer token"))?;
-    state.tokens.verify(&token)
+    super::auth::authenticate(state, &token).await
 }
 
 /// A browser's socket comes from the server's own origin or an allowed one; a client that

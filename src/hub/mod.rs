@@ -25,7 +25,8 @@ use uuid::Uuid;
 use backlog::Caps as QueueCaps;
 use connection::Connection;
 pub use connection::Socket;
-use persist::{Persisted, Persister, ReplyTo, SendRequest};
+pub use persist::Persisted;
+use persist::{Persister, ReplyTo, SendRequest};
 pub use registry::ConnId;
 use registry::{Caps, ConnInbox, Kind, Outbound, Refused, Registry};
 use remote::Positions;
@@ -36,9 +37,9 @@ use crate::bus::Publisher;
 use crate::config::{Config, Faults, WsConfig};
 use crate::db::entries::{self, Amend, Amended};
 use crate::db::messages::{self, NewMessage};
-use crate::db::{Db, Op};
+use crate::db::{service, Db, Op};
 use crate::error::{AppError, AppResult};
-use crate::ids::UserId;
+use crate::ids::{ChatId, UserId};
 use crate::metrics::HubMetrics;
 use crate::protocol::{Codec, Encoded, EntryKind, ServerFrame};
 use crate::throttle::Throttles;
@@ -50,6 +51,8 @@ pub struct Hub {
     db: Db,
     ws: WsConfig,
     message_max_bytes: usize,
+    /// The webhook events commits write to the outbox; None without webhooks.
+    hooks: Option<Arc<str>>,
     faults: Faults,
     throttles: Arc<Throttles>,
     /// A child of the server's shutdown token: at shutdown, connections stop reading, finish
@@ -91,14 +94,18 @@ impl Hub {
         let registry = Arc::new(Registry::default());
         let metrics = HubMetrics::new();
         let positions = Arc::new(Positions::default());
+        let hooks: Option<Arc<str>> = config
+            .integrations
+            .webhook
+            .as_ref()
+            .map(|w| w.events.as_str().into());
         let persister = Persister::start(
             db.clone(),
             registry.clone(),
             positions.clone(),
             bus.clone(),
-            &config.ws,
+            config,
             &metrics,
-            &config.faults,
         );
         Arc::new(Hub {
             registry,
@@ -107,6 +114,7 @@ impl Hub {
             db,
             ws: config.ws.clone(),
             message_max_bytes: config.message_max_bytes,
+            hooks,
             faults: config.faults.clone(),
             throttles,
             shutdown: shutdown.child_token(),
@@ -270,6 +278,33 @@ impl Hub {
         }
         self.deliver_message(&members, (*entry).clone());
         Ok(Some(*entry))
+    }
+
+    /// Stores a message from the system (the service key's) in `chat` and delivers it like
+    /// any message: committed first, then to the members' sockets here and on other nodes.
+    pub async fn post_system(
+        &self,
+        chat: ChatId,
+        client_msg_id: Uuid,
+        body: &str,
+    ) -> AppResult<Persisted> {
+        messages::check_body(body, self.message_max_bytes)?;
+        let posted = {
+            let mut conn = self.db.conn(Op::Chats).await?;
+            let posted =
+                service::post_system(&mut conn, chat, client_msg_id, body, self.hooks.as_deref())
+                    .await?;
+            conn.done().await?;
+            posted
+        };
+        if !posted.new {
+            return Ok(Persisted::Replay(posted.message));
+        }
+        if let Some(bus) = &self.bus {
+            bus.announce([(&posted.message, posted.members.as_slice())]);
+        }
+        self.deliver_message(&posted.members, posted.message.clone());
+        Ok(Persisted::New(posted.message))
     }
 
     /// Tells every connection to finish its in-flight sends and close with 1001 (the server's

@@ -14,7 +14,7 @@ use tokio::time::{timeout, Duration, Instant};
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
 use crate::bus::Publisher;
-use crate::config::{Faults, WsConfig};
+use crate::config::{Config, Faults};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, DbConn, Op};
 use crate::error::{is_input_error, AppError};
@@ -61,6 +61,8 @@ struct Shared {
     bus: Option<Publisher>,
     metrics: HubMetrics,
     faults: Faults,
+    /// The webhook events each commit writes to the outbox; None without webhooks.
+    hooks: Option<Arc<str>>,
 }
 
 impl Persister {
@@ -69,17 +71,22 @@ impl Persister {
         registry: Arc<Registry>,
         positions: Arc<Positions>,
         bus: Option<Publisher>,
-        ws: &WsConfig,
+        config: &Config,
         metrics: &HubMetrics,
-        faults: &Faults,
     ) -> Self {
+        let ws = &config.ws;
         let shared = Shared {
             db,
             registry,
             positions,
             bus,
             metrics: metrics.clone(),
-            faults: faults.clone(),
+            faults: config.faults.clone(),
+            hooks: config
+                .integrations
+                .webhook
+                .as_ref()
+                .map(|w| w.events.as_str().into()),
         };
         let shards = (0..ws.persist_workers)
             .map(|_| {
@@ -166,7 +173,8 @@ async fn handle_batch(
     }
     let started = Instant::now();
     let bus = shared.bus.as_ref();
-    let Committed { outcomes, members } = commit(&shared.db, kept, batch).await;
+    let Committed { outcomes, members } =
+        commit(&shared.db, kept, batch, shared.hooks.as_deref()).await;
     metrics.commit.record(started.elapsed());
     if let Some(bus) = bus {
         bus.announce(outcomes.iter().filter_map(|o| match o {
@@ -219,7 +227,12 @@ async fn handle_batch(
 /// refused. Halves are committed in order, so each chat's sends keep their order. A database
 /// failure (connection lost, timeout) fails only the sends not yet committed, and the kept
 /// connection goes back to the pool (which tests it) rather than serving the next batch.
-async fn commit(db: &Db, kept: &mut Option<DbConn>, batch: &[NewMessage]) -> Committed {
+async fn commit(
+    db: &Db,
+    kept: &mut Option<DbConn>,
+    batch: &[NewMessage],
+    hooks: Option<&str>,
+) -> Committed {
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut members = HashMap::new();
     let mut failure = None;
@@ -238,7 +251,7 @@ async fn commit(db: &Db, kept: &mut Option<DbConn>, batch: &[NewMessage]) -> Com
             pending.push(0..batch.len());
             let mut retried = false;
             while let Some(range) = pending.pop() {
-                match store(&mut conn, &batch[range.clone()]).await {
+                match store(&mut conn, &batch[range.clone()], hooks).await {
                     Ok(done) => {
                         members.extend(done.members);
                         for (i, outcome) in range.zip(done.outcomes) {
@@ -300,12 +313,13 @@ async fn commit(db: &Db, kept: &mut Option<DbConn>, batch: &[NewMessage]) -> Com
 async fn store(
     conn: &mut DbConn,
     batch: &[NewMessage],
+    hooks: Option<&str>,
 ) -> Result<messages::Committed, sqlx::Error> {
     if conn.keepable() {
-        return messages::store_batch(conn, batch).await;
+        return messages::store_batch(conn, batch, hooks).await;
     }
     let mut savepoint = sqlx::Connection::begin(&mut **conn).await?;
-    match messages::store_batch(&mut savepoint, batch).await {
+    match messages::store_batch(&mut savepoint, batch, hooks).await {
         Ok(done) => savepoint.commit().await.map(|()| done),
         Err(err) => {
             savepoint.rollback().await?;

@@ -21,6 +21,7 @@ mod http_limits;
 mod hub;
 mod hub_failures;
 mod hub_limits;
+mod integrations;
 mod limits;
 mod liveness;
 mod membership;

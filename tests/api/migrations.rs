@@ -26,6 +26,7 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
             "blocks",
             "conversation_members",
             "conversations",
+            "external_users",
             "friend_requests",
             "friendships",
             "history",
@@ -36,6 +37,7 @@ async fn migrations_apply_down_and_up_again_on_a_database_with_data() {
             "revoked_tokens",
             "sessions",
             "users",
+            "webhook_events",
             "ws_tickets"
         ]
     );

@@ -31,23 +31,26 @@ async fn scans(conn: &mut PgConnection, tables: &[&str]) -> Vec<(i64, i64)> {
     out
 }
 
-/// Stores one message from each of `senders` in `chat` in one commit, on `conn`.
+/// Stores one message from each of `senders` in `chat` in one commit, on `conn`, with the
+/// webhook events of both kinds, so their statements are planned and probed too.
 async fn commit(conn: &mut PgConnection, chat: i64, senders: &[i64], i: usize) {
     let n = senders.len();
     // After the first commit every send answers the chat's first message, so the reply check
     // is planned and probed too.
     let replies: Vec<Option<i64>> = (0..n).map(|_| (i > 0).then_some(1)).collect();
-    let rows =
-        sqlx::query("SELECT outcome FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, 'x', NULL)")
-            .bind(vec![chat; n])
-            .bind(senders.to_vec())
-            .bind((0..n).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
-            .bind((0..n).map(|k| format!("{i}.{k}")).collect::<Vec<_>>())
-            .bind(replies)
-            .bind(vec![String::new(); n])
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
+    let rows = sqlx::query(
+        "SELECT outcome FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, 'x', NULL, \
+             'message.offline,message.created')",
+    )
+    .bind(vec![chat; n])
+    .bind(senders.to_vec())
+    .bind((0..n).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+    .bind((0..n).map(|k| format!("{i}.{k}")).collect::<Vec<_>>())
+    .bind(replies)
+    .bind(vec![String::new(); n])
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
     let stored = rows
         .iter()
         .filter(|r| r.get::<Option<String>, _>(0).as_deref() == Some("new"));
@@ -97,11 +100,15 @@ async fn the_store_keeps_its_plans_and_they_probe_by_key_after_the_tables_grew()
     .fetch_all(&pool)
     .await
     .unwrap();
-    // Each in its three versions: with attachments, and the two that nodes not yet upgraded
-    // call.
+    // Each in its versions: the batch with webhook events and with attachments, and the two
+    // that nodes not yet upgraded call.
     assert_eq!(
         kept,
-        [["xfchat_store_batch"; 3], ["xfchat_store_messages"; 3]].concat()
+        [
+            vec!["xfchat_store_batch"; 4],
+            vec!["xfchat_store_messages"; 3]
+        ]
+        .concat()
     );
     // Plans made on one connection while the tables are nearly empty...
     let mut conn = pool.acquire().await.unwrap();

@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use sqlx::postgres::PgConnectOptions;
 
+mod integrations;
+pub use integrations::{ExternalJwtConfig, IntegrationSettings, Integrations, WebhookConfig};
+
 /// The `xfchat` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -508,6 +511,8 @@ pub struct Settings {
         global = true
     )]
     pub bus_prefix: String,
+    #[command(flatten)]
+    pub integrations: IntegrationSettings,
 }
 
 /// What stands between the server and PostgreSQL.
@@ -582,6 +587,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub throttle: ThrottleConfig,
     pub ws: WsConfig,
+    pub integrations: Integrations,
     /// Faults the test suite injects to prove that the server contains a bug; never set from
     /// the environment or the command line.
     pub faults: Faults,
@@ -934,6 +940,7 @@ impl Settings {
                 persist_batch: self.persist_batch,
                 persist_queue: self.persist_queue,
             },
+            integrations: self.integrations.validate()?,
             faults: Faults::default(),
         })
     }
@@ -1013,6 +1020,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("throttle", &self.throttle)
             .field("ws", &self.ws)
+            .field("integrations", &self.integrations)
             .field("faults", &self.faults)
             .finish()
     }
