@@ -172,19 +172,25 @@ pub async fn store_batch(
     batch: &[NewMessage],
     hooks: Option<&str>,
 ) -> Result<Committed, sqlx::Error> {
-    let rows: Vec<BatchRow> =
-        sqlx::query_as("SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
-            .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
-            .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
-            .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|m| m.reply_to).collect::<Vec<_>>())
-            .bind(batch.iter().map(joined_attachments).collect::<Vec<_>>())
-            .bind(bus::Channel::Messages.name())
-            .bind(None::<&str>)
-            .bind(hooks)
-            .fetch_all(conn)
-            .await?;
+    // Without webhooks, the version that writes no events: the hot path pays nothing for them.
+    let sql = match hooks {
+        None => "SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8)",
+        Some(_) => "SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    };
+    let query = sqlx::query_as(sql)
+        .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
+        .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
+        .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
+        .bind(batch.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|m| m.reply_to).collect::<Vec<_>>())
+        .bind(batch.iter().map(joined_attachments).collect::<Vec<_>>())
+        .bind(bus::Channel::Messages.name())
+        .bind(None::<&str>);
+    let query = match hooks {
+        None => query,
+        Some(h) => query.bind(h),
+    };
+    let rows: Vec<BatchRow> = query.fetch_all(conn).await?;
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut members: HashMap<ChatId, Vec<UserId>> = HashMap::new();
     for mut row in rows {

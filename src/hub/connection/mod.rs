@@ -171,6 +171,10 @@ impl Connection {
         self.count_out(&hello);
         self.feed(self.codec.encode(&hello)).await?;
         self.flush().await?;
+        // The greeting counts from the `hello` the client answers, not from the upgrade.
+        if self.greeting_until.is_some() {
+            self.greeting_until = Some(Instant::now() + GREETING);
+        }
         loop {
             if draining && self.in_flight.is_empty() && self.inbox.rx.is_empty() {
                 return Err(End::Close(
@@ -198,13 +202,15 @@ impl Connection {
                 },
                 _ = backlog.fell_behind() => {}
                 _ = sleep_until_some(retry_at) => {}
-                _ = sleep_until_some(greeting_until) => self.end_greeting(),
                 _ = sleep_until_some(paused_until) => self.read_paused_until = None,
                 incoming = self.socket.next(), if !draining && paused_until.is_none() => match incoming {
                     Some(Ok(msg)) => self.on_message(msg, &mut awaiting_pong).await?,
                     Some(Err(e)) => return Err(read_failed(e)),
                     None => return Err(End::Gone(reason::NORMAL)),
                 },
+                // After the socket's read: a first frame that is already here when the greeting
+                // runs out (a busy server comes to this socket late) still says where to start.
+                _ = sleep_until_some(greeting_until) => self.end_greeting(),
                 _ = ping.tick() => {
                     if let Some(sent) = awaiting_pong {
                         if sent.elapsed() >= self.hub.ws.pong_timeout {
