@@ -687,3 +687,40 @@ async fn the_service_key_and_the_secrets_never_reach_a_log() {
         assert!(!text.contains(secret), "a secret reached the log");
     }
 }
+
+#[tokio::test]
+async fn with_message_created_chosen_every_message_is_one_event_beside_the_offline_ones() {
+    let (receiver, url) = Receiver::start(200).await;
+    let app = spawn_app_with(|s| {
+        hooked(&url)(s);
+        s.integrations.webhook_events = vec!["message.created".into(), "message.offline".into()];
+    })
+    .await;
+    let alice = app.signup("alice").await;
+    let bob = app.signup("bob").await;
+    let carol = app.signup("carol").await;
+    let chat = app.group(&alice, &[&bob, &carol]).await;
+    app.say(&alice, chat, "one").await;
+    app.say(&bob, chat, "two").await;
+    // Two messages: one `message.created` each, and one `message.offline` per member but the
+    // sender (nobody has a socket open).
+    let events = receiver
+        .until(Duration::from_secs(15), |e| e.len() >= 6)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = if receiver.events().len() > events.len() {
+        receiver.events()
+    } else {
+        events
+    };
+    let count = |kind: &str| events.iter().filter(|e| e["type"] == kind).count();
+    assert_eq!(
+        (count("message.created"), count("message.offline")),
+        (2, 4),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .filter(|e| e["type"] == "message.created")
+        .all(|e| e["data"].get("recipient_id").is_none()));
+}
