@@ -402,7 +402,8 @@ async fn the_app_s_own_hs256_tokens_open_http_and_sockets_as_a_user_created_on_f
     assert_eq!(me(&app, &fresh).await.1["user"]["id"], id);
 }
 
-// Test keys only, made for this test: two P-256 key pairs and their public halves as JWKs.
+// Test keys only, made for this test: two P-256 key pairs and an RSA one, with their public
+// halves as JWKs.
 const EC1_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQglrR/DZecH2QZaCl4
 pfHkOlyOwvsbxFah5D5lTbjQp0WhRANCAASsI8Lbxq0nN8cB1Z1A147+BO+YBd4/
@@ -416,12 +417,44 @@ hCE1V6zNpe5tVfbk42cdjGA87ElI1D1dsD/c+48DiRdAUPb/HLA7RxfX
 -----END PRIVATE KEY-----
 ";
 
+const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDDRdH70oBwI1mk
+QlfvWG/wLDlTvR+CaMq7pFj5Ai3ixHfWRCc6VE7xke83G00cd+75FM/incQeAjWX
+wUjqZ2RFGEXJkFytCjuI2dWK3dzoHyKM5I85Xfnt9BOps9o8wpQXzeJHb8fsS9Rp
+ZlMJUhUQLQm4pD0klbOPLKH+zPgf0npFoGpgraomRkktTIXk/fEHPZmNL84N10WN
+c5RbplDAxB9tND/LR12ff0lbjnHuGnym426lg70uwDaiSqDESvRtqNttOPlheNm8
+7dRhV4GuPHEZvfH8KDjEmjyi959uNdlODmW5IHi8b48mGacjs2J8enyKUJq9t6Q0
+djKQFugjAgMBAAECggEAA2XQnIrHdKwOID84m8/fIBUKPlHDyEId3PFOzFkPBqtt
+JmDzNHRJF1z3BkTHAmAihq+nr7AXvH9ErXT4hCjzuVwNws8XPbo4L6O9Wng3zXYq
+j2cJXZyBVR7yb05+KqEmxdntk66h55Oo3i3180CRYJcCsfVxoZRVQSrWpWytmJLK
+M+gMEm4QUL/bBm0t1AFPLIN3EudiWs0udTPD2/it+xotUl+HZTVgWp4KwSru6N00
+xzAeTs+qBwepmLvPslFT9uBLXzlB6AbqPcpQEdktNuwpnLZsNAesKMVQyXOWcxgt
+77ExbA4S2w9BU8Ff/07pnIaJ5Ps7V/nnPkJVWawD2QKBgQDhkY2/KKDzdy9rbikC
+gyi+uDLOtBGkhI/hgyoBCj8w51nEM4/DLAfAvyrSV2RhlwWiNzOCHkDvK3iv2NOd
+t4TCKBUpBwn9GK2jaA0drzCXwK3a9RdIiUe08vCgnq+S85jMv66if73ggGyUDJPE
+gX5DDTRPG5gCaNJ8DapV0JrTDQKBgQDdnfD/0lKWxczCJSnkP4dn7Z4BKwfhDqid
+M1HxXbQ2ReLj5PdgsaIwmI1UGPZ8vgYxE/dtQUyk2V5Iz+I5bHqNhVm4pMBaztud
+cPcLhOXyD/hHX4kycG956p/n363qzRYx7RUOABota1r4oLx+R8GGh4+RcNzj8KPH
+gc/qhA+b7wKBgEIDwyQq08/tFaevOblOgWIvrk7oTDGFykYJiQV85jl9u7u8C1rn
+S+2RBQtCIFKfTDrJRP3TtNVKN6vfHS+PQf9Ak9DKCpZT3p1wGkaRuvrunPLzv7iu
+1JmUb+/SAThUqmdhwc407HEDpMM/Ww+rhjRBbQmp3bb2zoMXzL4IqwcRAoGBALVh
+PQvDkcDApvMHA6BBtosC2VzPYSV7n9j5VcmcDZCV5jrq/ORwvfPUB2ea/rHdvKeS
+VeFfnmEVXqttKRQiirMlPud2P9CSmP/kou0UmjZhh6yyrlFP4I0B0FowoeEYdV/r
+UF4jC0m9Ibl3pI4eIHAApyo8Gy2bmBADWK3x4+yVAoGADmuLJpZ7rQbaWNaG1JgJ
+D9jHLyFsPHVpkKPtJV+jmftoQPYqyGl0VoiIionvQI/1NEl6ywa9xhmOXDFfh7FD
+PJAcLV5f/1EgJSBydCdH0CfXxPqRBRNVKCPx+si4E9Zdadf2JglYk7qBwyX5eue8
+lpdRL3CAy8aVgGd3lHvFo14=
+-----END PRIVATE KEY-----
+";
+const RSA_N: &str = "w0XR-9KAcCNZpEJX71hv8Cw5U70fgmjKu6RY-QIt4sR31kQnOlRO8ZHvNxtNHHfu-RTP4p3EHgI1l8FI6mdkRRhFyZBcrQo7iNnVit3c6B8ijOSPOV357fQTqbPaPMKUF83iR2_H7EvUaWZTCVIVEC0JuKQ9JJWzjyyh_sz4H9J6RaBqYK2qJkZJLUyF5P3xBz2ZjS_ODddFjXOUW6ZQwMQfbTQ_y0ddn39JW45x7hp8puNupYO9LsA2okqgxEr0bajbbTj5YXjZvO3UYVeBrjxxGb3x_Cg4xJo8ovefbjXZTg5luSB4vG-PJhmnI7NifHp8ilCavbekNHYykBboIw";
+
 fn ec_jwk(kid: &str, x: &str, y: &str) -> Value {
     json!({ "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid, "x": x, "y": y })
 }
 
 #[tokio::test]
-async fn the_app_s_es256_tokens_are_checked_with_its_key_set_fetched_cached_and_refreshed() {
+async fn the_app_s_es256_and_rs256_tokens_are_checked_with_its_key_set_fetched_cached_and_refreshed(
+) {
     let k1 = ec_jwk(
         "k1",
         "rCPC28atJzfHAdWdQNeO_gTvmAXeP4uZLMrL6O8FXuA",
@@ -433,7 +466,9 @@ async fn the_app_s_es256_tokens_are_checked_with_its_key_set_fetched_cached_and_
         "9uTjZx2MYDzsSUjUPV2wP9z7jwOJF0BQ9v8csDtHF9c",
     );
     // The app's key set, served on loopback; it counts its fetches.
-    let served = Arc::new(Mutex::new(json!({ "keys": [k1] })));
+    let k3 =
+        json!({ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k3", "n": RSA_N, "e": "AQAB" });
+    let served = Arc::new(Mutex::new(json!({ "keys": [k1, k3] })));
     let fetches = Arc::new(AtomicUsize::new(0));
     let jwks = axum::Router::new().route(
         "/.well-known/jwks.json",
@@ -482,7 +517,14 @@ async fn the_app_s_es256_tokens_are_checked_with_its_key_set_fetched_cached_and_
     let forged = app_token("grace", json!({}), &key2, es256("k1"));
     assert_eq!(me(&app, &forged).await.0, StatusCode::UNAUTHORIZED);
     // The app rotates its keys: a token of the new key is accepted once the set is fetched again.
-    *served.lock().unwrap() = json!({ "keys": [k1, k2] });
+    // An RS256 token of the set's RSA key is accepted too.
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+    let mut rs256 = Header::new(Algorithm::RS256);
+    rs256.kid = Some("k3".into());
+    let (status, body) = me(&app, &app_token("linus", json!({}), &rsa, rs256)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["display_name"], "linus");
+    *served.lock().unwrap() = json!({ "keys": [k1, k2, k3] });
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, body) = me(&app, &stranger).await;
     assert_eq!(status, StatusCode::OK, "{body}");
