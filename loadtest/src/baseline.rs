@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use xfchat::db::messages::Message;
 use xfchat::hub::handshake::{self, Handshake};
 use xfchat::ids::{ChatId, MessageId, UserId};
-use xfchat::protocol::{ClientFrame, Codec, Encoded, EntryKind, ServerFrame};
+use xfchat::protocol::{ClientFrame, Codec, Encoded, ServerFrame};
 
 #[derive(Parser)]
 struct Args {
@@ -210,13 +210,7 @@ async fn serve(
                         client_msg_id,
                         body,
                         created_at: chrono::Utc::now(),
-                        kind: EntryKind::Message,
-                        target: None,
-                        reply_to: None,
-                        edited_at: None,
-                        deleted: false,
-                        attachments: Vec::new(),
-                        reactions: Vec::new(),
+                        ..Default::default()
                     };
                     log.push(message.clone());
                     let fanned = Arc::new(Encoded::new(ServerFrame::Message { message: message.clone() }));

@@ -78,7 +78,10 @@ impl ExternalTokens {
             _ => return Err(refused()),
         };
         let mut validation = Validation::new(header.alg);
-        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        let mut required = vec!["exp", "sub", "iat"];
+        required.extend(self.config.issuer.as_ref().map(|_| "iss"));
+        required.extend(self.config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         validation.leeway = LEEWAY_SECS;
         match &self.config.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
@@ -115,11 +118,16 @@ impl ExternalTokens {
             .and_then(Value::as_str)
             .and_then(|j| Uuid::parse_str(j).ok())
             .unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, token.as_bytes()));
+        let issued = number("iat")?;
+        // Issued in the future: a clock far ahead, or a token made to outlive a revocation.
+        if issued > jsonwebtoken::get_current_timestamp() + LEEWAY_SECS {
+            return Err(refused());
+        }
         Ok(Claims {
             subject,
             name,
             jti,
-            issued: number("iat")?,
+            issued,
             expires: number("exp")?,
         })
     }

@@ -107,11 +107,7 @@ pub async fn amend(conn: &mut PgConnection, amend: Amend) -> AppResult<Amended> 
         created_at: first.created_at.ok_or_else(missing)?,
         kind: amend.kind,
         target: Some(amend.target),
-        reply_to: None,
-        edited_at: None,
-        deleted: false,
-        attachments: Vec::new(),
-        reactions: Vec::new(),
+        ..Default::default()
     };
     let members = rows.filter_map(|r| r.member_id).collect();
     Ok(Amended::New(Box::new(entry), members))

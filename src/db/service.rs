@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::ids::{ChatId, MessageId, UserId};
-use crate::protocol::{EntryKind, ErrorCode, Message};
+use crate::protocol::{ErrorCode, Message};
 
 /// The sender of the messages the service posts.
 pub const SYSTEM: UserId = UserId(0);
@@ -74,13 +74,7 @@ pub async fn post_system(
         client_msg_id,
         body: first.body.ok_or_else(missing)?,
         created_at: first.created_at.ok_or_else(missing)?,
-        kind: EntryKind::Message,
-        target: None,
-        reply_to: None,
-        edited_at: None,
-        deleted: false,
-        attachments: Vec::new(),
-        reactions: Vec::new(),
+        ..Default::default()
     };
     let members = rows.filter_map(|r| r.member_id).collect();
     Ok(Posted {
@@ -99,13 +93,22 @@ pub async fn create_group(
     members: &[UserId],
     max_members: i64,
 ) -> AppResult<ChatId> {
-    let mut ids: Vec<UserId> = members.iter().copied().chain(creator).collect();
+    if let Some(c) = creator {
+        check_users(conn, "creator_id", &[c]).await?;
+    }
+    let mut ids: Vec<UserId> = members.to_vec();
     ids.sort_unstable();
     ids.dedup();
+    check_users(conn, "member_ids", &ids).await?;
+    ids.extend(creator.filter(|c| !ids.contains(c)));
+    if ids.is_empty() {
+        return Err(AppError::invalid(
+            "member_ids: a group needs a member (or a creator_id)",
+        ));
+    }
     if ids.len() as i64 > max_members {
         return Err(super::chats::group_full(max_members));
     }
-    check_users(conn, &ids).await?;
     let id: ChatId = sqlx::query_scalar(
         "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) RETURNING id",
     )
@@ -117,8 +120,21 @@ pub async fn create_group(
     Ok(id)
 }
 
-/// 422 unless every one of `ids` is an account that exists.
-pub async fn check_users(conn: &mut PgConnection, ids: &[UserId]) -> AppResult<()> {
+/// A display name made of a subject: without control characters, trimmed, at most 64
+/// characters; `user` when nothing is left.
+pub fn display_of(subject: &str) -> String {
+    let clean: String = subject.chars().filter(|c| !c.is_control()).collect();
+    let name: String = clean.trim().chars().take(64).collect();
+    let name = name.trim_end().to_owned();
+    if name.is_empty() {
+        "user".to_owned()
+    } else {
+        name
+    }
+}
+
+/// 400 naming `field` unless every one of `ids` is an account that exists.
+pub async fn check_users(conn: &mut PgConnection, field: &str, ids: &[UserId]) -> AppResult<()> {
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM users WHERE id = ANY ($1) AND id <> 0 AND deleted_at IS NULL",
     )
@@ -126,7 +142,7 @@ pub async fn check_users(conn: &mut PgConnection, ids: &[UserId]) -> AppResult<(
     .fetch_one(conn)
     .await?;
     if found != ids.len() as i64 {
-        return Err(AppError::invalid("user_ids: every user must exist"));
+        return Err(AppError::invalid(format!("{field}: every user must exist")));
     }
     Ok(())
 }
@@ -138,7 +154,8 @@ pub async fn external_user(
     subject: &str,
     name: Option<&str>,
 ) -> AppResult<UserId> {
-    let display = name.unwrap_or(subject);
+    let fallback = display_of(subject);
+    let display = name.unwrap_or(&fallback);
     let found: Option<(UserId, String)> = sqlx::query_as(
         "SELECT u.id, u.display_name FROM external_users e JOIN users u ON u.id = e.user_id \
          WHERE e.subject = $1 AND u.deleted_at IS NULL",

@@ -89,8 +89,8 @@ pub async fn create_chat(
     if title.is_empty() || title.chars().count() > 100 {
         return Err(AppError::invalid("title: 1 to 100 characters"));
     }
-    if req.member_ids.is_empty() || req.member_ids.len() > 1000 {
-        return Err(AppError::invalid("member_ids: 1 to 1000 users"));
+    if req.member_ids.len() > 1000 {
+        return Err(AppError::invalid("member_ids: at most 1000 users"));
     }
     let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
@@ -125,7 +125,7 @@ pub async fn add_members(
     let mut conn = state.db.conn(Op::Chats).await?;
     let mut tx = conn.begin().await?;
     members::lock_for_service(&mut tx, chat).await?;
-    service::check_users(&mut tx, &ids).await?;
+    service::check_users(&mut tx, "user_ids", &ids).await?;
     let added = members::insert(&mut tx, chat, &ids, state.config.group_max_members).await?;
     tx.commit().await?;
     conn.commit().await?;

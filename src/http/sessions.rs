@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{AppState, ClientIp, Json};
-use crate::auth::{legacy_session, Session};
+use crate::auth::{external_session, legacy_session, Session};
 use crate::db::sessions::{self, Refreshed, TICKET_TTL};
 use crate::db::users::User;
 use crate::db::Op;
@@ -149,6 +149,15 @@ pub async fn logout(State(state): State<AppState>, session: Session) -> AppResul
 pub async fn logout_all(State(state): State<AppState>, session: Session) -> AppResult<StatusCode> {
     let mut conn = state.db.conn(Op::Accounts).await?;
     end_all(&state, &mut conn, session.user, None).await?;
+    // The app's own tokens have no session: every one issued to the user so far is refused.
+    if session.sid == external_session(session.user) {
+        state
+            .tokens
+            .revoked()
+            .revoke_issued_before(&mut conn, session.user, Utc::now())
+            .await?;
+        state.hub.revoke(session.user, session.sid);
+    }
     conn.done().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use crate::ids::{ChatId, MessageId, RequestId, UserId};
 
 /// A stored entry of a chat's log: a message, or an edit, delete or reaction acting on the
-/// message `target`. Every entry has its own seq, so streams replay them in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// message `target`. Every entry has its own seq, so streams replay them in order. Its
+/// `Default` is the empty message, for `..Default::default()` where an entry is new.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
     pub chat_id: ChatId,

@@ -369,6 +369,26 @@ async fn the_app_s_own_hs256_tokens_open_http_and_sockets_as_a_user_created_on_f
             &key,
             Header::new(Algorithm::HS384),
         ),
+        // Issuer and audience are required once configured, and `iat` may not be ahead.
+        app_token(
+            "app-user-42",
+            json!({ "aud": "xfchat" }),
+            &key,
+            Header::default(),
+        ),
+        app_token(
+            "app-user-42",
+            json!({ "iss": "https://app.example" }),
+            &key,
+            Header::default(),
+        ),
+        app_token(
+            "app-user-42",
+            json!({ "iss": "https://app.example", "aud": "xfchat",
+                    "iat": jsonwebtoken::get_current_timestamp() + 3600 }),
+            &key,
+            Header::default(),
+        ),
     ];
     for t in &wrong {
         let (status, body) = me(&app, t).await;
@@ -398,8 +418,17 @@ async fn the_app_s_own_hs256_tokens_open_http_and_sockets_as_a_user_created_on_f
     assert_eq!(close.map(|c| u16::from(c.code)), Some(4002));
     assert_eq!(me(&app, &token).await.0, StatusCode::UNAUTHORIZED);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let fresh = app_token("app-user-42", good, &key, Header::default());
+    let fresh = app_token("app-user-42", good.clone(), &key, Header::default());
     assert_eq!(me(&app, &fresh).await.1["user"]["id"], id);
+    // Logging out everywhere with the app's token refuses every one issued so far.
+    let (status, _) = app
+        .call(Method::POST, "/api/auth/logout-all", Some(&fresh), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(me(&app, &fresh).await.0, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = app_token("app-user-42", good, &key, Header::default());
+    assert_eq!(me(&app, &later).await.0, StatusCode::OK);
 }
 
 // Test keys only, made for this test: two P-256 key pairs and an RSA one, with their public
@@ -662,6 +691,43 @@ async fn the_service_key_posts_system_messages_makes_groups_and_changes_their_me
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = service(&app, Method::POST, &path, Some(json!({ "body": "" }))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A group made for a creator alone; unknown users named by their field.
+    let (status, body) = service(
+        &app,
+        Method::POST,
+        "/api/service/chats",
+        Some(json!({ "title": "solo", "member_ids": [], "creator_id": carol.id })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["chat"]["members"][0]["id"], carol.id);
+    let (status, body) = service(
+        &app,
+        Method::POST,
+        "/api/service/chats",
+        Some(json!({ "title": "x", "member_ids": [alice.id], "creator_id": 999_999 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("creator_id"),
+        "{body}"
+    );
+    // A display name made of an odd subject keeps to the text rules.
+    let (status, body) = service(
+        &app,
+        Method::PUT,
+        "/api/service/users/external/%20%20",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["user"]["display_name"].clone()),
+        (StatusCode::OK, json!("user"))
+    );
     // The app's user ids map to users, created when new.
     let (status, body) = service(
         &app,
