@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::publisher::unpack;
-use super::{decode_ranges, Channel, Event, Notice, Peers, Publisher, Transport};
+use super::{decode_ranges, Channel, Event, Inbox, Notice, Peers, Publisher, Transport};
 use crate::hub::{Hub, Scope, Suspects};
 use crate::metrics as m;
 use crate::protocol::ServerFrame;
@@ -39,10 +39,11 @@ pub async fn run<T: Transport>(
 ) {
     let mut first = true;
     let peers = publisher.peers();
+    let inbox = Inbox::of(publisher.node());
     while !stop.is_cancelled() {
         let listening = tokio::select! {
             _ = stop.cancelled() => return,
-            listening = transport.listen() => listening,
+            listening = transport.listen(&inbox) => listening,
         };
         match listening {
             Ok(listening) => {
@@ -198,6 +199,9 @@ async fn deliver(
                 Ok(e) => {
                     if e.is_legacy_heartbeat() {
                         peers.heard_legacy();
+                    }
+                    if e.is_heartbeat() {
+                        peers.heartbeat_from(&e.node, e.inbox);
                     }
                     met(peers);
                 }

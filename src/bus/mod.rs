@@ -113,6 +113,37 @@ impl Channel {
     }
 }
 
+/// Where a payload goes: a channel every node hears, or the inbox of one node, which carries
+/// what the events channel carries, for that node alone. A node does not hear its own packed
+/// events on the inboxes, so sending costs it no wake-up to read them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    All(Channel),
+    Inbox(Inbox),
+}
+
+/// A node's inbox: a short tag of its id, safe in a channel's or a subject's name whatever
+/// characters the id holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Inbox(Arc<str>);
+
+impl Inbox {
+    pub fn of(node: &str) -> Inbox {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(node.as_bytes());
+        Inbox(hex::encode(&digest[..8]).into())
+    }
+
+    /// Its name as a PostgreSQL channel.
+    pub fn channel(&self) -> String {
+        format!("{}_{}", Channel::Events.name(), self.0)
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One payload heard on the bus.
 #[derive(Debug)]
 pub struct Notice {
@@ -125,23 +156,30 @@ pub struct Notice {
 pub enum BusError {
     #[error("database: {0}")]
     Database(#[from] crate::error::AppError),
-    #[error("listener: {0}")]
-    Listener(#[from] sqlx::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("postgres: no answer within {0:?}")]
+    Timeout(std::time::Duration),
     #[error("nats: {0}")]
     Nats(String),
 }
 
 /// A way for nodes to hear each other.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends each payload on its channel, in order, in one go.
+    /// What the one sending task keeps between sends (a connection of its own, say).
+    type Link: Default + Send + 'static;
+
+    /// Sends each payload where it goes, in order, in one go, over `link`.
     fn send(
         &self,
-        payloads: Vec<(Channel, String)>,
+        link: &mut Self::Link,
+        payloads: Vec<(Dest, String)>,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
 
-    /// Starts listening on both channels on a connection of its own. The notices end when that
-    /// connection is lost or a notice was dropped; then the caller listens again and checks.
-    fn listen(&self) -> impl Future<Output = Result<Listening, BusError>> + Send;
+    /// Starts listening on both channels and on `inbox` (heard as the events channel) on a
+    /// connection of its own. The notices end when that connection is lost or a notice was
+    /// dropped; then the caller listens again and checks.
+    fn listen(&self, inbox: &Inbox) -> impl Future<Output = Result<Listening, BusError>> + Send;
 }
 
 /// Notices as they are heard, from a reader task that stops when this is dropped.

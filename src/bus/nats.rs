@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{BusError, Channel, Listening, Notice, Transport};
+use super::{BusError, Channel, Dest, Inbox, Listening, Notice, Transport};
 
 /// How long connecting may take, and how often the client pings the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +44,11 @@ impl Nats {
 
     fn subject(&self, channel: Channel) -> String {
         self.subjects[channel as usize].clone()
+    }
+
+    /// A node's inbox: below the events subject, which does not match it.
+    fn inbox_subject(&self, inbox: &Inbox) -> String {
+        format!("{}.{}", self.subject(Channel::Events), inbox.tag())
     }
 }
 
@@ -93,17 +98,24 @@ fn options(node: &str, auth: &Auth) -> async_nats::ConnectOptions {
 }
 
 impl Transport for Nats {
-    async fn send(&self, payloads: Vec<(Channel, String)>) -> Result<(), BusError> {
-        for (channel, payload) in payloads {
+    /// The client is shared and reconnects on its own.
+    type Link = ();
+
+    async fn send(&self, _: &mut (), payloads: Vec<(Dest, String)>) -> Result<(), BusError> {
+        for (dest, payload) in payloads {
+            let subject = match dest {
+                Dest::All(channel) => self.subject(channel),
+                Dest::Inbox(inbox) => self.inbox_subject(&inbox),
+            };
             self.client
-                .publish(self.subject(channel), payload.into())
+                .publish(subject, payload.into())
                 .await
                 .map_err(|e| BusError::Nats(e.to_string()))?;
         }
         Ok(())
     }
 
-    async fn listen(&self) -> Result<Listening, BusError> {
+    async fn listen(&self, inbox: &Inbox) -> Result<Listening, BusError> {
         let nats = |e: &dyn std::fmt::Display| BusError::Nats(e.to_string());
         // The listening connection does not reconnect on its own: a lost connection, or a
         // subscription that fell behind and dropped messages, ends the notices.
@@ -126,6 +138,8 @@ impl Transport for Nats {
             (client.subscribe(self.subject(Channel::Messages)).await).map_err(|e| nats(&e))?;
         let mut events =
             (client.subscribe(self.subject(Channel::Events)).await).map_err(|e| nats(&e))?;
+        let mut inbox =
+            (client.subscribe(self.inbox_subject(inbox)).await).map_err(|e| nats(&e))?;
         // The server has the subscriptions once it answered a ping: from here nothing is missed.
         client.flush().await.map_err(|e| nats(&e))?;
         Ok(Listening::start(|tx| async move {
@@ -134,6 +148,7 @@ impl Transport for Nats {
                 let (channel, message) = tokio::select! {
                     m = messages.next() => (Channel::Messages, m),
                     m = events.next() => (Channel::Events, m),
+                    m = inbox.next() => (Channel::Events, m),
                     why = lost.recv() => {
                         tracing::warn!(why = why.as_deref().unwrap_or("closed"), "bus listener lost NATS");
                         return;

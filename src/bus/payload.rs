@@ -111,6 +111,10 @@ pub struct Event {
     /// migration 11 do not say so, and read one sealed event to a payload.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub packs: bool,
+    /// In a heartbeat: the node listens on an inbox of its own, and wants events for it there
+    /// rather than on the channel every node hears (see `Publisher`). Older versions do not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inbox: bool,
 }
 
 /// Why a node refused an event.
@@ -180,6 +184,7 @@ impl Event {
             frame,
             reload,
             packs: false,
+            inbox: false,
         };
         let payloads = split(users, |users| {
             event(users, Some(frame.clone()), None).sealed(seal)
@@ -215,13 +220,19 @@ impl Event {
             frame: None,
             reload: None,
             packs: true,
+            inbox: true,
         }
         .sealed(seal)
     }
 
+    /// Whether this is a heartbeat: no users, no frame, nothing to read.
+    pub fn is_heartbeat(&self) -> bool {
+        self.users.is_empty() && self.frame.is_none() && self.reload.is_none()
+    }
+
     /// A heartbeat from a node of a version that reads one event to a payload only.
     pub fn is_legacy_heartbeat(&self) -> bool {
-        !self.packs && self.users.is_empty() && self.frame.is_none() && self.reload.is_none()
+        !self.packs && self.is_heartbeat()
     }
 
     /// The event in a payload, if its seal holds, it is recent and carries what may travel.
@@ -365,6 +376,7 @@ mod tests {
                 frame: Some(frame),
                 reload: None,
                 packs: false,
+                inbox: false,
             }
             .sealed(&seal)
         };

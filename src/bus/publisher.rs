@@ -8,8 +8,9 @@
 //! flush, and with two nodes committing, acks waited for each other's flushes (docs/scaling.md).
 //! A node that has heard no other node announces nothing at all.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{encode_ranges, ranges_of, Channel, Event, Seal, Transport, PAYLOAD_MAX};
+use super::{encode_ranges, ranges_of, Channel, Dest, Event, Inbox, Seal, Transport, PAYLOAD_MAX};
 use crate::ids::UserId;
 use crate::metrics as m;
 use crate::protocol::Message;
@@ -53,6 +54,9 @@ pub struct Peers {
     heard_ms: AtomicU64,
     /// Like `heard_ms`, for the last heartbeat from a node that reads one event to a payload.
     legacy_ms: AtomicU64,
+    /// The other nodes by their heartbeats: when each was last heard, and its inbox if it
+    /// reads one. Never held across an await.
+    nodes: Mutex<HashMap<String, (Instant, Option<Inbox>)>>,
 }
 
 /// Without a word from another node for this long, a node is alone: it announces no commits
@@ -65,7 +69,32 @@ impl Peers {
             started: Instant::now(),
             heard_ms: AtomicU64::new(0),
             legacy_ms: AtomicU64::new(0),
+            nodes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes another node's heartbeat, and whether it reads an inbox.
+    pub fn heartbeat_from(&self, node: &str, inbox: bool) {
+        let inbox = inbox.then(|| Inbox::of(node));
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        match nodes.get_mut(node) {
+            Some(known) => *known = (Instant::now(), inbox),
+            None => {
+                nodes.insert(node.to_owned(), (Instant::now(), inbox));
+            }
+        }
+    }
+
+    /// The inboxes of the nodes heard lately, when each of them reads one; None when some
+    /// node does not (an older version) or none was heard by its heartbeat yet: then events
+    /// go on the channel every node hears.
+    fn inboxes(&self) -> Option<Vec<Inbox>> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.retain(|_, (at, _)| at.elapsed() < PEERS_GONE_AFTER);
+        if nodes.is_empty() {
+            return None;
+        }
+        nodes.values().map(|(_, inbox)| inbox.clone()).collect()
     }
 
     /// Notes a word from another node; true when none was around before.
@@ -209,6 +238,7 @@ async fn send_all<T: Transport>(
     stop: CancellationToken,
 ) {
     let mut queued = Vec::with_capacity(BATCH);
+    let mut link = T::Link::default();
     loop {
         let got = tokio::select! {
             _ = stop.cancelled() => return,
@@ -220,7 +250,8 @@ async fn send_all<T: Transport>(
         let count = queued.len() as u64;
         // Nodes of a version that does not unpack read only single events.
         let packs = !peers.legacy_around();
-        if let Err(e) = transport.send(pack(&node, queued.drain(..), packs)).await {
+        let payloads = address(pack(&node, queued.drain(..), packs), peers.inboxes());
+        if let Err(e) = transport.send(&mut link, payloads).await {
             tracing::warn!(error = %e, count, "could not send to other nodes");
             metrics::counter!(m::BUS_DROPPED).increment(count);
         }
@@ -232,16 +263,16 @@ async fn send_all<T: Transport>(
 /// as they are. A commit's carried messages, answers and events then cost the far node one
 /// notification, not one each, and the sending node, which hears its own, skips them by the
 /// first line without opening them.
-fn pack(node: &str, queued: impl Iterator<Item = Queued>, packs: bool) -> Vec<(Channel, String)> {
+fn pack(node: &str, queued: impl Iterator<Item = Queued>, packs: bool) -> Vec<Queued> {
     let mut out = Vec::new();
     let mut events = String::new();
     for (channel, payload, alone) in queued {
         if channel != Channel::Events || alone || !packs {
-            out.push((channel, payload));
+            out.push((channel, payload, alone));
             continue;
         }
         if events.len() > node.len() && events.len() + 1 + payload.len() >= PAYLOAD_MAX {
-            out.push((Channel::Events, std::mem::take(&mut events)));
+            out.push((Channel::Events, std::mem::take(&mut events), false));
         }
         if events.is_empty() {
             events.push_str(node);
@@ -250,7 +281,28 @@ fn pack(node: &str, queued: impl Iterator<Item = Queued>, packs: bool) -> Vec<(C
         events.push_str(&payload);
     }
     if !events.is_empty() {
-        out.push((Channel::Events, events));
+        out.push((Channel::Events, events, false));
+    }
+    out
+}
+
+/// Where each payload of `packed` goes: packed events to each node's inbox when every node
+/// heard reads one, the rest (heartbeats, which a node expects to hear itself; the messages
+/// channel) on the channel every node hears.
+fn address(packed: Vec<Queued>, inboxes: Option<Vec<Inbox>>) -> Vec<(Dest, String)> {
+    let mut out = Vec::with_capacity(packed.len());
+    for (channel, payload, alone) in packed {
+        match &inboxes {
+            Some(inboxes) if channel == Channel::Events && !alone => {
+                if let Some((last, rest)) = inboxes.split_last() {
+                    for inbox in rest {
+                        out.push((Dest::Inbox(inbox.clone()), payload.clone()));
+                    }
+                    out.push((Dest::Inbox(last.clone()), payload));
+                }
+            }
+            _ => out.push((Dest::All(channel), payload)),
+        }
     }
     out
 }
@@ -269,6 +321,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packed_events_go_to_every_inbox_only_when_every_node_heard_reads_one() {
+        let peers = Peers::new();
+        let queued = || {
+            vec![
+                (Channel::Messages, "n|1:1-2".to_owned(), false),
+                (Channel::Events, "heartbeat".to_owned(), true),
+                (Channel::Events, "node-a\nsealed".to_owned(), false),
+            ]
+        };
+        let all = |c, p: &str| (Dest::All(c), p.to_owned());
+        let everyone = vec![
+            all(Channel::Messages, "n|1:1-2"),
+            all(Channel::Events, "heartbeat"),
+            all(Channel::Events, "node-a\nsealed"),
+        ];
+        assert_eq!(
+            address(queued(), peers.inboxes()),
+            everyone,
+            "no node heard yet"
+        );
+        peers.heartbeat_from("node-b", true);
+        peers.heartbeat_from("node-c", true);
+        let addressed = address(queued(), peers.inboxes());
+        assert_eq!(
+            addressed[..2],
+            everyone[..2],
+            "heartbeats and ranges to all"
+        );
+        let mut inboxes: Vec<Dest> = addressed[2..].iter().map(|(d, _)| d.clone()).collect();
+        inboxes.sort_by_key(|d| format!("{d:?}"));
+        let mut expected = vec![
+            Dest::Inbox(Inbox::of("node-b")),
+            Dest::Inbox(Inbox::of("node-c")),
+        ];
+        expected.sort_by_key(|d| format!("{d:?}"));
+        assert_eq!(inboxes, expected, "the packed events once to each inbox");
+        assert!(addressed[2..].iter().all(|(_, p)| p == "node-a\nsealed"));
+        // A node of a version without inboxes: everything on the shared channels again.
+        peers.heartbeat_from("node-old", false);
+        assert_eq!(address(queued(), peers.inboxes()), everyone);
+        assert_ne!(Inbox::of("node-b"), Inbox::of("node-c"));
+        assert_eq!(
+            Inbox::of("node-b").channel().len(),
+            "xfchat_events_".len() + 16
+        );
+    }
+
+    #[test]
     fn events_are_packed_in_order_into_payloads_below_the_limit_and_others_left_alone() {
         let event = |i: usize| (Channel::Events, format!("{i}.{}", "x".repeat(500)), false);
         let mut queued: Vec<_> = (0..40).map(event).collect();
@@ -277,17 +377,17 @@ mod tests {
         let unpacked = pack("node-a", queued.clone().into_iter(), false);
         assert_eq!(unpacked.len(), 42, "for older nodes, one payload each");
         let packed = pack("node-a", queued.into_iter(), true);
-        assert_eq!(packed[0], (Channel::Messages, "n|1:1-2".to_owned()));
+        assert_eq!(packed[0], (Channel::Messages, "n|1:1-2".to_owned(), false));
         assert_eq!(
             packed[1],
-            (Channel::Events, "heartbeat".to_owned()),
+            (Channel::Events, "heartbeat".to_owned(), true),
             "alone"
         );
         let packed = &packed[1..];
         let lines: Vec<&str> = packed[1..]
             .iter()
-            .inspect(|(c, p)| assert!(*c == Channel::Events && p.len() < PAYLOAD_MAX))
-            .flat_map(|(_, p)| {
+            .inspect(|(c, p, _)| assert!(*c == Channel::Events && p.len() < PAYLOAD_MAX))
+            .flat_map(|(_, p, _)| {
                 let (node, events) = unpack(p);
                 assert_eq!(node, Some("node-a"));
                 events
