@@ -7,6 +7,7 @@
 mod amend;
 mod fetch;
 mod frames;
+mod reorder;
 mod stream;
 mod sync;
 
@@ -56,6 +57,8 @@ pub struct Connection {
     held_acks: HashMap<Uuid, (ChatId, i64, Arc<Encoded>)>,
     /// What is still to be read from the database, and the read in flight.
     work: Work,
+    /// Frames beyond their chat's cursor, waiting a moment for the gap to fill live.
+    reorder: reorder::Reorder,
     /// Chats this socket heard `chat_removed` for: nothing more of them is written.
     removed: HashSet<ChatId>,
     /// Until the client's first frame (or [`GREETING`] at most), live messages of chats
@@ -100,6 +103,7 @@ impl Connection {
             acked_early: HashSet::new(),
             held_acks: HashMap::new(),
             work: Work::default(),
+            reorder: reorder::Reorder::default(),
             removed: HashSet::new(),
             greeting_until: Some(Instant::now() + GREETING),
             held: HashMap::new(),
@@ -184,9 +188,12 @@ impl Connection {
                 ));
             }
             // Whatever happened last, the next database read starts here if one is due: no work
-            // waits for a client frame or a new message to wake it.
+            // waits for a client frame or a new message to wake it. A gap that did not fill
+            // live in time becomes such a read first.
+            self.settle_early();
             self.schedule();
             let (retry_at, greeting_until) = (self.work.retry_at, self.greeting_until);
+            let gap_until = self.reorder.deadline();
             let paused_until = self.read_paused_until;
             tokio::select! {
                 biased;
@@ -202,6 +209,7 @@ impl Connection {
                 },
                 _ = backlog.fell_behind() => {}
                 _ = sleep_until_some(retry_at) => {}
+                _ = sleep_until_some(gap_until) => {}
                 _ = sleep_until_some(paused_until) => self.read_paused_until = None,
                 incoming = self.socket.next(), if !draining && paused_until.is_none() => match incoming {
                     Some(Ok(msg)) => self.on_message(msg, &mut awaiting_pong).await?,

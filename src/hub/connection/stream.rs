@@ -11,6 +11,7 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
 
+use super::reorder::Early;
 use super::{Connection, End};
 use crate::hub::registry::{Kind, Outbound};
 use crate::ids::ChatId;
@@ -100,7 +101,7 @@ impl Connection {
         match out.kind {
             Kind::Message { chat, seq } => {
                 self.inbox.backlog.taken(out.frame.encoded_len(self.codec));
-                return self.live(chat, seq, &out.frame).await;
+                return self.live(chat, seq, out.frame).await;
             }
             Kind::Reply { since, acked } => {
                 if let ServerFrame::Error { code, .. } = &out.frame.frame {
@@ -136,7 +137,7 @@ impl Connection {
 
     /// Forgets the send a reply answers. True when its ack was written already, in the
     /// message's place in the stream (see [`Connection::in_place`]).
-    fn answered(&mut self, frame: &ServerFrame) -> bool {
+    pub(super) fn answered(&mut self, frame: &ServerFrame) -> bool {
         let id = match frame {
             ServerFrame::Ack { client_msg_id, .. } => *client_msg_id,
             ServerFrame::Error {
@@ -186,10 +187,11 @@ impl Connection {
         }
     }
 
-    /// A message from the live fan-out, written in its place in the chat's order: only when it
-    /// is the cursor's next and the chat has no database work pending; otherwise the chat is
-    /// read from the database, this message included.
-    async fn live(&mut self, chat: ChatId, seq: i64, frame: &Encoded) -> Result<(), End> {
+    /// A message from the live fan-out, written in its place in the chat's order: when it is
+    /// the cursor's next and the chat has no database work pending. One beyond the cursor's
+    /// next is kept a moment for the gap to fill (see [`super::reorder`]); otherwise the chat
+    /// is read from the database, this message included.
+    async fn live(&mut self, chat: ChatId, seq: i64, frame: Arc<Encoded>) -> Result<(), End> {
         if self.removed.contains(&chat) {
             return Ok(());
         }
@@ -209,10 +211,24 @@ impl Connection {
             Some(cursor) if seq <= cursor => return Ok(()),
             Some(cursor) if cursor.checked_add(1) == Some(seq) => {}
             Some(_) => {
-                self.work.behind(chat, seq);
+                if !self.keep_early(chat, seq, Early::Message(frame)) {
+                    self.work.behind(chat, seq);
+                }
                 return Ok(());
             }
         }
+        self.write_at(chat, seq, &frame).await?;
+        self.write_early(chat).await
+    }
+
+    /// Writes a stored message at the cursor's next (as this socket's ack when it is one of
+    /// its own sends still in flight) and moves the cursor.
+    pub(super) async fn write_at(
+        &mut self,
+        chat: ChatId,
+        seq: i64,
+        frame: &Encoded,
+    ) -> Result<(), End> {
         if self.is_own_in_flight(&frame.frame) {
             let ack = self.in_place(frame.frame.clone());
             self.count_out(&ack);
@@ -244,9 +260,14 @@ impl Connection {
     async fn acked(&mut self, chat: ChatId, seq: i64, frame: &Arc<Encoded>) -> Result<(), End> {
         let cursor = self.cursors.get(&chat).copied();
         let had = cursor.is_some_and(|c| seq <= c);
-        let out_of_order = self.work.pending(chat) || cursor.is_some_and(|c| seq > c + 1);
+        let pending = self.work.pending(chat);
+        let out_of_order = pending || cursor.is_some_and(|c| seq > c + 1);
         if !had && out_of_order && !self.removed.contains(&chat) {
             if let ServerFrame::Ack { client_msg_id, .. } = &frame.frame {
+                let early = Early::Ack(*client_msg_id, frame.clone());
+                if !pending && self.keep_early(chat, seq, early) {
+                    return Ok(());
+                }
                 if self
                     .held_acks
                     .insert(*client_msg_id, (chat, seq, frame.clone()))
@@ -262,6 +283,7 @@ impl Connection {
         self.feed(frame.message(self.codec)).await?;
         if !had && !self.removed.contains(&chat) {
             self.cursors.insert(chat, seq);
+            return self.write_early(chat).await;
         }
         Ok(())
     }
@@ -321,6 +343,7 @@ impl Connection {
     /// stops here; acks held for it are answers to sends and are written.
     pub(super) async fn forget(&mut self, chat: ChatId) -> Result<(), End> {
         self.work.behind.remove(&chat);
+        self.drop_early(chat).await?;
         self.release_acks_upto(chat, None).await?;
         self.cursors.remove(&chat);
         Ok(())
