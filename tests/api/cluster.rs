@@ -277,7 +277,7 @@ async fn a_chat_written_from_two_nodes_fills_its_gaps_live_not_from_the_database
     until_each_node_announces(&c, [&carol, &dave]).await;
     let before = catchups(&c).await;
     let chat = c.app.group(&alice, &[&bob]).await;
-    let mut sockets = vec![
+    let mut sockets = [
         reader(&c, 0, &alice, chat, 0).await,
         reader(&c, 1, &bob, chat, 0).await,
     ];

@@ -7,8 +7,9 @@
 //! the live fan-out; only a gap still open after [`GRACE`] (a notification lost, a node gone)
 //! is read from the database, as before, and the frames kept for it are given to that read.
 //!
-//! Bounded: at most [`KEPT_MAX`] frames per socket, each an `Arc` of a frame already encoded
-//! for every socket; past that the chat is read from the database at once.
+//! Bounded: at most [`KEPT_MAX`] frames and [`KEPT_BYTES_MAX`] bytes per socket (a message is
+//! an `Arc` of a frame encoded once for every socket); past that the chat is read from the
+//! database at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,8 +25,9 @@ use crate::protocol::Encoded;
 /// How long a gap may stay open before the chat is read from the database.
 pub(super) const GRACE: Duration = Duration::from_millis(200);
 
-/// The most frames a socket keeps waiting for a gap to fill.
+/// The most frames, and bytes of them, a socket keeps waiting for gaps to fill.
 const KEPT_MAX: usize = 256;
+const KEPT_BYTES_MAX: usize = 512 * 1024;
 
 /// A frame kept for its seq: a stored message, or this socket's ack standing for its own.
 pub(super) enum Early {
@@ -33,11 +35,20 @@ pub(super) enum Early {
     Ack(Uuid, Arc<Encoded>),
 }
 
+impl Early {
+    fn frame(&self) -> &Encoded {
+        match self {
+            Early::Message(frame) | Early::Ack(_, frame) => frame,
+        }
+    }
+}
+
 /// Per chat, since when its oldest open gap waits, and the frames kept beyond it.
 #[derive(Default)]
 pub(super) struct Reorder {
     chats: HashMap<ChatId, (Instant, BTreeMap<i64, Early>)>,
     kept: usize,
+    bytes: usize,
 }
 
 impl Reorder {
@@ -53,7 +64,8 @@ impl Connection {
     /// then the caller reads the chat from the database.
     pub(super) fn keep_early(&mut self, chat: ChatId, seq: i64, early: Early) -> bool {
         let reorder = &mut self.reorder;
-        if reorder.kept >= KEPT_MAX {
+        let bytes = early.frame().encoded_len(self.codec);
+        if reorder.kept >= KEPT_MAX || reorder.bytes + bytes > KEPT_BYTES_MAX {
             return false;
         }
         let (_, frames) = reorder
@@ -69,6 +81,7 @@ impl Connection {
         }
         frames.insert(seq, early);
         reorder.kept += 1;
+        reorder.bytes += bytes;
         true
     }
 
@@ -91,7 +104,7 @@ impl Connection {
                 break;
             }
             let (seq, early) = entry.remove_entry();
-            self.reorder.kept -= 1;
+            self.forget_kept(&early);
             wrote = true;
             match early {
                 Early::Message(frame) if seq == cursor + 1 => {
@@ -132,8 +145,8 @@ impl Connection {
             let Some((_, frames)) = self.reorder.chats.remove(&chat) else {
                 continue;
             };
-            self.reorder.kept -= frames.len();
             for (seq, early) in frames {
+                self.forget_kept(&early);
                 if let Early::Ack(id, frame) = early {
                     // Counted in flight when kept; an ack held already is counted once.
                     if self.held_acks.insert(id, (chat, seq, frame)).is_some() {
@@ -150,8 +163,8 @@ impl Connection {
         let Some((_, frames)) = self.reorder.chats.remove(&chat) else {
             return Ok(());
         };
-        self.reorder.kept -= frames.len();
         for (_, early) in frames {
+            self.forget_kept(&early);
             if let Early::Ack(_, frame) = early {
                 self.answered(&frame.frame);
                 self.count_out(&frame.frame);
@@ -159,6 +172,12 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Counts `early` out of what the socket keeps.
+    fn forget_kept(&mut self, early: &Early) {
+        self.reorder.kept -= 1;
+        self.reorder.bytes -= early.frame().encoded_len(self.codec);
     }
 
     /// One fewer answer awaited for send `id`.
