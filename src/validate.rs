@@ -22,6 +22,16 @@ pub fn text(field: &str, value: &str) -> AppResult<()> {
     }
 }
 
+/// A group's title, trimmed: 1 to 100 characters of allowed text.
+pub fn group_title(title: &str) -> AppResult<&str> {
+    let title = title.trim();
+    text("title", title)?;
+    if title.is_empty() || title.chars().count() > 100 {
+        return Err(AppError::invalid("title: 1 to 100 characters"));
+    }
+    Ok(title)
+}
+
 #[cfg(test)]
 mod tests {
     use super::text;

@@ -84,11 +84,7 @@ pub async fn create_chat(
     _: Service,
     Json(req): Json<NewChat>,
 ) -> AppResult<(StatusCode, axum::Json<Value>)> {
-    let title = req.title.trim();
-    crate::validate::text("title", title)?;
-    if title.is_empty() || title.chars().count() > 100 {
-        return Err(AppError::invalid("title: 1 to 100 characters"));
-    }
+    let title = crate::validate::group_title(&req.title)?;
     if req.member_ids.len() > 1000 {
         return Err(AppError::invalid("member_ids: at most 1000 users"));
     }
