@@ -181,7 +181,7 @@ impl Connection {
     }
 
     /// One fewer answer awaited for send `id`.
-    fn unflight(&mut self, id: Uuid) {
+    pub(super) fn unflight(&mut self, id: Uuid) {
         if let Some((_, n)) = self.in_flight.get_mut(&id) {
             *n -= 1;
             if *n == 0 {

@@ -152,12 +152,7 @@ impl Connection {
         if self.acked_early.remove(&id) {
             return true;
         }
-        if let Some((_, n)) = self.in_flight.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.in_flight.remove(&id);
-            }
-        }
+        self.unflight(id);
         false
     }
 
