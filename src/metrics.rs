@@ -28,6 +28,7 @@ pub const FANOUT: &str = "xfchat_fanout_seconds";
 pub const DELIVERIES: &str = "xfchat_deliveries_total";
 pub const REPLAYS: &str = "xfchat_idempotent_replays_total";
 pub const PERSIST_RESTARTS: &str = "xfchat_persist_worker_restarts_total";
+pub const PERSIST_SLOTS: &str = "xfchat_persist_commit_slots";
 // WebSocket.
 pub const WS_CONNECTIONS: &str = "xfchat_ws_connections";
 pub const WS_CONNECTS: &str = "xfchat_ws_connects_total";
@@ -295,6 +296,10 @@ fn describe() {
     describe_counter!(PERSISTED, "Messages committed");
     describe_histogram!(COMMIT, Unit::Seconds, "Duration of one group commit");
     describe_histogram!(BATCH_SIZE, "Sends in one group commit");
+    describe_gauge!(
+        PERSIST_SLOTS,
+        "Group commits this node may have in flight at once: the persist workers' share when other nodes are heard"
+    );
     describe_counter!(
         PERSIST_FAILURES,
         "Sends answered with an error because their commit failed, by code"

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -89,12 +89,23 @@ impl Peers {
     /// node does not (an older version) or none was heard by its heartbeat yet: then events
     /// go on the channel every node hears.
     fn inboxes(&self) -> Option<Vec<Inbox>> {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes.retain(|_, (at, _)| at.elapsed() < PEERS_GONE_AFTER);
+        let nodes = self.heard_lately();
         if nodes.is_empty() {
             return None;
         }
         nodes.values().map(|(_, inbox)| inbox.clone()).collect()
+    }
+
+    /// How many other nodes were heard by their heartbeats lately.
+    pub fn nodes_heard(&self) -> usize {
+        self.heard_lately().len()
+    }
+
+    /// The other nodes heard by their heartbeats, less those not heard lately.
+    fn heard_lately(&self) -> MutexGuard<'_, HashMap<String, (Instant, Option<Inbox>)>> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.retain(|_, (at, _)| at.elapsed() < PEERS_GONE_AFTER);
+        nodes
     }
 
     /// Notes a word from another node; true when none was around before.
@@ -165,7 +176,7 @@ impl Publisher {
     }
 
     /// Who else is around.
-    pub fn peers(&self) -> &Peers {
+    pub fn peers(&self) -> &Arc<Peers> {
         &self.peers
     }
 

@@ -9,6 +9,7 @@ pub mod persist;
 mod presence;
 mod registry;
 mod remote;
+mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;

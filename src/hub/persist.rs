@@ -13,6 +13,7 @@ use tokio::time::{timeout, Duration, Instant};
 
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
+use super::slots::Slots;
 use crate::bus::Publisher;
 use crate::config::{Config, Faults};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
@@ -63,6 +64,8 @@ struct Shared {
     faults: Faults,
     /// The webhook events each commit writes to the outbox; None without webhooks.
     hooks: Option<Arc<str>>,
+    /// Commits this node may have in flight at once.
+    slots: Slots,
 }
 
 impl Persister {
@@ -75,6 +78,7 @@ impl Persister {
         metrics: &HubMetrics,
     ) -> Self {
         let ws = &config.ws;
+        let slots = Slots::start(ws.persist_workers, bus.as_ref().map(|b| b.peers().clone()));
         let shared = Shared {
             db,
             registry,
@@ -87,6 +91,7 @@ impl Persister {
                 .webhook
                 .as_ref()
                 .map(|w| w.events.as_str().into()),
+            slots,
         };
         let shards = (0..ws.persist_workers)
             .map(|_| {
@@ -128,6 +133,14 @@ async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size:
         };
         if received == 0 {
             break;
+        }
+        // Sends that come while the worker waits for a slot join this commit.
+        let _slot = shared.slots.take().await;
+        while waiting.len() < batch_size {
+            match rx.try_recv() {
+                Ok(request) => waiting.push(request),
+                Err(_) => break,
+            }
         }
         let (batch, replies): (Vec<NewMessage>, Vec<ReplyTo>) =
             waiting.drain(..).map(|r| (r.message, r.reply)).unzip();

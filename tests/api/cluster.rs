@@ -223,8 +223,8 @@ async fn concurrent_senders_on_every_node_into_one_chat_are_seen_in_the_database
     concurrent_senders_are_seen_in_the_database_order(&cluster(3).await).await;
 }
 
-/// Senders on every node of `c` into one chat, watchers on every node: every stream, the
-/// senders' own included, is the database's order.
+/// Three senders into one chat and three watchers, spread over the nodes of `c`: every
+/// stream, the senders' own included, is the database's order.
 pub async fn concurrent_senders_are_seen_in_the_database_order(c: &Cluster) {
     let senders = [
         c.app.signup("sender0").await,
@@ -240,11 +240,11 @@ pub async fn concurrent_senders_are_seen_in_the_database_order(c: &Cluster) {
     let chat = c.app.group(&senders[0], &members).await;
     let mut readers = Vec::new();
     for (node, user) in watchers.iter().enumerate() {
-        readers.push(reader(c, node, user, chat, 0).await);
+        readers.push(reader(c, node % c.bases.len(), user, chat, 0).await);
     }
     let mut sockets = Vec::new();
     for (node, user) in senders.iter().enumerate() {
-        sockets.push(reader(c, node, user, chat, 0).await);
+        sockets.push(reader(c, node % c.bases.len(), user, chat, 0).await);
     }
     let sends = sockets
         .iter_mut()
@@ -472,6 +472,33 @@ async fn a_node_alone_announces_no_commit_and_a_node_that_joins_receives_every_m
         metric(&text, "xfchat_bus_messages_announced_total{how=\"named\"}"),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn the_persist_workers_are_shared_by_the_nodes_so_a_second_node_halves_each_ones_commits_in_flight(
+) {
+    let mut c = cluster_with(1, &[("XFCHAT_PERSIST_WORKERS", "4")]).await;
+    let slots = |text: &str| metric(text, "xfchat_persist_commit_slots");
+    assert_eq!(slots(&metrics_text(&c.bases[0]).await), Some(4.0), "alone");
+    let far = c.add_node().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let both = [
+            slots(&metrics_text(&c.bases[0]).await),
+            slots(&metrics_text(&c.bases[far]).await),
+        ];
+        if both == [Some(2.0), Some(2.0)] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "each node should take 2 of the 4 slots once it hears the other: {both:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // With fewer slots than workers, sends on both nodes into one chat are all stored, in
+    // the order both nodes see.
+    concurrent_senders_are_seen_in_the_database_order(&c).await;
 }
 
 #[tokio::test]
