@@ -134,6 +134,9 @@ PANELS = [
           [(f"max(xfchat_webhook_oldest_event_age_seconds{{{INST}}})", "oldest event"), (f"max(xfchat_webhook_backlog_events{{{INST}}})", "events waiting")], "s", w=6, thresholds=[900]),
     panel(38, "Webhook requests", "Webhook requests per second by outcome (failed: an error answer, a timeout, no connection), and events taken.",
           [(rate("xfchat_webhook_requests_total", "outcome"), "{{outcome}}"), (rate("xfchat_webhook_events_delivered_total"), "events delivered")], "reqps", w=6),
+    panel(39, "Commit slots", "Commits each instance may have in flight at once: XFCHAT_PERSIST_WORKERS split over the nodes it hears. "
+          "Lower than expected with acks slow: a node that left is still counted for a minute (runbook, slow acks).",
+          [(f"sum by (instance) (xfchat_persist_commit_slots{{{INST}}})", "{{instance}}")], "short", w=6),
     row(32, "Process, per instance"),
     panel(33, "CPU", "CPU cores used per instance; compare with the machine's core count.",
           [(rate("xfchat_process_cpu_seconds_total", "instance"), "{{instance}}")], "short", w=6),
