@@ -17,6 +17,9 @@ FIGURES = [
     ("ratio hub / baseline deliveries", ("ratios", "hub_deliveries_over_baseline_deliveries"), True),
     ("ratio two nodes / one node", ("ratios", "two_nodes_sustained_over_one_node"), True),
     ("server CPU us per acked message", ("ratios", "cpu_us_per_acked_message"), False),
+    ("ratio two nodes' CPU per ack / one node", ("ratios", "two_nodes_cpu_per_ack_over_one_node"), False),
+    ("ratio hub CPU per ack / baseline, lowest rate", ("ratios", "hub_cpu_per_ack_over_baseline_lowest_rate"), False),
+    ("ratio hub CPU per ack / baseline, highest rate", ("ratios", "hub_cpu_per_ack_over_baseline_highest_rate"), False),
     ("server bytes per idle socket", ("ratios", "bytes_per_idle_connection"), False),
 ]
 

@@ -52,10 +52,17 @@ def summary_at(report):
     }
 
 
-def fixed_rate(summary):
-    """One fixed rate's figures over its trials."""
+def fixed_rate(summary, base=None):
+    """One fixed rate's figures over its trials, beside the baseline's CPU per acked message at
+    that rate (2-member chats, the same socket work) and the ratio of the medians."""
     keys = ("acked_per_sec", "p99_ack_ms", "server_cpu_us_per_acked", "harness_cpu_us_per_frame", "server_rss_bytes")
-    return {"rate": summary["rate"], "passed": summary["passed"]} | {k: summary.get(k) for k in keys}
+    row = {"rate": summary["rate"], "passed": summary["passed"]} | {k: summary.get(k) for k in keys}
+    hc, bc = summary.get("server_cpu_us_per_acked"), (base or {}).get("server_cpu_us_per_acked")
+    return row | {
+        "baseline_cpu_us_per_acked": bc,
+        "baseline_p99_ack_ms": (base or {}).get("p99_ack_ms"),
+        "hub_over_baseline": hc["median"] / bc["median"] if hc and bc and bc["median"] else None,
+    }
 
 
 def fanout_cpu(hub, base):
@@ -105,10 +112,13 @@ def main(work, out, mode):
     one_half, two_half = (load(os.path.join(work, f"{n}-node-half.json")) for n in ("one", "two"))
     cpu = {"cpu_seconds": half["result"]["server_cpu_seconds"], "acked": half["result"]["figures"]["acked"]}
     fixed = load(os.path.join(work, "hub-chat-fixed.json"))
+    fixed_base = load(os.path.join(work, "baseline-chat-fixed.json"))
+    base_at = {b["rate"]: b for b in fixed_base["step_summaries"]}
+    fixed_rates = [fixed_rate(s, base_at.get(s["rate"])) for s in fixed["step_summaries"]]
     room_fixed = {n: load(os.path.join(work, f"{n}-room-fixed.json")) for n in ("hub", "baseline")}
     fanout = fanout_cpu(room_fixed["hub"], room_fixed["baseline"])
     named = {
-        "hub_chat_burst": hub, "hub_chat_half": half, "hub_chat_fixed": fixed,
+        "hub_chat_burst": hub, "hub_chat_half": half, "hub_chat_fixed": fixed, "baseline_chat_fixed": fixed_base,
         "hub_room_burst": room_hub, "hub_room_fixed": room_fixed["hub"],
         "baseline_room_burst": room_base, "baseline_room_fixed": room_fixed["baseline"],
         "one_node_burst": one_burst, "one_node_half": one_half,
@@ -146,6 +156,9 @@ def main(work, out, mode):
             cpu["cpu_seconds"] * 1e6 / cpu["acked"] if cpu["acked"] and cpu["cpu_seconds"] is not None else None
         ),
         "hub_cpu_per_delivery_over_baseline": fanout[-1]["hub_over_baseline"] if fanout else None,
+        # 2-member chats at the lowest and the highest fixed rate.
+        "hub_cpu_per_ack_over_baseline_lowest_rate": fixed_rates[0]["hub_over_baseline"] if fixed_rates else None,
+        "hub_cpu_per_ack_over_baseline_highest_rate": fixed_rates[-1]["hub_over_baseline"] if fixed_rates else None,
     }
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     report = {
@@ -196,7 +209,7 @@ def main(work, out, mode):
             "layout": "2-member chats, %d sockets; the server's CPU over the steady window per acked message"
             % fixed["config"]["connections"],
             "trials": fixed["config"]["trials"],
-            "rates": [fixed_rate(s) for s in fixed["step_summaries"]],
+            "rates": fixed_rates,
         },
         "fanout_cpu": {
             "layout": "one room of %d sockets, hub and baseline at the same offered rates"
@@ -255,8 +268,13 @@ def main(work, out, mode):
         ),
         ("Server CPU microseconds per acked message", fmt(ratios["cpu_us_per_acked_message"], ".1f")),
     ] + [
-        ("  at %s msgs/s, 2-member chats, median of trials" % fmt(f["rate"]), fmt((f["server_cpu_us_per_acked"] or {}).get("median"), ".1f"))
+        ("  at %s msgs/s, 2-member chats, median of trials: hub / baseline (us)" % fmt(f["rate"]),
+         "%s / %s" % (fmt((f["server_cpu_us_per_acked"] or {}).get("median"), ".1f"),
+                      fmt((f["baseline_cpu_us_per_acked"] or {}).get("median"), ".1f")))
         for f in report["cpu_at_fixed_rates"]["rates"]
+    ] + [
+        ("RATIO hub CPU per acked message / baseline, lowest fixed rate", fmt(ratios["hub_cpu_per_ack_over_baseline_lowest_rate"], ".2f")),
+        ("RATIO hub CPU per acked message / baseline, highest fixed rate", fmt(ratios["hub_cpu_per_ack_over_baseline_highest_rate"], ".2f")),
     ] + [
         ("Room at %s msgs/s: CPU us per delivery, hub / baseline" % fmt(f["rate"]),
          "%s / %s" % (fmt((f["hub_cpu_us_per_delivery"] or {}).get("median"), ".2f"), fmt((f["baseline_cpu_us_per_delivery"] or {}).get("median"), ".2f")))

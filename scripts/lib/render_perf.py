@@ -92,6 +92,11 @@ def render(r):
         and isinstance(two["two_nodes"].get("server_cpu_us_per_acked"), dict) else []) + [
         f"| **Hub acked/s ÷ pgbench single-row tps** | **{fmt(ratios['hub_acked_per_sec_over_pgbench_tps'], '.2f')}** |",
         f"| **Hub deliveries/s ÷ baseline deliveries/s** | **{fmt(ratios['hub_deliveries_over_baseline_deliveries'], '.2f')}** |",
+    ] + ([
+        f"| **Hub CPU per acked message ÷ baseline's, 2-member chats at {fmt(r['cpu_at_fixed_rates']['rates'][0]['rate'])} / "
+        f"{fmt(r['cpu_at_fixed_rates']['rates'][-1]['rate'])} msg/s** | "
+        f"**{fmt(ratios['hub_cpu_per_ack_over_baseline_lowest_rate'], '.2f')} / {fmt(ratios['hub_cpu_per_ack_over_baseline_highest_rate'], '.2f')}** |",
+    ] if "hub_cpu_per_ack_over_baseline_lowest_rate" in ratios else []) + [
         f"| **Two nodes ÷ one node, sustained** | **{fmt(ratios['two_nodes_sustained_over_one_node'], '.2f')}** |",
         f"| **Cross-node delivery p99 ÷ one node** | **{fmt(ratios['cross_node_delivery_p99_over_one_node'], '.2f')}** |",
     ] + ([
@@ -142,15 +147,23 @@ def cpu_tables(r):
             "",
             f"Server CPU per acked message at fixed rates ({fixed['layout']}; median of {fixed['trials']} trials, range):",
             "",
-            "| offered msg/s | acked msg/s | p99 ack | server CPU per acked message | harness CPU per frame | server memory at the end |",
-            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        # Reports before the baseline ran 2-member chats have no column for it.
+        base = any("baseline_cpu_us_per_acked" in f for f in fixed["rates"])
+        lines += [
+            "| offered msg/s | acked msg/s | p99 ack | server CPU per acked message | "
+            + ("baseline's, same chats and rate | hub ÷ baseline | " if base else "")
+            + "harness CPU per frame | server memory at the end |",
+            "|---:|---:|---:|---:|" + ("---:|---:|" if base else "") + "---:|---:|",
         ]
         for f in fixed["rates"]:
             p = f["p99_ack_ms"]
             mib = f.get("server_rss_bytes")
             lines.append(
                 f"| {fmt(f['rate'])} | {spread(f['acked_per_sec'])} | {p['median']:.1f} ms ({p['min']:.1f}–{p['max']:.1f}) | "
-                f"{us(f['server_cpu_us_per_acked'])} | {us(f['harness_cpu_us_per_frame'], '.2f')} | "
+                f"{us(f['server_cpu_us_per_acked'])} | "
+                + (f"{us(f.get('baseline_cpu_us_per_acked'))} | {fmt(f.get('hub_over_baseline'), '.2f')} | " if base else "")
+                + f"{us(f['harness_cpu_us_per_frame'], '.2f')} | "
                 f"{fmt(mib['median'] / 2**20, '.1f') + ' MiB' if mib else 'n/a'} |"
             )
     if fanout:
