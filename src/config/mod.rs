@@ -421,7 +421,8 @@ pub struct Settings {
         global = true
     )]
     pub ws_allowed_origins: Vec<String>,
-    /// Persist workers; chats are sharded across them, each commits its messages in batches.
+    /// Persist workers: commits in flight at once, each carrying the waiting sends of every chat
+    /// not already in a commit.
     #[arg(
         long,
         env = "XFCHAT_PERSIST_WORKERS",
@@ -437,6 +438,15 @@ pub struct Settings {
         global = true
     )]
     pub persist_batch: usize,
+    /// How long a send waits for others to share its commit, in microseconds (unless a batch
+    /// fills first); 0 commits each at once.
+    #[arg(
+        long,
+        env = "XFCHAT_PERSIST_LINGER_US",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub persist_linger_us: u64,
     /// Sends waiting per persist worker before new ones are answered `overloaded`.
     #[arg(
         long,
@@ -674,6 +684,7 @@ pub struct WsConfig {
     pub allowed_origins: Vec<String>,
     pub persist_workers: usize,
     pub persist_batch: usize,
+    pub persist_linger: Duration,
     pub persist_queue: usize,
 }
 
@@ -938,6 +949,7 @@ impl Settings {
                     .collect(),
                 persist_workers: self.persist_workers,
                 persist_batch: self.persist_batch,
+                persist_linger: Duration::from_micros(self.persist_linger_us),
                 persist_queue: self.persist_queue,
             },
             integrations: self.integrations.validate()?,

@@ -4,6 +4,7 @@
 
 mod backlog;
 mod connection;
+mod dispatch;
 pub mod handshake;
 pub mod persist;
 mod presence;

@@ -1,7 +1,7 @@
-//! Persist, then fan out. Sends are sharded by chat over a few workers; each worker takes every
-//! send waiting in its queue (up to the batch size), stores them in one transaction (group
-//! commit), and only after the commit acks the senders and queues the messages for every member.
-//! One worker per chat means each chat's messages are committed and fanned out in seq order.
+//! Persist, then fan out. A few workers commit the batches the dispatcher gathers (`dispatch`):
+//! each stores its batch in one transaction (group commit), and only after the commit acks the
+//! senders and queues the messages for every member. A chat is in one commit at a time, so each
+//! chat's messages are committed and fanned out in seq order.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Duration, Instant};
 
+use super::dispatch::{Batch, Dispatcher, Done};
 use super::registry::{ConnId, Kind, Outbound, Registry};
 use super::remote::Positions;
 use super::slots::Slots;
@@ -19,7 +20,7 @@ use crate::config::{Config, Faults};
 use crate::db::messages::{self, Committed, Message, NewMessage, Outcome};
 use crate::db::{Db, DbConn, Op};
 use crate::error::{is_input_error, AppError};
-use crate::ids::UserId;
+use crate::ids::{ChatId, UserId};
 use crate::metrics::{self as m, HubMetrics};
 use crate::protocol::{Encoded, ErrorCode, ServerFrame};
 
@@ -49,7 +50,7 @@ pub struct SendRequest {
 
 #[derive(Clone)]
 pub struct Persister {
-    shards: Arc<[mpsc::Sender<SendRequest>]>,
+    sends: mpsc::Sender<SendRequest>,
 }
 
 /// What every persist worker shares.
@@ -64,8 +65,6 @@ struct Shared {
     faults: Faults,
     /// The webhook events each commit writes to the outbox; None without webhooks.
     hooks: Option<Arc<str>>,
-    /// Commits this node may have in flight at once.
-    slots: Slots,
 }
 
 impl Persister {
@@ -78,7 +77,8 @@ impl Persister {
         metrics: &HubMetrics,
     ) -> Self {
         let ws = &config.ws;
-        let slots = Slots::start(ws.persist_workers, bus.as_ref().map(|b| b.peers().clone()));
+        let workers = ws.persist_workers.max(1);
+        let slots = Slots::start(workers, bus.as_ref().map(|b| b.peers().clone()));
         let shared = Shared {
             db,
             registry,
@@ -91,22 +91,32 @@ impl Persister {
                 .webhook
                 .as_ref()
                 .map(|w| w.events.as_str().into()),
-            slots,
         };
-        let shards = (0..ws.persist_workers)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(ws.persist_queue);
-                tokio::spawn(worker(rx, shared.clone(), ws.persist_batch));
+        let (done_tx, done) = mpsc::channel(workers);
+        let workers = (0..workers)
+            .map(|id| {
+                let (tx, rx) = mpsc::channel(1);
+                tokio::spawn(worker(id, rx, done_tx.clone(), shared.clone()));
                 tx
             })
-            .collect();
-        Self { shards }
+            .collect::<Vec<_>>();
+        let (sends, rx) = mpsc::channel(ws.persist_queue * workers.len());
+        let dispatcher = Dispatcher {
+            sends: rx,
+            hold: ws.persist_batch * workers.len(),
+            workers,
+            done,
+            slots,
+            batch_size: ws.persist_batch,
+            linger: ws.persist_linger,
+        };
+        tokio::spawn(dispatcher.run());
+        Self { sends }
     }
 
-    /// Queues a send for its chat's worker; gives it back when that queue is full.
+    /// Queues a send for the persist workers; gives it back when the queue is full.
     pub fn submit(&self, request: SendRequest) -> Result<(), SendRequest> {
-        let shard = request.message.chat.0.unsigned_abs() as usize % self.shards.len();
-        self.shards[shard].try_send(request).map_err(|e| match e {
+        self.sends.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
         })
     }
@@ -118,32 +128,32 @@ impl Persister {
 /// neither. Short, so that an idle worker never holds back the others' database work.
 const KEEP_IDLE: Duration = Duration::from_millis(20);
 
-async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size: usize) {
+/// Commits the batches the dispatcher hands it, one at a time, and tells it when each is
+/// fanned out.
+async fn worker(
+    id: usize,
+    mut batches: mpsc::Receiver<Batch>,
+    done: mpsc::Sender<Done>,
+    shared: Shared,
+) {
     let registry = &shared.registry;
-    let mut waiting = Vec::with_capacity(batch_size);
     let mut kept: Option<DbConn> = None;
     loop {
-        // recv_many is cancel safe: a timeout loses no send.
-        let received = match timeout(KEEP_IDLE, rx.recv_many(&mut waiting, batch_size)).await {
-            Ok(n) => n,
+        let next = match timeout(KEEP_IDLE, batches.recv()).await {
+            Ok(next) => next,
             Err(_) => {
                 kept = None;
-                rx.recv_many(&mut waiting, batch_size).await
+                batches.recv().await
             }
         };
-        if received == 0 {
+        let Some(Batch { requests, slot }) = next else {
             break;
-        }
-        // Sends that come while the worker waits for a slot join this commit.
-        let _slot = shared.slots.take().await;
-        while waiting.len() < batch_size {
-            match rx.try_recv() {
-                Ok(request) => waiting.push(request),
-                Err(_) => break,
-            }
-        }
+        };
         let (batch, replies): (Vec<NewMessage>, Vec<ReplyTo>) =
-            waiting.drain(..).map(|r| (r.message, r.reply)).unzip();
+            requests.into_iter().map(|r| (r.message, r.reply)).unzip();
+        let mut chats: Vec<ChatId> = batch.iter().map(|m| m.chat).collect();
+        chats.sort_unstable();
+        chats.dedup();
         let mut replies: Vec<Option<ReplyTo>> = replies.into_iter().map(Some).collect();
         let handled = AssertUnwindSafe(handle_batch(&shared, &mut kept, &batch, &mut replies))
             .catch_unwind()
@@ -162,6 +172,10 @@ async fn worker(mut rx: mpsc::Receiver<SendRequest>, shared: Shared, batch_size:
                     fail(registry, reply, message, &err);
                 }
             }
+        }
+        drop(slot);
+        if done.send(Done { worker: id, chats }).await.is_err() {
+            break;
         }
     }
 }

@@ -32,6 +32,11 @@ impl Slots {
         Self { open }
     }
 
+    /// A slot if one is open now.
+    pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.open.clone().try_acquire_owned().ok()
+    }
+
     /// Waits for a slot; the commit holds it until it is dropped.
     pub async fn take(&self) -> OwnedSemaphorePermit {
         self.open

@@ -125,22 +125,21 @@ async fn a_send_the_database_refuses_fails_alone_and_every_other_send_in_its_bat
 }
 
 #[tokio::test]
-async fn reusing_a_client_msg_id_in_chats_on_two_persist_shards_at_once_refuses_one_and_hurts_no_one_else(
-) {
+async fn reusing_a_client_msg_id_in_two_chats_committed_at_once_refuses_one_and_hurts_no_one_else()
+{
     let app = spawn_app().await;
     let (alice, bob, carol) = (
         app.signup("alice").await,
         app.signup("bob").await,
         app.signup("carol").await,
     );
-    // Consecutive chat ids land on different persist workers.
     let one = app.group(&alice, &[&bob, &carol]).await;
     let two = app.group(&alice, &[]).await;
     let mut a1 = app.ws(&alice).await;
     let mut a2 = app.ws(&alice).await;
     let mut c = app.ws(&carol).await;
-    // Chat one's worker is held inside its commit (at the seq update) while chat two's worker
-    // stores the same sender and client_msg_id: the two commits overlap, as they do under load.
+    // Chat one's commit is held (at the seq update) while another worker commits chat two's send
+    // with the same sender and client_msg_id: the two commits overlap, as they do under load.
     let pool = app.db.pool().await;
     let mut lock = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")

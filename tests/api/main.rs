@@ -14,6 +14,7 @@ mod entries;
 mod faults;
 mod friends;
 mod fuzz;
+mod group_commit;
 mod group_limits;
 mod hardening;
 mod history;

@@ -1,0 +1,138 @@
+//! Gathers the node's sends for the persist workers. Every send goes into one queue; the
+//! dispatcher hands a free worker, once it holds a commit slot, one batch of the sends waiting,
+//! leaving out the chats whose commit is still in flight. So each chat's sends are committed and
+//! fanned out one commit at a time, in order, while other chats' commits run beside them, and a
+//! commit carries sends from every chat, not from a quarter of them.
+//!
+//! With a linger, a send waits that long for company before its commit starts (unless a batch
+//! fills first): at moderate rates a commit then carries several messages, and the node wakes,
+//! writes to PostgreSQL and reads its answer once for all of them, not once for each
+//! (docs/scaling.md).
+
+use std::collections::{HashSet, VecDeque};
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, Duration, Instant};
+
+use super::persist::SendRequest;
+use super::slots::Slots;
+use crate::ids::ChatId;
+
+/// One commit's sends, with the slot it holds until its fan-out is done.
+pub struct Batch {
+    pub requests: Vec<SendRequest>,
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// A worker's word that its batch is committed and fanned out: it is free again, and so are
+/// the batch's chats.
+pub struct Done {
+    pub worker: usize,
+    pub chats: Vec<ChatId>,
+}
+
+pub struct Dispatcher {
+    pub sends: mpsc::Receiver<SendRequest>,
+    pub workers: Vec<mpsc::Sender<Batch>>,
+    pub done: mpsc::Receiver<Done>,
+    pub slots: Slots,
+    pub batch_size: usize,
+    pub linger: Duration,
+    /// Most sends taken off the queue and waiting here.
+    pub hold: usize,
+}
+
+impl Dispatcher {
+    /// Runs until the queue is closed and every send taken from it was handed out.
+    pub async fn run(mut self) {
+        // Each waiting send with the time its commit is due.
+        let mut waiting: VecDeque<(Instant, SendRequest)> = VecDeque::new();
+        let mut idle: Vec<usize> = (0..self.workers.len()).rev().collect();
+        let mut busy: HashSet<ChatId> = HashSet::new();
+        let mut slot: Option<OwnedSemaphorePermit> = None;
+        let mut incoming = Vec::with_capacity(self.batch_size);
+        let mut closed = false;
+        loop {
+            // Hand out batches while a worker is free, a slot open, and sends have waited long
+            // enough (or fill a batch).
+            while let (Some(&worker), Some((due, _))) = (idle.last(), waiting.front()) {
+                if waiting.len() < self.batch_size && Instant::now() < *due && !closed {
+                    break;
+                }
+                let Some(permit) = slot.take().or_else(|| self.slots.try_take()) else {
+                    break;
+                };
+                let requests = take_batch(&mut waiting, &mut busy, self.batch_size);
+                if requests.is_empty() {
+                    // Every waiting send's chat is in flight.
+                    slot = Some(permit);
+                    break;
+                }
+                idle.pop();
+                let batch = Batch {
+                    requests,
+                    slot: permit,
+                };
+                if self.workers[worker].try_send(batch).is_err() {
+                    // A free worker's channel is empty; it is gone only when the node stops.
+                    return;
+                }
+            }
+            if closed && waiting.is_empty() {
+                return;
+            }
+            let ready = !idle.is_empty() && !waiting.is_empty();
+            let due = waiting.front().map(|(due, _)| *due);
+            let lingering = ready && due.is_some_and(|d| Instant::now() < d);
+            let room = self.hold.saturating_sub(waiting.len()).min(self.batch_size);
+            tokio::select! {
+                Some(done) = self.done.recv() => {
+                    idle.push(done.worker);
+                    for chat in done.chats {
+                        busy.remove(&chat);
+                    }
+                }
+                received = self.sends.recv_many(&mut incoming, room), if !closed && room > 0 => {
+                    if received == 0 {
+                        closed = true;
+                    }
+                    let now = Instant::now();
+                    let due = now + self.linger;
+                    waiting.extend(incoming.drain(..).map(|r| (due, r)));
+                }
+                permit = self.slots.take(), if ready && !lingering && slot.is_none() => {
+                    slot = Some(permit);
+                }
+                () = sleep_until(due.unwrap_or_else(Instant::now)), if lingering => {}
+            }
+        }
+    }
+}
+
+/// Takes up to `max` of the `waiting` sends whose chats no commit in flight holds, in order,
+/// and marks their chats busy; the rest keep their order.
+fn take_batch(
+    waiting: &mut VecDeque<(Instant, SendRequest)>,
+    busy: &mut HashSet<ChatId>,
+    max: usize,
+) -> Vec<SendRequest> {
+    let mut batch = Vec::with_capacity(max.min(waiting.len()));
+    let mut taken = HashSet::new();
+    let mut left = VecDeque::with_capacity(waiting.len());
+    while let Some((since, request)) = waiting.pop_front() {
+        let chat = request.message.chat;
+        if busy.contains(&chat) {
+            left.push_back((since, request));
+            continue;
+        }
+        taken.insert(chat);
+        batch.push(request);
+        if batch.len() == max {
+            break;
+        }
+    }
+    left.extend(waiting.drain(..));
+    *waiting = left;
+    busy.extend(taken);
+    batch
+}

@@ -1,0 +1,93 @@
+//! Group commit: the dispatcher gathers every chat's sends into few commits, a send waits at
+//! most the linger for company, and each chat's sends keep their order.
+
+use std::time::Duration;
+
+use xfchat::protocol::ServerFrame;
+
+use crate::common::{metric, metrics_text, spawn_app_config, TestApp};
+use crate::ws::send;
+
+/// Commits made so far, and the sends they carried.
+async fn commits(app: &TestApp) -> (f64, f64) {
+    let text = metrics_text(&app.base).await;
+    let count = metric(&text, "xfchat_persist_batch_size_count").unwrap_or(0.0);
+    let sum = metric(&text, "xfchat_persist_batch_size_sum").unwrap_or(0.0);
+    (count, sum)
+}
+
+#[tokio::test]
+async fn sends_that_come_within_the_linger_share_one_commit_and_keep_their_order() {
+    let app = spawn_app_config(
+        |s| {
+            s.persist_linger_us = 2_000_000;
+            s.persist_workers = 4;
+        },
+        |_| {},
+    )
+    .await;
+    let (alice, bob, carol) = (
+        app.signup("alice").await,
+        app.signup("bob").await,
+        app.signup("carol").await,
+    );
+    let chats = [
+        app.group(&alice, &[&bob]).await,
+        app.group(&alice, &[&carol]).await,
+    ];
+    let mut a = app.ws(&alice).await;
+    let before = commits(&app).await;
+    // Ten sends into two chats, 20 ms apart: without the linger each would be its own commit.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (id, frame) = send(chats[i % 2], &format!("m{i}"));
+        a.send(&frame).await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seqs = [Vec::new(), Vec::new()];
+    for id in &ids {
+        match tokio::time::timeout(Duration::from_secs(10), a.next()).await {
+            Ok(ServerFrame::Ack {
+                client_msg_id,
+                message,
+            }) => {
+                assert_eq!(client_msg_id, *id, "acks come in the order of the sends");
+                let chat = chats.iter().position(|c| *c == message.chat_id.0).unwrap();
+                seqs[chat].push(message.seq);
+            }
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    assert_eq!(seqs, [vec![1, 2, 3, 4, 5], vec![1, 2, 3, 4, 5]]);
+    let after = commits(&app).await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1.0, 10.0),
+        "one commit carried all ten sends"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_fills_is_committed_without_waiting_for_the_linger() {
+    let app = spawn_app_config(
+        |s| {
+            s.persist_linger_us = 60_000_000;
+            s.persist_batch = 4;
+        },
+        |_| {},
+    )
+    .await;
+    let (alice, bob) = (app.signup("alice").await, app.signup("bob").await);
+    let chat = app.group(&alice, &[&bob]).await;
+    let mut a = app.ws(&alice).await;
+    for i in 0..4 {
+        a.send(&send(chat, &format!("m{i}")).1).await;
+    }
+    for seq in 1..=4 {
+        match tokio::time::timeout(Duration::from_secs(10), a.next()).await {
+            Ok(ServerFrame::Ack { message, .. }) => assert_eq!(message.seq, seq),
+            other => panic!("a full batch is committed at once, got {other:?}"),
+        }
+    }
+}
