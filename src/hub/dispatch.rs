@@ -6,16 +6,19 @@
 //!
 //! With a linger, a send waits that long for company before its commit starts (unless a batch
 //! fills first): at moderate rates a commit then carries several messages, and the node wakes,
-//! writes to PostgreSQL and reads its answer once for all of them, not once for each
-//! (docs/scaling.md).
+//! writes to PostgreSQL and reads its answer once for all of them, not once for each. Only while
+//! the node is alone: with other nodes committing into the same chats, a commit holding more
+//! chats for longer makes theirs wait, and delivery across nodes got slower (docs/scaling.md).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, Duration, Instant};
 
 use super::persist::SendRequest;
 use super::slots::Slots;
+use crate::bus::Peers;
 use crate::ids::ChatId;
 
 /// One commit's sends, with the slot it holds until its fan-out is done.
@@ -38,6 +41,8 @@ pub struct Dispatcher {
     pub slots: Slots,
     pub batch_size: usize,
     pub linger: Duration,
+    /// The other nodes, when there is a bus: while one is heard, sends do not linger.
+    pub peers: Option<Arc<Peers>>,
     /// Most sends taken off the queue and waiting here.
     pub hold: usize,
 }
@@ -55,8 +60,8 @@ impl Dispatcher {
         loop {
             // Hand out batches while a worker is free, a slot open, and sends have waited long
             // enough (or fill a batch).
-            while let (Some(&worker), Some((due, _))) = (idle.last(), waiting.front()) {
-                if waiting.len() < self.batch_size && Instant::now() < *due && !closed {
+            while let (Some(&worker), Some(due)) = (idle.last(), next_due(&waiting)) {
+                if waiting.len() < self.batch_size && Instant::now() < due && !closed {
                     break;
                 }
                 let Some(permit) = slot.take().or_else(|| self.slots.try_take()) else {
@@ -82,7 +87,7 @@ impl Dispatcher {
                 return;
             }
             let ready = !idle.is_empty() && !waiting.is_empty();
-            let due = waiting.front().map(|(due, _)| *due);
+            let due = next_due(&waiting);
             let lingering = ready && due.is_some_and(|d| Instant::now() < d);
             let room = self.hold.saturating_sub(waiting.len()).min(self.batch_size);
             tokio::select! {
@@ -97,7 +102,8 @@ impl Dispatcher {
                         closed = true;
                     }
                     let now = Instant::now();
-                    let due = now + self.linger;
+                    let alone = !self.peers.as_ref().is_some_and(|p| p.around());
+                    let due = if alone { now + self.linger } else { now };
                     waiting.extend(incoming.drain(..).map(|r| (due, r)));
                 }
                 permit = self.slots.take(), if ready && !lingering && slot.is_none() => {
@@ -107,6 +113,12 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// When the first of the `waiting` sends is due: the oldest's time, or the newest's when that
+/// is sooner (it came once another node was heard, and lingers no more).
+fn next_due(waiting: &VecDeque<(Instant, SendRequest)>) -> Option<Instant> {
+    Some(waiting.front()?.0.min(waiting.back()?.0))
 }
 
 /// Takes up to `max` of the `waiting` sends whose chats no commit in flight holds, in order,

@@ -78,7 +78,8 @@ impl Persister {
     ) -> Self {
         let ws = &config.ws;
         let workers = ws.persist_workers.max(1);
-        let slots = Slots::start(workers, bus.as_ref().map(|b| b.peers().clone()));
+        let peers = bus.as_ref().map(|b| b.peers().clone());
+        let slots = Slots::start(workers, peers.clone());
         let shared = Shared {
             db,
             registry,
@@ -109,6 +110,7 @@ impl Persister {
             slots,
             batch_size: ws.persist_batch,
             linger: ws.persist_linger,
+            peers,
         };
         tokio::spawn(dispatcher.run());
         Self { sends }

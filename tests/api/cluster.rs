@@ -502,6 +502,33 @@ async fn the_persist_workers_are_shared_by_the_nodes_so_a_second_node_halves_eac
 }
 
 #[tokio::test]
+async fn with_another_node_heard_a_send_is_committed_without_the_linger() {
+    let mut c = cluster_with(1, &[("XFCHAT_PERSIST_LINGER_US", "30000000")]).await;
+    let far = c.add_node().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let slots = |text: &str| metric(text, "xfchat_persist_commit_slots");
+    // Each node takes its share of the slots once it hears the other.
+    while slots(&metrics_text(&c.bases[0]).await) != Some(2.0)
+        || slots(&metrics_text(&c.bases[far]).await) != Some(2.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never heard each other"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (alice, bob) = (c.app.signup("alice").await, c.app.signup("bob").await);
+    let chat = c.app.group(&alice, &[&bob]).await;
+    let mut a = c.ws(0, &alice).await;
+    let (id, frame) = crate::ws::send(chat, "no waiting");
+    a.send(&frame).await;
+    match tokio::time::timeout(Duration::from_secs(5), a.next()).await {
+        Ok(ServerFrame::Ack { client_msg_id, .. }) => assert_eq!(client_msg_id, id),
+        other => panic!("expected the ack well within the 30 s linger, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn new_chats_read_markers_removals_and_logouts_take_effect_on_the_other_nodes() {
     events_take_effect_on_the_other_node(&cluster(2).await).await;
 }
