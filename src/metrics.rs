@@ -58,6 +58,7 @@ pub const DB_REPLICA_READS: &str = "xfchat_db_replica_reads_total";
 pub const BUS_DROPPED: &str = "xfchat_bus_events_dropped_total";
 pub const BUS_TOO_LARGE: &str = "xfchat_bus_events_too_large_total";
 pub const BUS_REFUSED: &str = "xfchat_bus_events_refused_total";
+pub const BUS_BATCH: &str = "xfchat_bus_send_payloads";
 pub const BUS_RECEIVED: &str = "xfchat_bus_notifications_received_total";
 pub const BUS_ANNOUNCED: &str = "xfchat_bus_messages_announced_total";
 pub const BUS_RECONNECTS: &str = "xfchat_bus_reconnects_total";
@@ -105,6 +106,7 @@ pub fn install(node: &str) -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BUS_BATCH.into()), BATCH_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WS_QUEUE.into()), QUEUE_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WS_QUEUE_BYTES.into()), QUEUE_BYTES_BUCKETS))
                 .expect("bucket lists are not empty")
@@ -272,6 +274,10 @@ fn describe() {
         "Notifications from other nodes, by channel (messages, events)"
     );
     describe_counter!(BUS_RECONNECTS, "Times the bus listener reconnected");
+    describe_histogram!(
+        BUS_BATCH,
+        "Payloads (announcements, events, heartbeats) gathered into one send to the other nodes"
+    );
     describe_counter!(
         BUS_REPAIRED,
         "Messages found by a position check that no notification announced"

@@ -77,9 +77,17 @@ impl Server {
         let prometheus = crate::metrics::install(&node);
         let seal = bus::Seal::new(config.jwt_secret.expose());
         let listen_at = config.database_routes.direct.clone();
-        let bus = bus::connect(&config.bus, &db, listen_at, &node, seal, &shutdown)
-            .await
-            .with_context(|| format!("cannot reach the bus at {:?}", config.bus))?;
+        let bus = bus::connect(
+            &config.bus,
+            &db,
+            listen_at,
+            &node,
+            seal,
+            config.bus_linger,
+            &shutdown,
+        )
+        .await
+        .with_context(|| format!("cannot reach the bus at {:?}", config.bus))?;
         let hub = Hub::new(
             db.clone(),
             &config,

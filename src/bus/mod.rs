@@ -18,6 +18,7 @@ mod seal;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::mpsc;
@@ -57,6 +58,7 @@ pub async fn connect(
     listen_at: Option<PgConnectOptions>,
     node: &str,
     seal: Seal,
+    linger: Duration,
     stop: &CancellationToken,
 ) -> Result<Option<Bus>, BusError> {
     Ok(match kind {
@@ -65,20 +67,28 @@ pub async fn connect(
             postgres::Postgres::new(db.clone(), listen_at),
             node,
             seal,
+            linger,
             stop,
         )),
         BusKind::Nats { url, prefix } => Some(started(
             nats::Nats::connect(url, prefix, node).await?,
             node,
             seal,
+            linger,
             stop,
         )),
     })
 }
 
-fn started<T: Transport>(transport: T, node: &str, seal: Seal, stop: &CancellationToken) -> Bus {
+fn started<T: Transport>(
+    transport: T,
+    node: &str,
+    seal: Seal,
+    linger: Duration,
+    stop: &CancellationToken,
+) -> Bus {
     let transport = Arc::new(transport);
-    let publisher = Publisher::start(transport.clone(), node, seal, stop.clone());
+    let publisher = Publisher::start(transport.clone(), node, seal, linger, stop.clone());
     let (sender, stop) = (publisher.clone(), stop.clone());
     Bus {
         publisher,

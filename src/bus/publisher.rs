@@ -147,17 +147,24 @@ impl Peers {
 }
 
 impl Publisher {
-    /// Starts the sending task, which ends at `stop`.
+    /// Starts the sending task, which ends at `stop`. It waits up to `linger` after a payload
+    /// for others to send with it.
     pub fn start<T: Transport>(
         transport: Arc<T>,
         node: &str,
         seal: Seal,
+        linger: Duration,
         stop: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let peers = Arc::new(Peers::new());
         let node: Arc<str> = Arc::from(node);
-        tokio::spawn(send_all(transport, node.clone(), peers.clone(), rx, stop));
+        let sending = Sending {
+            node: node.clone(),
+            peers: peers.clone(),
+            linger,
+        };
+        tokio::spawn(send_all(transport, sending, rx, stop));
         Self {
             node,
             seal,
@@ -241,13 +248,24 @@ impl Publisher {
     }
 }
 
-async fn send_all<T: Transport>(
-    transport: Arc<T>,
+/// What the sending task needs besides its transport and queue.
+struct Sending {
     node: Arc<str>,
     peers: Arc<Peers>,
+    linger: Duration,
+}
+
+async fn send_all<T: Transport>(
+    transport: Arc<T>,
+    sending: Sending,
     mut rx: mpsc::Receiver<Queued>,
     stop: CancellationToken,
 ) {
+    let Sending {
+        node,
+        peers,
+        linger,
+    } = sending;
     let mut queued = Vec::with_capacity(BATCH);
     let mut link = T::Link::default();
     loop {
@@ -258,6 +276,21 @@ async fn send_all<T: Transport>(
         if got == 0 {
             return;
         }
+        // Whatever comes within the linger goes in the same notification: one round trip
+        // here and one wake-up on each other node for several commits' announcements.
+        let until = Instant::now() + linger;
+        while queued.len() < BATCH && !linger.is_zero() {
+            let room = BATCH - queued.len();
+            let more = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => break,
+                more = rx.recv_many(&mut queued, room) => more,
+            };
+            if more == 0 {
+                break;
+            }
+        }
+        metrics::histogram!(m::BUS_BATCH).record(queued.len() as f64);
         let count = queued.len() as u64;
         // Nodes of a version that does not unpack read only single events.
         let packs = !peers.legacy_around();

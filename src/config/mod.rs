@@ -521,6 +521,15 @@ pub struct Settings {
         global = true
     )]
     pub bus_prefix: String,
+    /// How long the bus waits after a payload for others to go in the same notification, in
+    /// microseconds; 0 sends each at once.
+    #[arg(
+        long,
+        env = "XFCHAT_BUS_LINGER_US",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub bus_linger_us: u64,
     #[command(flatten)]
     pub integrations: IntegrationSettings,
 }
@@ -594,6 +603,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub node_id: Option<String>,
     pub bus: BusKind,
+    pub bus_linger: Duration,
     pub http: HttpConfig,
     pub throttle: ThrottleConfig,
     pub ws: WsConfig,
@@ -912,6 +922,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             node_id,
             bus: BusKind::parse(&self.bus, &self.bus_prefix)?,
+            bus_linger: Duration::from_micros(self.bus_linger_us),
             http: HttpConfig {
                 max_connections: self.http_max_connections,
                 max_per_ip: self.http_max_per_ip,

@@ -505,18 +505,7 @@ async fn the_persist_workers_are_shared_by_the_nodes_so_a_second_node_halves_eac
 async fn with_another_node_heard_a_send_is_committed_without_the_linger() {
     let mut c = cluster_with(1, &[("XFCHAT_PERSIST_LINGER_US", "30000000")]).await;
     let far = c.add_node().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let slots = |text: &str| metric(text, "xfchat_persist_commit_slots");
-    // Each node takes its share of the slots once it hears the other.
-    while slots(&metrics_text(&c.bases[0]).await) != Some(2.0)
-        || slots(&metrics_text(&c.bases[far]).await) != Some(2.0)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes never heard each other"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_heard(&c, far).await;
     let (alice, bob) = (c.app.signup("alice").await, c.app.signup("bob").await);
     let chat = c.app.group(&alice, &[&bob]).await;
     let mut a = c.ws(0, &alice).await;
@@ -526,6 +515,70 @@ async fn with_another_node_heard_a_send_is_committed_without_the_linger() {
         Ok(ServerFrame::Ack { client_msg_id, .. }) => assert_eq!(client_msg_id, id),
         other => panic!("expected the ack well within the 30 s linger, got {other:?}"),
     }
+}
+
+/// Waits until node 0 and node `far` of `c` heard each other: each took its share of the
+/// commit slots.
+async fn until_heard(c: &Cluster, far: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let slots = |text: &str| metric(text, "xfchat_persist_commit_slots");
+    while slots(&metrics_text(&c.bases[0]).await) != Some(2.0)
+        || slots(&metrics_text(&c.bases[far]).await) != Some(2.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never heard each other"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn announcements_within_the_bus_linger_reach_the_other_node_in_one_send_and_in_order() {
+    let mut c = cluster_with(
+        1,
+        &[
+            ("XFCHAT_BUS_LINGER_US", "1500000"),
+            ("XFCHAT_PERSIST_LINGER_US", "0"),
+        ],
+    )
+    .await;
+    let far = c.add_node().await;
+    until_heard(&c, far).await;
+    let (alice, bob) = (c.app.signup("alice").await, c.app.signup("bob").await);
+    let chat = c.app.group(&alice, &[&bob]).await;
+    let mut b = reader(&c, far, &bob, chat, 0).await;
+    let mut a = c.ws(0, &alice).await;
+    let sends = |text: &str| {
+        let count = metric(text, "xfchat_bus_send_payloads_count").unwrap_or(0.0);
+        let sum = metric(text, "xfchat_bus_send_payloads_sum").unwrap_or(0.0);
+        (count, sum)
+    };
+    let before = sends(&metrics_text(&c.bases[0]).await);
+    let mut ids = Vec::new();
+    // Five commits, each acked before the next send: five announcements.
+    for i in 0..5 {
+        let (id, frame) = crate::ws::send(chat, &format!("m{i}"));
+        a.send(&frame).await;
+        loop {
+            match a.next().await {
+                ServerFrame::Ack { client_msg_id, .. } if client_msg_id == id => break,
+                ServerFrame::Ack { .. } | ServerFrame::Message { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        ids.push(id);
+    }
+    assert_eq!(read_in_order(&mut b, chat, 0, 5).await, ids);
+    let after = sends(&metrics_text(&c.bases[0]).await);
+    assert!(
+        after.1 - before.1 >= 5.0,
+        "the five announcements were sent: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.0 - before.0 < 5.0,
+        "in fewer sends than announcements (a heartbeat may add one): {before:?} -> {after:?}"
+    );
 }
 
 #[tokio::test]
