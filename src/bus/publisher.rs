@@ -159,12 +159,8 @@ impl Publisher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let peers = Arc::new(Peers::new());
         let node: Arc<str> = Arc::from(node);
-        let sending = Sending {
-            node: node.clone(),
-            peers: peers.clone(),
-            linger,
-        };
-        tokio::spawn(send_all(transport, sending, rx, stop));
+        let sending = send_all(transport, node.clone(), peers.clone(), linger, rx, stop);
+        tokio::spawn(sending);
         Self {
             node,
             seal,
@@ -248,24 +244,14 @@ impl Publisher {
     }
 }
 
-/// What the sending task needs besides its transport and queue.
-struct Sending {
+async fn send_all<T: Transport>(
+    transport: Arc<T>,
     node: Arc<str>,
     peers: Arc<Peers>,
     linger: Duration,
-}
-
-async fn send_all<T: Transport>(
-    transport: Arc<T>,
-    sending: Sending,
     mut rx: mpsc::Receiver<Queued>,
     stop: CancellationToken,
 ) {
-    let Sending {
-        node,
-        peers,
-        linger,
-    } = sending;
     let mut queued = Vec::with_capacity(BATCH);
     let mut link = T::Link::default();
     loop {
