@@ -6,19 +6,17 @@
 //!
 //! With a linger, a send waits that long for company before its commit starts (unless a batch
 //! fills first): at moderate rates a commit then carries several messages, and the node wakes,
-//! writes to PostgreSQL and reads its answer once for all of them, not once for each. Only while
-//! the node is alone: with other nodes committing into the same chats, a commit holding more
-//! chats for longer makes theirs wait, and delivery across nodes got slower (docs/scaling.md).
+//! writes to PostgreSQL and reads its answer once for all of them, not once for each. With other
+//! nodes too: once no commit stalled on the search index, a commit holding more chats no longer
+//! made the other node's wait for long (docs/scaling.md, eighth round).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, Duration, Instant};
 
 use super::persist::SendRequest;
 use super::slots::Slots;
-use crate::bus::Peers;
 use crate::ids::ChatId;
 
 /// One commit's sends, with the slot it holds until its fan-out is done.
@@ -41,8 +39,6 @@ pub struct Dispatcher {
     pub slots: Slots,
     pub batch_size: usize,
     pub linger: Duration,
-    /// The other nodes, when there is a bus: while one is heard, sends do not linger.
-    pub peers: Option<Arc<Peers>>,
     /// Most sends taken off the queue and waiting here.
     pub hold: usize,
 }
@@ -101,9 +97,7 @@ impl Dispatcher {
                     if received == 0 {
                         closed = true;
                     }
-                    let now = Instant::now();
-                    let alone = !self.peers.as_ref().is_some_and(|p| p.around());
-                    let due = if alone { now + self.linger } else { now };
+                    let due = Instant::now() + self.linger;
                     waiting.extend(incoming.drain(..).map(|r| (due, r)));
                 }
                 permit = self.slots.take(), if ready && !lingering && slot.is_none() => {
@@ -115,10 +109,9 @@ impl Dispatcher {
     }
 }
 
-/// When the first of the `waiting` sends is due: the oldest's time, or the newest's when that
-/// is sooner (it came once another node was heard, and lingers no more).
+/// When the first of the `waiting` sends is due: the oldest's time.
 fn next_due(waiting: &VecDeque<(Instant, SendRequest)>) -> Option<Instant> {
-    Some(waiting.front()?.0.min(waiting.back()?.0))
+    waiting.front().map(|(due, _)| *due)
 }
 
 /// Takes up to `max` of the `waiting` sends whose chats no commit in flight holds, in order,

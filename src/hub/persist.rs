@@ -79,7 +79,7 @@ impl Persister {
         let ws = &config.ws;
         let workers = ws.persist_workers.max(1);
         let peers = bus.as_ref().map(|b| b.peers().clone());
-        let slots = Slots::start(workers, peers.clone());
+        let slots = Slots::start(workers, peers);
         let shared = Shared {
             db,
             registry,
@@ -110,7 +110,6 @@ impl Persister {
             slots,
             batch_size: ws.persist_batch,
             linger: ws.persist_linger,
-            peers,
         };
         tokio::spawn(dispatcher.run());
         Self { sends }

@@ -502,19 +502,45 @@ async fn the_persist_workers_are_shared_by_the_nodes_so_a_second_node_halves_eac
 }
 
 #[tokio::test]
-async fn with_another_node_heard_a_send_is_committed_without_the_linger() {
-    let mut c = cluster_with(1, &[("XFCHAT_PERSIST_LINGER_US", "30000000")]).await;
+async fn with_another_node_heard_sends_within_the_linger_still_share_one_commit() {
+    let mut c = cluster_with(1, &[("XFCHAT_PERSIST_LINGER_US", "1000000")]).await;
     let far = c.add_node().await;
     until_heard(&c, far).await;
-    let (alice, bob) = (c.app.signup("alice").await, c.app.signup("bob").await);
-    let chat = c.app.group(&alice, &[&bob]).await;
+    let (alice, bob, carol) = (
+        c.app.signup("alice").await,
+        c.app.signup("bob").await,
+        c.app.signup("carol").await,
+    );
+    let chats = [
+        c.app.group(&alice, &[&bob]).await,
+        c.app.group(&alice, &[&carol]).await,
+    ];
+    let commits = |text: &str| {
+        let count = metric(text, "xfchat_persist_batch_size_count").unwrap_or(0.0);
+        let sum = metric(text, "xfchat_persist_batch_size_sum").unwrap_or(0.0);
+        (count, sum)
+    };
     let mut a = c.ws(0, &alice).await;
-    let (id, frame) = crate::ws::send(chat, "no waiting");
-    a.send(&frame).await;
-    match tokio::time::timeout(Duration::from_secs(5), a.next()).await {
-        Ok(ServerFrame::Ack { client_msg_id, .. }) => assert_eq!(client_msg_id, id),
-        other => panic!("expected the ack well within the 30 s linger, got {other:?}"),
+    let before = commits(&metrics_text(&c.bases[0]).await);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (id, frame) = crate::ws::send(chats[i % 2], &format!("m{i}"));
+        a.send(&frame).await;
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    for id in ids {
+        match tokio::time::timeout(Duration::from_secs(10), a.next()).await {
+            Ok(ServerFrame::Ack { client_msg_id, .. }) => assert_eq!(client_msg_id, id),
+            other => panic!("expected the ack of {id}, got {other:?}"),
+        }
+    }
+    let after = commits(&metrics_text(&c.bases[0]).await);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1.0, 4.0),
+        "one commit carried the four sends, another node heard or not"
+    );
 }
 
 /// Waits until node 0 and node `far` of `c` heard each other: each took its share of the
