@@ -91,3 +91,58 @@ async fn a_batch_that_fills_is_committed_without_waiting_for_the_linger() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_send_to_another_chat_is_not_held_behind_a_chat_whose_commit_waits() {
+    let app = spawn_app_config(
+        |s| {
+            s.persist_linger_us = 1_000;
+            s.persist_workers = 4;
+        },
+        |_| {},
+    )
+    .await;
+    let (alice, bob, carol) = (
+        app.signup("alice").await,
+        app.signup("bob").await,
+        app.signup("carol").await,
+    );
+    let (held, free) = (
+        app.group(&alice, &[&bob]).await,
+        app.group(&alice, &[&carol]).await,
+    );
+    let mut a = app.ws(&alice).await;
+    // The first chat's row is locked, so its commit waits in PostgreSQL.
+    let pool = app.db.pool().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (first, frame) = send(held, "first");
+    a.send(&frame).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second send to the held chat waits for the first's commit: every waiting send's chat
+    // is in a commit.
+    let (second, frame) = send(held, "second");
+    a.send(&frame).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A send to the other chat is committed meanwhile.
+    let (other, frame) = send(free, "other");
+    a.send(&frame).await;
+    match tokio::time::timeout(Duration::from_secs(5), a.next()).await {
+        Ok(ServerFrame::Ack { client_msg_id, .. }) => assert_eq!(client_msg_id, other),
+        other => panic!("the other chat's send is acked while the first waits, got {other:?}"),
+    }
+    lock.rollback().await.unwrap();
+    for (id, seq) in [(first, 1), (second, 2)] {
+        match tokio::time::timeout(Duration::from_secs(10), a.next()).await {
+            Ok(ServerFrame::Ack {
+                client_msg_id,
+                message,
+            }) => assert_eq!((client_msg_id, message.seq), (id, seq)),
+            other => panic!("the held chat's sends are acked in order, got {other:?}"),
+        }
+    }
+}
