@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::bus;
@@ -124,7 +125,6 @@ fn reused() -> AppError {
 
 /// One row of `xfchat_store_batch`: a send's outcome (with its stored message for `new` and
 /// `replay`), or a member of one of the batch's chats.
-#[derive(sqlx::FromRow)]
 struct BatchRow {
     ord: Option<i32>,
     outcome: String,
@@ -138,6 +138,32 @@ struct BatchRow {
     reply_to: Option<i64>,
     attachments: Option<Vec<Uuid>>,
     member_id: Option<UserId>,
+}
+
+/// The columns of a [`BatchRow`], in the order [`BatchRow`] reads them.
+const BATCH_COLUMNS: &str = "ord, outcome, id, chat_id, seq, sender_id, client_msg_id, body, \
+     created_at, reply_to, attachments, member_id";
+
+/// Read by position, in the order of [`BATCH_COLUMNS`], whose types the function's result
+/// fixes: looking each column up by its name and checking its type again for every row cost a
+/// twentieth of the node's CPU at 10,000 msg/s. A value that does not decode is still an error.
+impl sqlx::FromRow<'_, PgRow> for BatchRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            ord: row.try_get_unchecked(0)?,
+            outcome: row.try_get_unchecked(1)?,
+            id: row.try_get_unchecked(2)?,
+            chat_id: row.try_get_unchecked(3)?,
+            seq: row.try_get_unchecked(4)?,
+            sender_id: row.try_get_unchecked(5)?,
+            client_msg_id: row.try_get_unchecked(6)?,
+            body: row.try_get_unchecked(7)?,
+            created_at: row.try_get_unchecked(8)?,
+            reply_to: row.try_get_unchecked(9)?,
+            attachments: row.try_get_unchecked(10)?,
+            member_id: row.try_get_unchecked(11)?,
+        })
+    }
 }
 
 impl BatchRow {
@@ -173,11 +199,12 @@ pub async fn store_batch(
     hooks: Option<&str>,
 ) -> Result<Committed, sqlx::Error> {
     // Without webhooks, the version that writes no events: the hot path pays nothing for them.
-    let sql = match hooks {
-        None => "SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8)",
-        Some(_) => "SELECT * FROM xfchat_store_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    let args = match hooks {
+        None => "$1, $2, $3, $4, $5, $6, $7, $8",
+        Some(_) => "$1, $2, $3, $4, $5, $6, $7, $8, $9",
     };
-    let query = sqlx::query_as(sql)
+    let sql = format!("SELECT {BATCH_COLUMNS} FROM xfchat_store_batch({args})");
+    let query = sqlx::query_as(&sql)
         .bind(batch.iter().map(|m| m.chat).collect::<Vec<_>>())
         .bind(batch.iter().map(|m| m.sender).collect::<Vec<_>>())
         .bind(batch.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
