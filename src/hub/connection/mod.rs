@@ -167,7 +167,12 @@ impl Connection {
         let kick = self.inbox.kick.clone();
         let backlog = self.inbox.backlog.clone();
         let expiry = tokio::time::sleep(self.session.remaining());
-        tokio::pin!(expiry);
+        // Made once, not on every turn of the loop: each made anew registered with and left
+        // its token's or backlog's waiters on every frame in and out.
+        let kicked = kick.cancelled();
+        let stopping = shutdown.cancelled();
+        let fell_behind = backlog.fell_behind();
+        tokio::pin!(expiry, kicked, stopping, fell_behind);
         // First of all, the epoch that every seq on this socket belongs to.
         let hello = ServerFrame::Hello {
             epoch: self.hub.epoch(),
@@ -197,8 +202,8 @@ impl Connection {
             let paused_until = self.read_paused_until;
             tokio::select! {
                 biased;
-                _ = kick.cancelled() => return Err(self.kicked()),
-                _ = shutdown.cancelled(), if !draining => draining = true,
+                () = &mut kicked => return Err(self.kicked()),
+                () = &mut stopping, if !draining => draining = true,
                 _ = &mut expiry => {
                     return Err(End::Close(close::TOKEN_EXPIRED, "token expired", reason::TOKEN_EXPIRED));
                 }
@@ -207,7 +212,7 @@ impl Connection {
                     Some(out) => self.drain(out).await?,
                     None => return Err(End::Gone(reason::ERROR)),
                 },
-                _ = backlog.fell_behind() => {}
+                () = &mut fell_behind => fell_behind.set(backlog.fell_behind()),
                 _ = sleep_until_some(retry_at) => {}
                 _ = sleep_until_some(gap_until) => {}
                 _ = sleep_until_some(paused_until) => self.read_paused_until = None,
