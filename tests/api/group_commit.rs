@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use xfchat::protocol::ServerFrame;
 
-use crate::common::{metric, metrics_text, spawn_app_config, TestApp};
+use crate::common::{metric, metrics_text, spawn_app_config, TestApp, User};
 use crate::ws::send;
 
 /// Commits made so far, and the sends they carried.
@@ -16,11 +16,12 @@ async fn commits(app: &TestApp) -> (f64, f64) {
     (count, sum)
 }
 
-#[tokio::test]
-async fn sends_that_come_within_the_linger_share_one_commit_and_keep_their_order() {
+/// A server with four persist workers and a linger of `linger_us`, and alice in two chats (one
+/// with bob, one with carol).
+async fn alice_in_two_chats(linger_us: u64) -> (TestApp, User, [i64; 2]) {
     let app = spawn_app_config(
         |s| {
-            s.persist_linger_us = 2_000_000;
+            s.persist_linger_us = linger_us;
             s.persist_workers = 4;
         },
         |_| {},
@@ -35,6 +36,12 @@ async fn sends_that_come_within_the_linger_share_one_commit_and_keep_their_order
         app.group(&alice, &[&bob]).await,
         app.group(&alice, &[&carol]).await,
     ];
+    (app, alice, chats)
+}
+
+#[tokio::test]
+async fn sends_that_come_within_the_linger_share_one_commit_and_keep_their_order() {
+    let (app, alice, chats) = alice_in_two_chats(2_000_000).await;
     let mut a = app.ws(&alice).await;
     let before = commits(&app).await;
     // Ten sends into two chats, 20 ms apart: without the linger each would be its own commit.
@@ -94,23 +101,7 @@ async fn a_batch_that_fills_is_committed_without_waiting_for_the_linger() {
 
 #[tokio::test]
 async fn a_send_to_another_chat_is_not_held_behind_a_chat_whose_commit_waits() {
-    let app = spawn_app_config(
-        |s| {
-            s.persist_linger_us = 1_000;
-            s.persist_workers = 4;
-        },
-        |_| {},
-    )
-    .await;
-    let (alice, bob, carol) = (
-        app.signup("alice").await,
-        app.signup("bob").await,
-        app.signup("carol").await,
-    );
-    let (held, free) = (
-        app.group(&alice, &[&bob]).await,
-        app.group(&alice, &[&carol]).await,
-    );
+    let (app, alice, [held, free]) = alice_in_two_chats(1_000).await;
     let mut a = app.ws(&alice).await;
     // The first chat's row is locked, so its commit waits in PostgreSQL.
     let pool = app.db.pool().await;
