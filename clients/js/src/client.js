@@ -297,9 +297,11 @@ export class Client extends Emitter {
     if (!opened && !refresh && !this.api) {
       // The browser hides the handshake's status; ask whether the token is the reason.
       refresh = (await this.tokenValid().catch(() => true)) === false;
+      if (this.#overtaken()) return;
     }
     if (refresh) {
       const token = this.refreshToken ? await this.refreshToken().catch(() => null) : null;
+      if (this.#overtaken()) return;
       if (!token) {
         this.#setState('closed', { reason: code === CLOSE.TOKEN_EXPIRED ? 'expired' : 'unauthorized', code });
         return;
@@ -307,6 +309,11 @@ export class Client extends Emitter {
       this.token = token;
     }
     this.#schedule();
+  }
+
+  /** Closed, offline or opened again while `#lost` waited: it must not schedule a reconnect. */
+  #overtaken() {
+    return this.state === 'closed' || this.state === 'offline' || this.#ws !== null;
   }
 
   #schedule() {

@@ -102,6 +102,36 @@ test('backoff grows while the server is unreachable and resets after a connectio
   await proxy.stop();
 });
 
+test('a client closed while it asks why its socket failed stays closed', async () => {
+  const api = await signup();
+  const proxy = await Proxy.start();
+  proxy.refuse = true;
+  let answer;
+  const asked = new Promise((resolve) => {
+    answer = resolve;
+  });
+  let asking;
+  const c = open(api, proxy.url, {
+    ...fast,
+    // The question is still out when the client is closed.
+    tokenValid: () => {
+      answer();
+      return new Promise((resolve) => {
+        asking = resolve;
+      });
+    },
+  });
+  const waits = [];
+  c.on('reconnecting', (r) => waits.push(r));
+  await asked;
+  c.close();
+  asking(true);
+  await sleep(300);
+  assert.equal(c.state, 'closed', 'close wins');
+  assert.deepEqual(waits, [], 'no reconnect was scheduled');
+  await proxy.stop();
+});
+
 test('a logged-out token is not reconnected', async () => {
   const api = await signup();
   const c = open(api, SERVER, fast);
