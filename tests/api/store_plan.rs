@@ -4,11 +4,12 @@
 //! function's plans for a connection's life, and plans made while `messages` was empty once
 //! scanned the whole table at every commit.
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnection;
-use sqlx::Row;
+use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
-use crate::common::spawn_app;
+use crate::common::{spawn_app, TestApp};
 
 /// Sequential and index scans of each table so far, as this connection's statistics say.
 async fn scans(conn: &mut PgConnection, tables: &[&str]) -> Vec<(i64, i64)> {
@@ -57,20 +58,25 @@ async fn commit(conn: &mut PgConnection, chat: i64, senders: &[i64], i: usize) {
     assert_eq!(stored.count(), n, "every send stored");
 }
 
-#[tokio::test]
-async fn the_store_probes_the_index_for_earlier_sends_even_when_planned_on_an_empty_table() {
+/// Alice and bob in a new group, and one connection to its database, as a persist worker holds
+/// one: its plans are made on its first calls and kept.
+async fn a_group_and_one_connection() -> (TestApp, [i64; 2], i64, PoolConnection<Postgres>) {
     let app = spawn_app().await;
     let alice = app.signup("alice").await;
     let bob = app.signup("bob").await;
     let chat = app.group(&alice, &[&bob]).await;
-    // One connection, as a persist worker holds one: its plans are made on the first calls,
-    // while no message is stored, and kept.
-    let pool = app.db.pool().await;
-    let mut conn = pool.acquire().await.unwrap();
+    let conn = app.db.pool().await.acquire().await.unwrap();
+    (app, [alice.id, bob.id], chat, conn)
+}
+
+#[tokio::test]
+async fn the_store_probes_the_index_for_earlier_sends_even_when_planned_on_an_empty_table() {
+    // The plans are made while no message is stored.
+    let (_app, senders, chat, mut conn) = a_group_and_one_connection().await;
     let before = scans(&mut conn, &["messages"]).await[0];
     const CALLS: usize = 40;
     for i in 0..CALLS {
-        commit(&mut conn, chat, &[alice.id, bob.id], i).await;
+        commit(&mut conn, chat, &senders, i).await;
     }
     let after = scans(&mut conn, &["messages"]).await[0];
     let (seq, idx) = (after.0 - before.0, after.1 - before.1);
@@ -86,12 +92,7 @@ async fn the_store_probes_the_index_for_earlier_sends_even_when_planned_on_an_em
 
 #[tokio::test]
 async fn the_store_probes_by_key_even_when_planned_on_tables_vacuumed_while_empty() {
-    let app = spawn_app().await;
-    let alice = app.signup("alice").await;
-    let bob = app.signup("bob").await;
-    let chat = app.group(&alice, &[&bob]).await;
-    let pool = app.db.pool().await;
-    let mut conn = pool.acquire().await.unwrap();
+    let (_app, senders, chat, mut conn) = a_group_and_one_connection().await;
     // A vacuum of a new database: the planner now knows that `messages` and `attachments` have
     // no pages, instead of assuming a few, and a plan made now reads them whole if it can.
     let tables = ["messages", "attachments", "conversations"];
@@ -102,7 +103,7 @@ async fn the_store_probes_by_key_even_when_planned_on_tables_vacuumed_while_empt
     let before = scans(&mut conn, &tables).await;
     const CALLS: usize = 40;
     for i in 0..CALLS {
-        commit(&mut conn, chat, &[alice.id, bob.id], i).await;
+        commit(&mut conn, chat, &senders, i).await;
     }
     let after = scans(&mut conn, &tables).await;
     for ((table, b), a) in tables.iter().zip(&before).zip(&after) {
